@@ -1,0 +1,1 @@
+"""Built-in interpcore plugin interp_open_clip (being written)."""

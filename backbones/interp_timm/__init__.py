@@ -1,0 +1,1 @@
+"""Built-in interpcore plugin interp_timm (being written)."""

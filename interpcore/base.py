@@ -1,0 +1,309 @@
+"""Base types every plugin builds on: backbones, vocabularies, datasets, methods, results.
+
+This module must stay importable without torch: the CLI imports it to list names. Anything
+that needs torch imports it inside the function that needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+from .errors import CapabilityError, InterpError
+
+
+class Capability:
+    """Names of what a backbone can do. A method lists the ones it ``requires``."""
+
+    IMAGE_ENCODER = "image_encoder"  #: ``encode_image`` gives an embedding
+    TEXT_ENCODER = "text_encoder"  #: ``tokenize`` / ``encode_text`` in the same space
+    VIT_RESIDUAL_STREAM = "vit_residual_stream"  #: ``residual_stream()`` (PRS)
+    FEATURE_MAPS = "feature_maps"  #: spatial activations for Grad-CAM (FALCON)
+
+    ALL = (IMAGE_ENCODER, TEXT_ENCODER, VIT_RESIDUAL_STREAM, FEATURE_MAPS)
+
+
+# --------------------------------------------------------------------------------------
+# Backbones
+# --------------------------------------------------------------------------------------
+
+
+class Backbone:
+    """A vision (or vision-language) model behind one interface.
+
+    Concrete backbones usually subclass :class:`interpcore.torch_backbone.TorchBackbone`,
+    which implements device and dtype handling, batching and layer features on top of a
+    handful of model-specific methods. The attributes below are the contract methods rely on.
+    """
+
+    name: str = "?"  #: full registry name, e.g. ``open_clip:ViT-B-32``
+    pretrained: str | None = None  #: weights tag, file or folder the model was loaded from
+    capabilities: frozenset[str] = frozenset()
+    embed_dim: int | None = None  #: size of ``encode_image`` / ``encode_text`` outputs
+
+    # -- the interface (TorchBackbone implements these) --------------------------------
+    def preprocess(self, image):  # PIL image or path -> (C, H, W) float tensor
+        raise NotImplementedError
+
+    def tokenize(self, texts: Sequence[str]):
+        raise CapabilityError(self.name, Capability.TEXT_ENCODER, "tokenize")
+
+    def encode_image(self, images, *, normalize: bool = False, batch_size: int = 64):
+        raise CapabilityError(self.name, Capability.IMAGE_ENCODER, "encode_image")
+
+    def encode_text(self, texts, *, normalize: bool = False, batch_size: int = 256):
+        raise CapabilityError(self.name, Capability.TEXT_ENCODER, "encode_text")
+
+    def features(self, images, layer: str | None = None, *, batch_size: int = 64):
+        raise NotImplementedError
+
+    def feature_layers(self) -> list[str]:
+        return []
+
+    def gradcam_target_layers(self) -> list:
+        raise CapabilityError(self.name, Capability.FEATURE_MAPS, "gradcam_target_layers")
+
+    def residual_stream(self) -> ViTResidualStream:
+        raise CapabilityError(self.name, Capability.VIT_RESIDUAL_STREAM, "residual_stream")
+
+    # -- helpers -------------------------------------------------------------------------
+    def has(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    @property
+    def cache_key(self) -> str:
+        """A string that changes whenever the weights change (used to key caches)."""
+        return f"{self.name}|{self.pretrained}"
+
+    def __repr__(self) -> str:
+        caps = ",".join(sorted(self.capabilities))
+        return f"<{type(self).__name__} {self.name} pretrained={self.pretrained} [{caps}]>"
+
+
+class ViTResidualStream:
+    """Exact access to a pre-LayerNorm ViT image tower with class-token pooling.
+
+    The tower computes, for pixels ``p``::
+
+        x = embed(p)                                  # (N, T, width), T = 1 + patches
+        for b in blocks:                              # b = block(i)
+            x = x + b.ls_1(attention(b, b.ln_1(x)))
+            x = x + b.ls_2(b.mlp(b.ln_2(x)))
+        z = post(x[:, 0])                             # == backbone.encode_image(p)
+
+    with ``attention(b, y) = out_proj(concat_h softmax(q_h k_h^T * b.scale) v_h)`` where
+    ``q, k, v = b.qkv(y)`` are ``(N, heads, T, head_dim)`` and ``out_proj(u) = u @
+    b.out_proj_weight.T + b.out_proj_bias``. ``ls_1`` / ``ls_2`` are per-channel layer
+    scales (identity when the model has none) and therefore linear.
+
+    ``post`` is ``LayerNorm(ln_post_weight, ln_post_bias, ln_post_eps)`` followed by
+    ``@ proj`` (``proj`` may be ``None`` for no projection). Methods such as PRS use these
+    parts to compute every component's direct contribution; :meth:`forward` is the
+    reference forward pass built from the same parts.
+    """
+
+    num_layers: int
+    num_heads: int
+    width: int
+    head_dim: int
+    embed_dim: int
+    grid_size: tuple[int, int]
+    ln_post_weight: Any
+    ln_post_bias: Any
+    ln_post_eps: float
+    proj: Any  # (width, embed_dim) tensor or None
+
+    def embed(self, pixels):
+        raise NotImplementedError
+
+    def block(self, index: int) -> ViTBlockParts:
+        raise NotImplementedError
+
+    def post(self, x_cls):
+        import torch.nn.functional as F
+
+        y = F.layer_norm(
+            x_cls, (self.width,), self.ln_post_weight, self.ln_post_bias, self.ln_post_eps
+        )
+        return y if self.proj is None else y @ self.proj
+
+    def attention(self, index: int, y):
+        """Multi-head attention of block ``index`` on normalized input ``y``."""
+        b = self.block(index)
+        q, k, v = b.qkv(y)
+        attn = (q @ k.transpose(-1, -2) * b.scale).softmax(dim=-1)
+        out = (attn @ v).transpose(1, 2).reshape(y.shape[0], y.shape[1], -1)
+        return out @ b.out_proj_weight.T + b.out_proj_bias
+
+    def forward(self, pixels):
+        """Reference forward pass from the parts; equals the backbone's encode_image."""
+        x = self.embed(pixels)
+        for i in range(self.num_layers):
+            b = self.block(i)
+            x = x + b.ls_1(self.attention(i, b.ln_1(x)))
+            x = x + b.ls_2(b.mlp(b.ln_2(x)))
+        return self.post(x[:, 0])
+
+
+@dataclasses.dataclass
+class ViTBlockParts:
+    """The pieces of one transformer block, as callables and tensors (see ViTResidualStream)."""
+
+    ln_1: Any
+    qkv: Any
+    scale: float
+    out_proj_weight: Any  # (width, heads * head_dim)
+    out_proj_bias: Any  # (width,)
+    ln_2: Any
+    mlp: Any
+    ls_1: Any = staticmethod(lambda x: x)
+    ls_2: Any = staticmethod(lambda x: x)
+
+
+# --------------------------------------------------------------------------------------
+# Vocabularies
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Vocabulary:
+    """An ordered list of texts (concepts, a text pool, a caption pool)."""
+
+    name: str
+    concepts: list[str]
+    source: str = ""  #: where the texts came from (URL, file, "generated")
+    description: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.concepts, list):
+            self.concepts = list(self.concepts)
+
+    def __len__(self) -> int:
+        return len(self.concepts)
+
+    def __iter__(self):
+        return iter(self.concepts)
+
+    def __getitem__(self, i):
+        return self.concepts[i]
+
+    @property
+    def content_hash(self) -> str:
+        h = hashlib.sha256()
+        for c in self.concepts:
+            h.update(c.encode("utf-8"))
+            h.update(b"\n")
+        return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------
+
+
+class Dataset:
+    """A map-style dataset of samples.
+
+    ``dataset[i]`` returns a dict with at least ``"image"`` (a PIL RGB image) and, where the
+    dataset has them, ``"label"`` (int index into :attr:`classes`), ``"mask"`` (numpy
+    ``(H, W)`` int array, 0 = background, k = object k), ``"caption"``, ``"attributes"``
+    (dict) and ``"group"`` (int, for group-robustness datasets).
+    """
+
+    name: str = "?"
+    classes: list[str] | None = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        raise NotImplementedError
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+
+# --------------------------------------------------------------------------------------
+# Methods
+# --------------------------------------------------------------------------------------
+
+
+class Method:
+    """Common part of decomposers and explainers: a backbone plus options.
+
+    Subclasses set ``requires`` to the capabilities they need; constructing a method on a
+    backbone without them raises :class:`CapabilityError` naming both.
+    """
+
+    name: ClassVar[str] = "?"
+    requires: ClassVar[Iterable[str]] = ()
+
+    def __init__(self, backbone: Backbone, **options):
+        check_capabilities(self.name, backbone, self.requires)
+        self.backbone = backbone
+        self.options = options
+
+
+class Decomposer(Method):
+    """Splits a representation into parts; the public verb is :meth:`decompose`."""
+
+    def decompose(self, inputs, **kwargs):
+        raise NotImplementedError
+
+
+class Explainer(Method):
+    """Describes what a model or its parts respond to; the public verb is :meth:`explain`."""
+
+    def explain(self, inputs=None, **kwargs):
+        raise NotImplementedError
+
+
+def check_capabilities(method: str, backbone: Backbone, requires: Iterable[str]) -> None:
+    missing = [c for c in requires if c not in backbone.capabilities]
+    if missing:
+        raise CapabilityError(backbone.name, missing[0], f"method '{method}'")
+
+
+# --------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------
+
+
+class Result:
+    """Base for method results: small dataclasses that print and serialize to JSON.
+
+    Subclasses are dataclasses; tensors and arrays in fields are converted to lists by
+    :meth:`to_dict`.
+    """
+
+    def to_dict(self) -> dict:
+        if not dataclasses.is_dataclass(self):
+            raise InterpError(f"{type(self).__name__} is not a dataclass")
+        return {f.name: to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def to_json(self, **kwargs) -> str:
+        kwargs.setdefault("indent", 2)
+        return json.dumps(self.to_dict(), **kwargs)
+
+
+def to_jsonable(value):
+    """Convert tensors, arrays, paths and nested containers to JSON-friendly values."""
+    if isinstance(value, Result):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        if hasattr(value, "detach"):
+            value = value.detach().cpu()
+        return value.tolist()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

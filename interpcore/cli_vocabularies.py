@@ -1,0 +1,1 @@
+"""``interp vocabularies show|fetch`` (attached to the group defined in cli.py)."""

@@ -1,0 +1,1 @@
+"""Built-in interpcore plugin interp_shapes (being written)."""
