@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .cache import atomic_path
 from .errors import InterpError
+from .figures import make_readable
 
 RUN_FILE = "run.json"
 REPORT_FILE = "report.html"
@@ -166,6 +167,7 @@ def write_run(run_dir: str | os.PathLike, manifest: Mapping) -> Path:
     path = run_dir / RUN_FILE
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
+    make_readable(path)
     return path
 
 
@@ -409,4 +411,5 @@ def render_report(run_dir: str | os.PathLike, out_html: str | os.PathLike | None
         out = out / REPORT_FILE
     with atomic_path(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    make_readable(out)
     return out
