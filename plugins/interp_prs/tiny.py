@@ -1,4 +1,4 @@
-"""Tiny random ViT CLIP towers shared by the PRS / TextSpan tests (no weights, no network)."""
+"""Tiny random ViT CLIP towers for tests and examples (random weights, no network, no files)."""
 
 import torch
 
