@@ -207,11 +207,29 @@ class Registry:
         return self._method("explainer", name, backbone, **options)
 
     # -- vocabularies and datasets -----------------------------------------------------
-    def get_vocabulary(self, name: str, size: int | None = None, **options):
+    def get_vocabulary(self, name, size: int | None = None, **options):
+        """A vocabulary by registered name, or a custom one: a list of strings or a path to a
+        text file (one concept per line; see :mod:`interpcore.vocab` for the cleaning policy).
+        A registered name wins over a file of the same name in the working directory."""
         from .base import Vocabulary
+        from . import vocab as _vocab
 
         if isinstance(name, Vocabulary):
-            return name
+            if options:
+                raise InterpError(
+                    f"options {sorted(options)} apply to a vocabulary name, not to a Vocabulary"
+                )
+            return _vocab.resize(name, size)
+        if isinstance(name, (list, tuple)):
+            return _vocab.from_list(name, size=size, **options)
+        if not isinstance(name, str) or name not in self.names("vocabulary"):
+            if _vocab.looks_like_path(name):
+                return _vocab.from_file(name, size=size, **options)
+        if not isinstance(name, str):
+            raise InterpError(
+                "a vocabulary is a registered name, a path to a text file, a list of strings "
+                f"or a Vocabulary, not a {type(name).__name__}"
+            )
         return self.entry("vocabulary", name).factory(size=size, **options)
 
     def get_dataset(self, name: str, split: str = "test", **options):
