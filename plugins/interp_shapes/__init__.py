@@ -1,1 +1,1 @@
-"""Built-in interpcore plugin interp_shapes (being written)."""
+"""Built-in interpcore plugin: the synthetic shapes world (datasets, vocabularies, commands)."""
