@@ -1,0 +1,138 @@
+"""``interp falcon find-groups`` and ``interp falcon explain``.
+
+Only click and the core at module level: torch and the method are imported inside the
+command bodies so that ``interp --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+def _common(f):
+    opts = [
+        click.option("--backbone", "-b", default="shapes:resnet", show_default=True,
+                     help="Target model (needs feature maps), 'library:model'."),
+        click.option("--pretrained", default=None, help="Weights tag, file or folder of the target."),
+        click.option("--captioner", "-c", default="shapes:clip-vit", show_default=True,
+                     help="CLIP backbone that embeds crops and captions."),
+        click.option("--dataset", "-d", default="shapes", show_default=True, help="Probe dataset."),
+        click.option("--split", default="test", show_default=True),
+        click.option("--limit", type=int, default=None, help="Use only the first N probe images."),
+        click.option("--layer", default=None,
+                     help="Target layer (default: the pooled layer before the classifier)."),
+        click.option("--cam", default="gradcam", show_default=True,
+                     help="pytorch-grad-cam method: gradcam, gradcam++, hirescam, xgradcam, "
+                          "layercam, eigencam, scorecam, ..."),
+        click.option("--grouping", type=click.Choice(["reference", "coactivation"]),
+                     default="reference", show_default=True,
+                     help="reference: images grouped by their set of high features; "
+                          "coactivation: features that fire on the same images."),
+        click.option("--sigma", type=float, default=5.0, show_default=True,
+                     help="High threshold = mean + SIGMA std of normalized activations."),
+        click.option("--min-images", type=int, default=10, show_default=True),
+        click.option("--max-images", type=int, default=50, show_default=True,
+                     help="Images cropped and captioned per group (most activating first)."),
+        click.option("--score-threshold", type=float, default=0.8, show_default=True,
+                     help="Interpretability threshold on the mean pairwise crop cosine."),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--batch-size", type=int, default=32, show_default=True),
+        click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
+                     help="Write JSON, CSV, PNGs and run.json to this folder."),
+        click.option("--report", type=click.Path(dir_okay=False), default=None,
+                     help="Also render an HTML report (needs --out)."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _explainer(kw, **extra):
+    import interpcore
+
+    backbone = interpcore.get_backbone(kw["backbone"], pretrained=kw["pretrained"],
+                                       device=kw["device"])
+    captioner = interpcore.get_backbone(kw["captioner"], device=kw["device"])
+    return interpcore.get_explainer(
+        "falcon", backbone, captioner=captioner, layer=kw["layer"], cam=kw["cam"],
+        grouping=kw["grouping"], sigma=kw["sigma"], min_images=kw["min_images"],
+        max_images=kw["max_images"], score_threshold=kw["score_threshold"],
+        batch_size=kw["batch_size"], limit=kw["limit"], split=kw["split"], **extra)
+
+
+def _finish(res, kw, command, features=None):
+    import json as _json
+
+    if kw["report"] and not kw["out"]:
+        from interpcore import InterpError
+
+        raise InterpError("--report needs --out DIR (the report is built from the run folder)")
+    if kw["out"]:
+        from .output import write_run_dir
+
+        write_run_dir(res, kw["out"], command=command, report=kw["report"], features=features)
+    if kw["as_json"]:
+        click.echo(_json.dumps(res.to_dict(), indent=2))
+    else:
+        click.echo(str(res))
+
+
+def register(cli: click.Group) -> None:
+    @cli.group()
+    def falcon():
+        """FALCON: explain feature groups of a vision model with captions (Kalibhat et al. 2023).
+
+        \b
+        interp falcon find-groups -o runs/groups
+        interp falcon explain --from runs/groups -o runs/explained
+        """
+
+    @falcon.command("find-groups")
+    @_common
+    def find_groups(**kw):
+        """Find feature groups and score how interpretable each one is."""
+        f = _explainer(kw)
+        res = f.find_groups(kw["dataset"])
+        _finish(res, kw, "find-groups", features=f.features(kw["dataset"]) if kw["out"] else None)
+
+    @falcon.command("explain")
+    @_common
+    @click.option("--group", "-g", "groups", multiple=True,
+                  help="Group id or comma-separated features (repeatable). Default: every "
+                       "interpretable group.")
+    @click.option("--all-groups", is_flag=True, help="Explain every group, interpretable or not.")
+    @click.option("--from", "from_dir", type=click.Path(exists=True, file_okay=False), default=None,
+                  help="Reuse the groups and features of a 'find-groups --out DIR' run.")
+    @click.option("--pool", "-p", default="shapes-captions", show_default=True,
+                  help="Caption pool: vocabulary name, text file (one caption a line) or a "
+                       "folder of LAION-style text_emb_<n>.npy shards with captions.")
+    @click.option("--top-k", type=int, default=5, show_default=True, help="Captions per image.")
+    @click.option("--weights", type=click.Choice(["pool", "topk", "cosine"]), default="pool",
+                  show_default=True, help="Caption weights used to score words.")
+    @click.option("--concepts", "n_concepts", type=int, default=8, show_default=True,
+                  help="Words and phrases kept per group.")
+    def explain(groups, all_groups, from_dir, pool, top_k, weights, n_concepts, **kw):
+        """Caption feature groups from a caption pool and extract their concepts."""
+        f = _explainer(kw, pool=pool, top_k=top_k, weights=weights, n_concepts=n_concepts)
+        found = None
+        features = None
+        if from_dir:
+            from pathlib import Path
+
+            from interpcore.cache import load_tensors
+
+            from .explainer import load_groups
+            from .steps import normalize_rows
+
+            found = load_groups(from_dir, f)
+            fpath = Path(from_dir) / "features.safetensors"
+            if fpath.is_file():
+                features = load_tensors(fpath)[0]["features"]
+                found._reps_n = normalize_rows(features)
+            found._dataset = f._dataset(kw["dataset"])
+        res = f.explain(kw["dataset"], groups=found, which=list(groups) or None,
+                        only_interpretable=not all_groups)
+        if features is None and kw["out"]:
+            features = f.features(kw["dataset"])
+        _finish(res, kw, "explain", features=features)

@@ -1,0 +1,192 @@
+"""Files a FALCON run writes: JSON, CSV, PNG grids, features and ``run.json``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from interpcore.cache import atomic_path, save_tensors, write_text
+
+MAX_GRID = 40  # images shown per grid
+
+
+def _grid(images, titles, path: Path, title: str, boxes=None, cols: int = 8) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.patches as patches
+    import matplotlib.pyplot as plt
+
+    images, titles = images[:MAX_GRID], titles[:MAX_GRID]
+    n = max(1, len(images))
+    cols = min(cols, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.75 * rows + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, (im, t) in enumerate(zip(images, titles)):
+        ax = axes.flat[k]
+        ax.imshow(im)
+        ax.set_title(t, fontsize=7)
+        if boxes is not None and k < len(boxes):
+            l, tp, r, b = boxes[k]
+            ax.add_patch(patches.Rectangle((l - 0.5, tp - 0.5), r - l, b - tp, fill=False,
+                                           edgecolor="yellow", linewidth=1.5))
+    if not images:
+        axes.flat[0].text(0.5, 0.5, "(none)", ha="center", va="center")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return str(path)
+
+
+def _scores_figure(res, path: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    groups = [g for g in res.groups if g.score is not None]
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(groups) + 2), 3))
+    xs = range(len(groups))
+    colors = ["tab:green" if g.interpretable else "tab:gray" for g in groups]
+    ax.bar(xs, [g.score for g in groups], color=colors)
+    ax.axhline(res.settings.get("score_threshold", 0.8), color="tab:red", linestyle="--",
+               label="threshold")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([str(g.id) for g in groups], fontsize=7)
+    ax.set_xlabel("group id")
+    ax.set_ylabel("interpretability score")
+    ax.set_title("Mean pairwise CLIP cosine of each group's Grad-CAM crops")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return str(path)
+
+
+def concepts_csv(groups) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["group", "features", "n_images", "score", "words", "phrases"])
+    for g in groups:
+        w.writerow([
+            g.id, g.key, len(g.images), "" if g.score is None else f"{g.score:.4f}",
+            "; ".join(f"{t}:{s:.4f}" for t, s in g.words),
+            "; ".join(f"{t}:{s:.4f}" for t, s in g.phrases),
+        ])
+    return buf.getvalue()
+
+
+def write_run_dir(res, out_dir, *, command: str, report=None, features=None) -> dict:
+    """Write every output of ``res`` to ``out_dir``; returns ``{name: path}``."""
+    from interpcore.torch_backbone import load_image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    ds = getattr(res, "_dataset", None)
+    crops = getattr(res, "_crops", {})
+    explained = set(getattr(res, "_explained", []))
+    if features is not None:
+        save_tensors(out / "features.safetensors", {"features": features.contiguous()},
+                     {"backbone": res.backbone, "layer": res.layer, "dataset": res.dataset})
+        files["features"] = "features.safetensors"
+    if any(g.score is not None for g in res.groups):
+        _scores_figure(res, out / "scores.png")
+        files["scores"] = "scores.png"
+    group_figs: dict[int, list[str]] = {}
+    for g in res.groups:
+        figs = []
+        gdir = Path("groups") / f"g{g.id:03d}"
+        if g.id in crops:
+            _grid(crops[g.id][0], [f"img {i}" for i in g.used_images], out / gdir / "high_crops.png",
+                  f"group {g.id} [{g.key}]: Grad-CAM crops of highly activating images")
+            figs.append(str(gdir / "high_crops.png"))
+            if ds is not None:
+                ims = [load_image(ds[i]["image"]) for i in g.used_images[:MAX_GRID]]
+                _grid(ims, [f"img {i}" for i in g.used_images], out / gdir / "high_images.png",
+                      f"group {g.id}: highly activating images (box = crop)", boxes=g.boxes)
+                figs.append(str(gdir / "high_images.png"))
+        if g.id in explained and ds is not None:
+            ims = [load_image(ds[i]["image"]) for i in g.low_images]
+            _grid(ims, [f"img {i}" for i in g.low_images], out / gdir / "low_images.png",
+                  f"group {g.id}: lowly activating images (contrast set)")
+            figs.append(str(gdir / "low_images.png"))
+        group_figs[g.id] = figs
+    if explained:
+        write_text(out / "concepts.csv", concepts_csv([g for g in res.groups if g.id in explained]))
+        files["concepts"] = "concepts.csv"
+    res.files = dict(files, json="falcon.json")
+    write_text(out / "falcon.json", res.to_json() + "\n")
+
+    # run.json for reports
+    sections = [{
+        "title": "Feature groups",
+        "text": ("Each group is a set of features of the target layer together with the images "
+                 "that activate exactly those features above the global threshold (mean + "
+                 f"{res.settings.get('sigma', 5)} std of the per-image normalized activations). "
+                 "The score is the mean pairwise cosine of the captioner's embeddings of the "
+                 "groups' Grad-CAM crops; groups above the threshold (green) are interpretable."),
+        "figures": [files["scores"]] if "scores" in files else [],
+        "tables": [{"title": "Groups", "columns": ["group", "features", "images", "score",
+                                                   "interpretable"],
+                    "rows": [[g.id, g.key, len(g.images),
+                              None if g.score is None else round(g.score, 4), g.interpretable]
+                             for g in res.groups]}],
+    }]
+    for g in res.groups:
+        if g.id not in explained and g.id not in crops:
+            continue
+        tables = []
+        if g.id in explained:
+            tables.append({"title": "Concepts", "columns": ["words", "score", "phrases", "score"],
+                           "rows": [[w[0] if w else "", round(w[1], 4) if w else "",
+                                     p[0] if p else "", round(p[1], 4) if p else ""]
+                                    for w, p in _zip_longest(g.words, g.phrases)]})
+            tables.append({"title": "Captions of the first crops",
+                           "columns": ["image", "captions (weight)"],
+                           "rows": [[img, "; ".join(f"{c} ({s:.3f})" for c, s in caps)]
+                                    for img, caps in list(zip(g.used_images, g.captions_high))[:8]]})
+        sections.append({
+            "title": f"Group {g.id}: features [{g.key}]",
+            "text": (f"{len(g.images)} highly activating images; score "
+                     f"{'-' if g.score is None else f'{g.score:.3f}'}. Words and phrases come from "
+                     "the captions retrieved for the crops, minus those that also describe the "
+                     "lowly activating images."),
+            "figures": group_figs.get(g.id, []),
+            "tables": tables,
+        })
+    manifest = {
+        "method": "falcon",
+        "title": f"FALCON {command}: {res.backbone} on {res.dataset}",
+        "settings": res.settings,
+        "inputs": [res.backbone, res.captioner, res.dataset] + ([res.pool] if res.pool else []),
+        "sections": sections,
+        "results": json.loads(res.to_json()),
+    }
+    try:
+        from interpcore.report import finish_run
+
+        rep = finish_run(out, manifest, report)
+        if rep:
+            files["report"] = str(rep)
+    except ImportError:  # report module not available: plain atomic JSON
+        manifest.setdefault("command", "interp falcon " + command)
+        write_text(out / "run.json", json.dumps(manifest, indent=2, default=str) + "\n")
+    files["run"] = "run.json"
+    res.files = dict(files, json="falcon.json")
+    write_text(out / "falcon.json", res.to_json() + "\n")
+    return files
+
+
+def _zip_longest(a, b):
+    from itertools import zip_longest
+
+    return list(zip_longest(a, b))
