@@ -211,30 +211,112 @@ def cache():
     """The user cache (concept dictionaries, image means, downloaded files)."""
 
 
-@cache.command("list")
-def cache_list():
-    """List cached files with their sizes."""
+def _cache_files(kind: str | None = None, pattern: str = "*"):
+    """(relative path, absolute path, size, complete) for every file in the cache folder.
+
+    The kind of an entry is its top-level folder (concepts, image_means, downloads, ...).
+    ``complete`` is False for ``*.part`` temporaries left by an interrupted write.
+    """
+    import fnmatch
+
     from . import cache as c
 
-    entries = c.list_entries()
+    root = c.cache_dir()
+    out = []
+    for p in sorted(root.rglob("*")):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(root).as_posix()
+        top = rel.split("/", 1)[0] if "/" in rel else "(top)"
+        if kind is not None and top != kind:
+            continue
+        if pattern != "*" and not (fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(p.name, pattern)):
+            continue
+        out.append((rel, p, p.stat().st_size, not p.name.endswith(".part")))
+    return out
+
+
+def _safetensors_metadata(path) -> dict | None:
+    """The ``__metadata__`` of a safetensors file, read without torch (None if unreadable)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) != 8:
+                return None
+            (n,) = struct.unpack("<Q", head)
+            if n > 100_000_000:
+                return None
+            header = json.loads(f.read(n))
+        return header.get("__metadata__") or {}
+    except (OSError, ValueError):
+        return None
+
+
+def _describe_entry(path) -> str:
+    if path.suffix != ".safetensors":
+        return ""
+    meta = _safetensors_metadata(path)
+    if meta is None:
+        return "(unreadable: will be rebuilt)"
+    parts = [meta.get(k) for k in ("kind", "backbone", "vocabulary", "dataset", "count")]
+    return " ".join(str(v) for v in parts if v not in (None, "", "None"))
+
+
+@cache.command("list")
+@click.option("--kind", default=None, help="Only this kind (top folder): concepts, image_means, downloads, ...")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def cache_list(kind, as_json):
+    """List cached files by kind, with sizes and what each entry holds."""
+    from . import cache as c
+
+    files = _cache_files(kind)
+    if as_json:
+        _echo_json({"folder": str(c.cache_dir()), "entries": [
+            {"path": rel, "kind": rel.split("/", 1)[0] if "/" in rel else None, "bytes": size,
+             "complete": done, "about": _describe_entry(p) if done else "incomplete write"}
+            for rel, p, size, done in files]})
+        return
     click.echo(f"cache folder: {c.cache_dir()}")
-    for path, size in entries:
-        click.echo(f"{size / 1e6:9.2f} MB  {path.relative_to(c.cache_dir())}")
-    if not entries:
+    if not files:
         click.echo("(empty)")
+        return
+    kinds: dict[str, list] = {}
+    for rel, p, size, done in files:
+        kinds.setdefault(rel.split("/", 1)[0] if "/" in rel else "(top)", []).append((rel, p, size, done))
+    for k, rows in kinds.items():
+        total = sum(r[2] for r in rows)
+        click.echo(f"{k}: {len(rows)} file(s), {total / 1e6:.2f} MB")
+        for rel, p, size, done in rows:
+            about = _describe_entry(p) if done else "incomplete write (removed by 'interp cache clear')"
+            click.echo(f"  {size / 1e6:9.2f} MB  {rel}  {about}".rstrip())
 
 
 @cache.command("clear")
 @click.argument("pattern", default="*")
+@click.option("--kind", default=None, help="Only this kind (top folder), e.g. concepts.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-def cache_clear(pattern, yes):
-    """Delete cached files matching PATTERN (default: all)."""
+def cache_clear(pattern, kind, yes):
+    """Delete cached files matching PATTERN (a name or relative-path wildcard; default: all),
+    including temporaries left by interrupted writes."""
     from . import cache as c
 
+    files = _cache_files(kind, pattern)
+    if not files:
+        click.echo("nothing to remove")
+        return
+    what = f"{len(files)} cached file(s)" + (f" of kind '{kind}'" if kind else "")
     if not yes:
-        click.confirm(f"delete cached files matching '{pattern}' in {c.cache_dir()}?", abort=True)
-    removed = c.clear(pattern)
-    click.echo(f"removed {len(removed)} file(s)")
+        click.confirm(f"delete {what} matching '{pattern}' in {c.cache_dir()}?", abort=True)
+    removed = 0
+    for _, p, _, _ in files:
+        try:
+            p.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    click.echo(f"removed {removed} file(s)")
 
 
 # -- plugin commands ------------------------------------------------------------------------
