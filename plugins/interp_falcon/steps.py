@@ -202,6 +202,11 @@ class FeatureGroupTarget:
         self.features = torch.as_tensor(list(features), dtype=torch.long)
 
     def __call__(self, output):
+        if int(self.features.max()) >= output.shape[-1] or int(self.features.min()) < 0:
+            raise InterpError(
+                f"feature indices {self.features.tolist()} out of range for a layer with "
+                f"{output.shape[-1]} features"
+            )
         if output.dim() == 1:
             return output[self.features.to(output.device)].sum()
         return output[:, self.features.to(output.device)].sum(dim=1)
@@ -258,14 +263,18 @@ def gradcam_maps(backbone, pixels: torch.Tensor, features, *, layer: str | None 
         backbone, layer, pixels[:1].to(backbone.device, backbone.dtype) if len(pixels) else None
     )
     out = []
-    with cls(model=wrapper, target_layers=targets_layers) as cam:
+    # Not "with cls(...) as cam": pytorch-grad-cam's __exit__ prints and swallows errors.
+    cam = cls(model=wrapper, target_layers=targets_layers)
+    try:
         for start in range(0, pixels.shape[0], batch_size):
             x = pixels[start : start + batch_size].to(backbone.device, backbone.dtype).clone()
             x.requires_grad_(True)
             targets = [FeatureGroupTarget(features) for _ in range(x.shape[0])]
             maps = cam(input_tensor=x, targets=targets)
             out.append(np.asarray(maps, dtype=np.float32))
-    wrapper.inner.zero_grad(set_to_none=True)
+    finally:
+        cam.activations_and_grads.release()
+        wrapper.inner.zero_grad(set_to_none=True)
     return np.concatenate(out) if out else np.zeros((0,) + tuple(pixels.shape[-2:]), np.float32)
 
 

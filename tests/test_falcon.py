@@ -1,0 +1,191 @@
+"""FALCON end to end on the tiny colour world: explainer API, outputs, CLI, registry."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+import interpcore
+from interpcore import InterpError
+from interp_falcon import toy
+from interp_falcon.explainer import Falcon, load_groups
+from interp_falcon.pool import TensorPool, dedup_texts, embed_texts
+
+
+@pytest.fixture(scope="module")
+def parts():
+    cap = toy.toy_captioner()
+    texts = dedup_texts(toy.toy_captions())
+    pool = TensorPool(texts, embed_texts(cap, texts, cache=False), name="toy-captions")
+    return toy.toy_target(), cap, pool, toy.ToyDataset(60)
+
+
+@pytest.fixture(scope="module")
+def explained(parts):
+    target, cap, pool, ds = parts
+    f = Falcon(target, captioner=cap, pool=pool, low_min_similarity=0.0, max_images=12)
+    groups = f.find_groups(ds)
+    return f, f.explain(ds, groups=groups)
+
+
+def test_groups_are_the_colour_detectors(explained):
+    _, res = explained
+    assert {tuple(g.features) for g in res.groups} == {(0,), (1,), (2,)}
+    for g in res.groups:
+        colours = {toy.ToyDataset(60)[i]["attributes"]["colour"] for i in g.images}
+        assert colours == {list(toy.COLOURS)[g.features[0]]}
+        assert len(g.used_images) == 12 and g.interpretable
+
+
+def test_top_word_is_the_colour_and_shared_words_are_removed(explained):
+    _, res = explained
+    for g in res.groups:
+        colour = list(toy.COLOURS)[g.features[0]]
+        print(g.id, g.features, g.words[:3], g.phrases[:3])
+        assert g.words[0][0] == colour
+        # "square" also describes the low images (other colours): contrastive removal
+        assert "square" not in [w for w, _ in g.words]
+        assert g.phrases[0][0].startswith(colour)
+        assert len(g.captions_high) == 12 and all(len(c) == 5 for c in g.captions_high)
+        assert g.low_images and all(i not in g.images for i in g.low_images)
+
+
+def test_all_groups_captioned_in_one_pool_pass(parts, monkeypatch):
+    target, cap, pool, ds = parts
+    passes = []
+    orig = pool.chunks
+
+    def counting(chunk_size):
+        passes.append(1)
+        yield from orig(chunk_size)
+
+    monkeypatch.setattr(pool, "chunks", counting)
+    f = Falcon(target, captioner=cap, pool=pool, low_min_similarity=0.0, max_images=5)
+    res = f.explain(ds)
+    assert len([g for g in res.groups if g.words]) == 3
+    assert len(passes) == 1
+
+
+def test_uninterpretable_groups_are_not_explained_by_default(parts):
+    target, cap, pool, ds = parts
+    f = Falcon(target, captioner=cap, pool=pool, score_threshold=1.01, max_images=5)
+    res = f.explain(ds)
+    assert not res.interpretable and all(not g.words for g in res.groups)
+    res = f.explain(ds, groups=res, which=["1"])
+    assert [bool(g.words) for g in res.groups] == [g.id == 1 for g in res.groups]
+    with pytest.raises(InterpError, match="no feature group '42,43'"):
+        res.group("42,43")
+
+
+def test_outputs(explained, tmp_path):
+    from interp_falcon.output import write_run_dir
+
+    f, res = explained
+    files = write_run_dir(res, tmp_path, command="explain", features=f.features(res._dataset))
+    rows = list(csv.DictReader(open(tmp_path / "concepts.csv", encoding="utf-8")))
+    assert len(rows) == 3 and rows[0]["words"].split(":")[0] in toy.COLOURS
+    data = json.loads((tmp_path / "falcon.json").read_text())
+    assert data["groups"][0]["words"][0][0] == res.groups[0].words[0][0]
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["method"] == "falcon" and run["sections"]
+    for sec in run["sections"]:
+        for fig in sec["figures"]:
+            assert (tmp_path / fig).is_file() and (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "groups" / "g000" / "low_images.png").is_file()
+    assert files["features"] == "features.safetensors"
+    # a saved run can be read back and explained again
+    again = load_groups(tmp_path, f)
+    assert [g.features for g in again.groups] == [g.features for g in res.groups]
+
+
+def test_bad_options_fail_clearly(parts):
+    target, cap, pool, _ = parts
+    with pytest.raises(InterpError, match="unknown falcon option 'sigmaa'.*sigma"):
+        Falcon(target, captioner=cap, sigmaa=3)
+    with pytest.raises(InterpError, match="unknown CAM method"):
+        Falcon(target, captioner=cap, cam="nope")
+    with pytest.raises(interpcore.CapabilityError, match="feature_maps"):
+        Falcon(cap, captioner=cap)
+    with pytest.raises(interpcore.CapabilityError, match="image_encoder.*FALCON captioner"):
+        Falcon(target, captioner=target).captioner
+
+
+def test_registered_in_the_registry():
+    assert "falcon" in interpcore.list_methods()["explainer"]
+    entry = interpcore.get_registry().entry("explainer", "falcon")
+    assert entry.requires == (interpcore.Capability.FEATURE_MAPS,)
+
+
+def test_plugin_and_cli_module_do_not_import_torch():
+    code = ("import sys, interp_falcon, interp_falcon.cli; "
+            "print('torch' in sys.modules, 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
+
+
+# -- CLI, through an in-process plugin that provides the toy world by name -----------------------
+
+
+class _ToyPlugin:
+    @staticmethod
+    @interpcore.hookimpl
+    def register_backbones(register):
+        models = {"cnn": toy.toy_target, "clip": toy.toy_captioner}
+        register("toyf", lambda model, **kw: models[model](), list_models=lambda: list(models))
+
+    @staticmethod
+    @interpcore.hookimpl
+    def register_datasets(register):
+        register("toy-colours", lambda split="test", **kw: toy.ToyDataset(45))
+
+    @staticmethod
+    @interpcore.hookimpl
+    def register_vocabularies(register):
+        register("toy-captions", lambda size=None, **kw: interpcore.Vocabulary(
+            "toy-captions", toy.toy_captions()))
+
+
+@pytest.fixture
+def cli(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from interpcore import cli as icli
+    from interpcore.registry import get_registry
+
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "cache"))
+    reg = get_registry()
+    if "toyf" not in reg.entries["backbone"]:
+        reg.register_plugin(_ToyPlugin, "falcon-test-toy")
+    icli._add_plugin_commands()
+    runner = CliRunner()
+    base = ["--backbone", "toyf:cnn", "--captioner", "toyf:clip", "--dataset", "toy-colours",
+            "--max-images", "6"]
+    return lambda *args: runner.invoke(icli.cli, ["-q", "falcon", *args, *base])
+
+
+def test_cli_find_groups_then_explain(cli, tmp_path):
+    r = cli("find-groups", "--out", str(tmp_path / "g"))
+    assert r.exit_code == 0, r.output
+    assert "3 groups, 3 interpretable" in r.output
+    assert (tmp_path / "g" / "features.safetensors").is_file()
+    r = cli("explain", "--from", str(tmp_path / "g"), "--pool", "toy-captions", "--group", "2",
+            "--out", str(tmp_path / "e"), "--report", str(tmp_path / "e" / "report.html"), "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    explained = [g for g in data["groups"] if g["words"]]
+    assert [g["id"] for g in explained] == [2]
+    colour = list(toy.COLOURS)[explained[0]["features"][0]]
+    assert explained[0]["words"][0][0] == colour
+    assert (tmp_path / "e" / "report.html").is_file()
+
+
+def test_cli_errors_are_one_line(cli, tmp_path):
+    r = cli("explain", "--group", "99", "--pool", "toy-captions")
+    assert r.exit_code == 1
+    assert "no feature group '99'" in r.output and "Traceback" not in r.output
+    r = cli("explain", "--pool", str(tmp_path / "nothing-here"))
+    assert r.exit_code == 1 and "nothing-here" in r.output and "Traceback" not in r.output
