@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from interpcore import Capability, InterpError, get_registry
+from interpcore import Capability, InterpError, OfflineError, get_registry
 from interpcore.torch_backbone import TorchBackbone
 from interpcore.weights import hub_file, load_checked, read_state_dict, url_file
 
@@ -179,7 +179,16 @@ def _resolve_tag(arch: str, tag: str, what: str, cache_dir) -> _Weights:
             sha = url.split("/")[-2]
         elif "mlfoundations" in url:
             sha = os.path.splitext(os.path.basename(url))[0].split("-")[-1]
-        path = url_file(url, what=what, cache_dir=url_cache, sha256_prefix=sha)
+        try:
+            path = url_file(url, what=what, cache_dir=url_cache, sha256_prefix=sha)
+        except OfflineError as exc:
+            if not hub:
+                raise
+            repo = hub.rstrip("/") if hub.endswith("/") else os.path.split(hub)[0]
+            raise OfflineError(
+                f"{exc} The same weights are published as Hugging Face repo '{repo}' "
+                f"(`huggingface-cli download {repo}` fills the HF cache, which is looked at first)."
+            ) from None
         return _Weights(path, _preprocess_overrides(cfg), quick)
     raise InterpError(f"open_clip lists tag '{tag}' for '{arch}' without a download location")
 
@@ -383,18 +392,33 @@ def load_openai_clip(model: str, pretrained=None, device="auto", dtype=None, **o
 
 
 def _is_stream_vit(visual) -> bool:
-    """A plain pre-LN ViT with class-token pooling: what the residual-stream contract covers."""
+    """Whether the residual-stream adapter covers this image tower.
+
+    Asks the adapter itself (it validates pooling, attention type and every block), so the
+    capability is declared exactly when ``residual_stream()`` will work. Without the adapter
+    module, falls back to the structural test: plain pre-LN ViT blocks, class-token pooling.
+    """
     from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
     if not isinstance(visual, VisionTransformer):
         return False
+    try:
+        from .vit_stream import OpenClipViTStream
+    except ImportError:
+        OpenClipViTStream = None
+    if OpenClipViTStream is not None:
+        try:
+            stream = OpenClipViTStream(visual)
+            for i in range(stream.num_layers):
+                stream.block(i)
+        except InterpError:
+            return False
+        return True
     if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
         return False
     blocks = list(visual.transformer.resblocks)
     return bool(blocks) and all(
-        type(b) is ResidualAttentionBlock
-        and isinstance(b.attn, torch.nn.MultiheadAttention)
-        and not getattr(b, "is_cross_attention", False)
+        type(b) is ResidualAttentionBlock and isinstance(b.attn, torch.nn.MultiheadAttention)
         for b in blocks
     )
 

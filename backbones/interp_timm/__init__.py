@@ -1,1 +1,48 @@
-"""Built-in interpcore plugin interp_timm (being written)."""
+"""Built-in interpcore plugin: image classifiers from timm (``timm:<model>``) and torchvision
+(``torchvision:<name>``), for methods that need no text tower (FALCON, Grad-CAM).
+
+Listing parses timm's source without importing it (see :mod:`interp_timm.listing`); loaders
+import torch, timm and torchvision only when a model is asked for.
+"""
+
+from __future__ import annotations
+
+import interpcore
+
+from .listing import list_timm_models, list_torchvision_models
+
+
+def _load_timm(model, *, pretrained=None, device="auto", dtype=None, **options):
+    from .backbone import load_timm
+
+    return load_timm(model, pretrained, device, dtype, **options)
+
+
+def _load_torchvision(model, *, pretrained=None, device="auto", dtype=None, **options):
+    from .backbone import load_torchvision
+
+    return load_torchvision(model, pretrained, device, dtype, **options)
+
+
+@interpcore.hookimpl
+def register_backbones(register):
+    register(
+        "timm",
+        _load_timm,
+        list_models=list_timm_models,
+        description="timm image models (pretrained= tag, checkpoint file, or 'random')",
+    )
+    register(
+        "torchvision",
+        _load_torchvision,
+        list_models=list_torchvision_models,
+        description="torchvision classifiers (pretrained= weights enum name or state-dict file)",
+    )
+
+
+def __getattr__(name):
+    if name in ("load_timm", "load_torchvision", "ClassifierBackbone"):
+        from . import backbone
+
+        return getattr(backbone, name)
+    raise AttributeError(f"module 'interp_timm' has no attribute {name!r}")
