@@ -1,0 +1,284 @@
+"""The Ray engine: the same shards as the local engine, computed by a pool of Ray actors.
+
+Pipeline per shard::
+
+    read task (any node, no CPU reserved)  ->  model actor (one model each, a GPU where the
+    reads images [start, stop) as uint8          cluster has one) runs ShardWorker.compute
+    arrays into the object store                 and returns the per-image arrays
+                                            ->  the driver writes the shard's .npy files and
+                                                record (so no shared file system is needed)
+
+Each actor has two shards queued, so the next shard's images are read while the current one
+is computed. A shard is written as soon as it comes back; if a worker fails, the shards
+already back are kept and the job can be resumed by running it again.
+
+Without ``address`` a local cluster is started on 127.0.0.1 only (nothing listens on other
+interfaces) and stopped at the end; with ``address`` (``auto``, ``ray://host:10001``,
+``host:6379``) an existing cluster is used. If Ray is already initialised in this process
+(a notebook, a test fixture), that connection is used and left open.
+
+``ray`` is imported only when a job runs: ``pip install 'interpcore[ray]'``.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from .engine import EngineError, JobSpec, Shard, ShardWorker, read_samples
+from .errors import InterpError
+
+#: environment variables forwarded to Ray workers (caches, plugin switches, quiet mode)
+FORWARD_ENV_PREFIXES = ("INTERP_", "HF_", "TORCH_HOME", "XDG_CACHE_HOME")
+
+
+def require_ray():
+    try:
+        import ray
+    except ImportError:
+        raise EngineError(
+            "the 'ray' engine needs Ray, which is not installed: pip install 'interpcore[ray]'"
+        ) from None
+    return ray
+
+
+def _loopback_only(ray) -> None:
+    """Make a cluster started by this process use 127.0.0.1 as its node address."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # inherited by raylet / workers
+    try:  # the constant is read when ray is imported; ray may already be imported
+        import ray._private.ray_constants as rc
+
+        rc.ENABLE_RAY_CLUSTER = False
+    except (ImportError, AttributeError):  # pragma: no cover - other Ray versions
+        pass
+
+
+def start_local_cluster(num_cpus: int | None = None, num_gpus: int | None = None, **init_kwargs):
+    """Start a Ray cluster in this process bound to 127.0.0.1 (tests, notebooks, laptops)."""
+    ray = require_ray()
+    _loopback_only(ray)
+    kwargs = dict(address="local", num_cpus=num_cpus, include_dashboard=False,
+                  log_to_driver=bool(os.environ.get("INTERP_RAY_LOGS")),
+                  configure_logging=True, logging_level="warning")
+    if num_gpus is not None:
+        kwargs["num_gpus"] = num_gpus
+    kwargs.update(init_kwargs)
+    return ray.init(**kwargs)
+
+
+def _plugin_paths(spec: JobSpec) -> list[str]:
+    """Folders to put on the workers' PYTHONPATH so the spec's extra plugins import there."""
+    out = []
+    for path in list(spec.plugins) + ([spec.adapter] if spec.adapter else []):
+        module = path.partition(":")[0]
+        try:
+            found = importlib.util.find_spec(module.split(".")[0])
+        except (ImportError, ValueError):
+            found = None
+        if found is None or not found.origin or found.origin in ("built-in", "frozen"):
+            continue
+        origin = Path(found.origin)
+        root = origin.parent.parent if origin.name == "__init__.py" else origin.parent
+        if str(root) not in out:
+            out.append(str(root))
+    return out
+
+
+def _worker_env(spec: JobSpec) -> dict:
+    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARD_ENV_PREFIXES)}
+    paths = _plugin_paths(spec)
+    if paths:
+        old = os.environ.get("PYTHONPATH")
+        env["PYTHONPATH"] = os.pathsep.join(paths + ([old] if old else []))
+    return env
+
+
+def _read_task(spec_dict: dict, start: int, stop: int):
+    return read_samples(JobSpec.from_dict(spec_dict), start, stop)
+
+
+class _ShardActor:
+    """One model per actor; computes whole shards. Kept between jobs of one Ray session
+    (a notebook, a test session) so the next job with the same model skips the start-up."""
+
+    def __init__(self, device: str, threads: int):
+        self.device, self.threads = device, threads
+        self.workers: dict[str, ShardWorker] = {}
+        self.where = f"{socket.gethostname()}:pid{os.getpid()}"
+
+    def setup(self, spec_dict: dict) -> str:
+        spec = JobSpec.from_dict(spec_dict)
+        if spec.hash not in self.workers:
+            worker = ShardWorker(spec, device=self.device, threads=self.threads)
+            worker._setup()  # load the model now, so errors surface before any shard
+            self.workers = {spec.hash: worker}  # one model at a time
+        return self.where
+
+    def compute(self, spec_hash: str, shard_id: int, payload):
+        images, fields = payload
+        t0 = time.perf_counter()
+        arrays = self.workers[spec_hash].compute(images, fields)
+        return arrays, {"engine": "ray", "worker": self.where,
+                        "seconds": round(time.perf_counter() - t0, 4)}
+
+
+#: actor pools kept for the Ray session this process is connected to (not for clusters this
+#: module started itself, which are stopped after the job)
+_pools: dict[tuple, list] = {}
+
+
+def _unwrap(ray, exc: BaseException) -> BaseException:
+    """The worker's own error where there is one (an InterpError keeps its message)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, InterpError):
+        return cause
+    if isinstance(exc, ray.exceptions.RayActorError):
+        return EngineError(f"a Ray worker died: {exc}")
+    if cause is not None:
+        return EngineError(f"a Ray worker failed: {type(cause).__name__}: {cause}")
+    return EngineError(f"a Ray worker failed: {exc}")
+
+
+class RayEngine:
+    """Shards on a Ray cluster: read tasks feeding a pool of model actors."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_workers: int | None = None,
+                 num_cpus: int | None = None, cpus_per_worker: float = 1.0,
+                 gpus_per_worker: float | None = None, queue_per_worker: int = 2,
+                 device: str | None = None, **_ignored):
+        if num_workers is not None and num_workers < 1:
+            raise EngineError(f"num_workers must be >= 1, got {num_workers}")
+        if cpus_per_worker <= 0:
+            raise EngineError(f"cpus_per_worker must be > 0, got {cpus_per_worker}")
+        self.address = address
+        self.num_workers = num_workers
+        self.num_cpus = num_cpus
+        self.cpus_per_worker = cpus_per_worker
+        self.gpus_per_worker = gpus_per_worker
+        self.queue_per_worker = max(1, int(queue_per_worker))
+        self.device = None if device in (None, "auto") else device
+        self.workers = num_workers or 1
+
+    def _connect(self, ray) -> bool:
+        """Connect or start; True when this call started (and must stop) the cluster."""
+        if ray.is_initialized():
+            return False
+        if self.address:
+            try:
+                ray.init(address=self.address, log_to_driver=bool(os.environ.get("INTERP_RAY_LOGS")),
+                         logging_level="warning")
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise EngineError(f"cannot connect to the Ray cluster at {self.address}: {exc}") from None
+            return True
+        start_local_cluster(num_cpus=self.num_cpus)
+        return True
+
+    def run(self, spec: JobSpec, shards: list[Shard], sink, bar=None) -> None:
+        ray = require_ray()
+        started = self._connect(ray)
+        owned: list = []
+        try:
+            resources = ray.cluster_resources()
+            gpus = float(resources.get("GPU", 0))
+            cpus = float(resources.get("CPU", 1))
+            gpw = self.gpus_per_worker
+            if gpw is None:
+                gpw = 1.0 if gpus >= 1 else 0.0
+            if self.num_workers:
+                n = self.num_workers
+            elif gpw > 0:
+                n = max(1, int(gpus // gpw))
+            else:
+                n = max(1, int(cpus // self.cpus_per_worker))
+            n = min(n, len(shards)) or 1
+            if gpw > 0 and n > 1 and gpus and n * gpw > gpus:
+                gpw = gpus / n  # share the GPUs rather than wait forever for a free one
+            fit = int(cpus // self.cpus_per_worker + 1e-9)
+            if fit < 1:
+                raise EngineError(f"the Ray cluster has {cpus:g} CPUs; a worker needs "
+                                  f"{self.cpus_per_worker:g} (cpus_per_worker)")
+            if n > fit:  # more actors than fit would wait for resources forever
+                print(f"interp: the Ray cluster fits {fit} worker(s) of {self.cpus_per_worker:g} "
+                      f"CPU; using {fit} instead of {n}", file=sys.stderr)
+                n = fit
+            self.workers = n
+            device = self.device or ("cuda" if gpw > 0 else "cpu")
+            threads = max(1, int(self.cpus_per_worker))
+            env = _worker_env(spec)
+            runtime_env = {"env_vars": env} if env else None
+            spec_dict = spec.to_dict()
+            session = ray.get_runtime_context().get_job_id()
+            key = (session, self.cpus_per_worker, gpw, device, threads,
+                   json.dumps(runtime_env, sort_keys=True))
+            if not started and key not in _pools:  # one pool at a time: free the CPUs
+                for stale in _pools.values():
+                    for a in stale:
+                        ray.kill(a)
+                _pools.clear()
+            pool = [] if started else _pools.setdefault(key, [])
+            actor_opts = dict(num_cpus=self.cpus_per_worker, num_gpus=gpw, max_restarts=0)
+            read_opts = dict(num_cpus=0, max_retries=1)
+            if runtime_env:
+                actor_opts["runtime_env"] = read_opts["runtime_env"] = runtime_env
+            actor_cls = ray.remote(_ShardActor).options(**actor_opts)
+            read = ray.remote(_read_task).options(**read_opts)
+            while len(pool) < n:
+                pool.append(actor_cls.remote(device, threads))
+            actors = pool[:n]
+            owned = actors if started else []
+            try:
+                ray.get([a.setup.remote(spec_dict) for a in actors])
+            except ray.exceptions.RayError as exc:
+                _pools.pop(key, None)
+                owned = pool
+                raise _unwrap(ray, exc) from None
+
+            queue = collections.deque(shards)
+            inflight: dict = {}
+
+            def submit(ai: int) -> None:
+                shard = queue.popleft()
+                payload = read.remote(spec_dict, shard.start, shard.stop)
+                inflight[actors[ai].compute.remote(spec.hash, shard.id, payload)] = (shard, ai)
+
+            for _ in range(self.queue_per_worker):
+                for ai in range(n):
+                    if queue:
+                        submit(ai)
+            error = None
+            while inflight:
+                done, _ = ray.wait(list(inflight), num_returns=1)
+                shard, ai = inflight.pop(done[0])
+                try:
+                    arrays, info = ray.get(done[0])
+                except ray.exceptions.RayError as exc:
+                    if isinstance(exc, ray.exceptions.RayActorError):
+                        _pools.pop(key, None)  # a dead actor: start afresh next time
+                        owned = pool
+                    if error is None:
+                        error = _unwrap(ray, exc)
+                        queue.clear()  # stop feeding; keep the shards still coming back
+                    continue
+                sink(shard, arrays, info)
+                if bar is not None:
+                    bar.update(shard.size)
+                if queue and error is None:
+                    submit(ai)
+            if error is not None:
+                raise error
+        finally:
+            for a in owned:
+                try:
+                    ray.kill(a)
+                except Exception:  # noqa: BLE001 - best effort clean-up
+                    pass
+            if started:
+                ray.shutdown()
