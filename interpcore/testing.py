@@ -1,1 +1,311 @@
-"""Contract checks for plugin authors (also a pytest plugin: entry point pytest11)."""
+"""Contract checks for plugin authors (also a pytest plugin: entry point ``pytest11``).
+
+Run them on your own objects::
+
+    from interpcore.testing import check_backbone
+    check_backbone(get_backbone("mylib:tiny", pretrained="random"))
+
+or, in a pytest suite (this module is loaded as a pytest plugin when interpcore is
+installed), use the ``backbone_contract`` fixture, which is :func:`check_backbone`::
+
+    def test_my_backbone(backbone_contract):
+        backbone_contract(load_my_tiny_backbone())
+
+Each check function is independent of the others. Importing this module does not import
+torch (pytest loads it in every session); the checks import it when they run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+
+try:  # the fixture needs pytest; the check functions do not
+    import pytest
+except ImportError:  # pragma: no cover
+    pytest = None
+
+
+class ContractError(AssertionError):
+    """One or more contract checks failed; the message lists each failure on its own line."""
+
+
+@dataclasses.dataclass
+class ContractReport:
+    """What :func:`check_backbone` verified (``passed``) and skipped (with the reason)."""
+
+    name: str
+    passed: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"{self.name}: {len(self.passed)} checks passed"]
+        lines += [f"  ok   {p}" for p in self.passed]
+        lines += [f"  skip {s}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def _images(n: int = 3):
+    """Small RGB PIL images of different sizes and contents (deterministic)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    sizes = [(37, 53), (64, 64), (90, 41), (48, 80)]
+    return [
+        Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8))
+        for (h, w) in sizes[:n]
+    ]
+
+
+def _rel(a, b) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+def check_backbone(backbone, *, rtol: float | None = None) -> ContractReport:
+    """Check that ``backbone`` honours the :class:`interpcore.Backbone` contract.
+
+    Verifies, for the capabilities the backbone declares: preprocessing (PIL images and image
+    paths to ``(3, H, W)`` float tensors), ``encode_image`` (shape ``(N, embed_dim)``, float32,
+    finite, no gradient, independent of the batch size, unit norm with ``normalize=True``,
+    PIL / path / tensor inputs agree, empty input gives ``(0, embed_dim)``),
+    ``features()`` with the default layer (``(N, F)``, finite, hooks removed afterwards),
+    ``tokenize`` / ``encode_text`` (same embedding size as images, batch-size independent,
+    deterministic), Grad-CAM target layers (modules that produce spatial maps, directly or
+    through ``gradcam_reshape_transform()``), and the ViT residual stream (its reference
+    ``forward`` reproduces ``encode_image``: 1e-5 relative in fp32). Undeclared capabilities
+    must raise :class:`~interpcore.CapabilityError`.
+
+    Raises :class:`ContractError` listing every failed check; returns a
+    :class:`ContractReport` otherwise.
+    """
+    import torch
+
+    from .base import Capability
+    from .errors import CapabilityError
+
+    report = ContractReport(getattr(backbone, "name", repr(backbone)))
+    failures: list[str] = []
+    caps = set(getattr(backbone, "capabilities", ()))
+    dtype = getattr(backbone, "dtype", torch.float32)
+    if rtol is None:
+        rtol = 1e-5 if dtype == torch.float32 else 2e-2
+    batch_tol = max(rtol * 100, 1e-4) if dtype == torch.float32 else 5e-2
+
+    def check(label, fn):
+        try:
+            fn()
+        except CapabilityError as exc:
+            failures.append(f"{label}: raised CapabilityError ({exc})")
+        except AssertionError as exc:
+            failures.append(f"{label}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - reported as a failed check
+            failures.append(f"{label}: {type(exc).__name__}: {exc}")
+        else:
+            report.passed.append(label)
+
+    def basics():
+        name = backbone.name
+        assert isinstance(name, str) and ":" in name, f"name {name!r} is not 'library:model'"
+        unknown = caps - set(Capability.ALL)
+        assert not unknown, f"unknown capabilities {sorted(unknown)}"
+        if Capability.IMAGE_ENCODER in caps:
+            assert isinstance(backbone.embed_dim, int) and backbone.embed_dim > 0, (
+                f"embed_dim is {backbone.embed_dim!r}, expected a positive int"
+            )
+        model = getattr(backbone, "model", None)
+        if model is not None:
+            assert not model.training, "the model is in training mode (expected eval())"
+
+    check("name, capabilities, embed_dim, eval mode", basics)
+
+    images = _images(3)
+    state: dict = {}
+
+    def preprocess():
+        pixels = [backbone.preprocess(im) for im in images]
+        for p in pixels:
+            assert isinstance(p, torch.Tensor) and p.dim() == 3 and p.shape[0] == 3, (
+                f"preprocess returned {type(p).__name__} {tuple(getattr(p, 'shape', ()))}, "
+                "expected a (3, H, W) tensor"
+            )
+            assert p.is_floating_point(), f"preprocess returned dtype {p.dtype}"
+        assert len({tuple(p.shape) for p in pixels}) == 1, (
+            "preprocess gives different sizes for different input sizes: "
+            f"{sorted({tuple(p.shape) for p in pixels})}"
+        )
+        state["pixels"] = torch.stack(pixels)
+
+    check("preprocess: PIL images -> equal-size (3, H, W) float tensors", preprocess)
+    pixels = state.get("pixels")
+
+    if Capability.IMAGE_ENCODER in caps and pixels is not None:
+
+        def encode_image():
+            z = backbone.encode_image(pixels)
+            assert tuple(z.shape) == (len(images), backbone.embed_dim), (
+                f"encode_image gave shape {tuple(z.shape)}, expected ({len(images)}, {backbone.embed_dim})"
+            )
+            assert z.dtype == torch.float32, f"encode_image returned {z.dtype}, expected float32"
+            assert torch.isfinite(z).all(), "encode_image returned non-finite values"
+            assert not z.requires_grad, "encode_image output requires grad (expected no_grad)"
+            one = backbone.encode_image(pixels, batch_size=1)
+            err = _rel(one, z)
+            assert err <= batch_tol, f"batch_size=1 differs from one batch by {err:.2e} relative"
+            zn = backbone.encode_image(pixels, normalize=True)
+            norms = zn.norm(dim=-1)
+            assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4), (
+                f"normalize=True gave norms {norms.tolist()}"
+            )
+            state["z"] = z
+
+        check("encode_image: shape, float32, finite, no grad, batching, normalize", encode_image)
+
+        def inputs_agree():
+            z = state.get("z")
+            assert z is not None, "encode_image failed"
+            from_pil = backbone.encode_image(images)
+            err = _rel(from_pil, z)
+            assert err <= batch_tol, f"PIL input differs from preprocessed tensors by {err:.2e}"
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "image.png")
+                images[0].save(path)
+                from_path = backbone.encode_image([path])
+            err = _rel(from_path[0], z[0])
+            assert err <= batch_tol, f"path input differs from the PIL image by {err:.2e}"
+            empty = backbone.encode_image([])
+            assert tuple(empty.shape) == (0, backbone.embed_dim), (
+                f"empty input gave shape {tuple(empty.shape)}, expected (0, {backbone.embed_dim})"
+            )
+
+        check("encode_image: PIL, path and tensor inputs agree; empty input", inputs_agree)
+    elif Capability.IMAGE_ENCODER not in caps:
+
+        def no_image():
+            try:
+                backbone.encode_image(pixels if pixels is not None else images)
+            except CapabilityError:
+                return
+            raise AssertionError("encode_image works but image_encoder is not declared")
+
+        check("encode_image raises CapabilityError (not declared)", no_image)
+
+    def features_default():
+        if pixels is None:
+            raise AssertionError("preprocess failed")
+        model = getattr(backbone, "model", None)
+        before = _hook_count(model)
+        f = backbone.features(pixels)
+        assert f.dim() == 2 and f.shape[0] == len(images), (
+            f"features() gave shape {tuple(f.shape)}, expected (N, F) for the default layer"
+        )
+        assert torch.isfinite(f).all(), "features() returned non-finite values"
+        assert not f.requires_grad, "features() output requires grad"
+        after = _hook_count(model)
+        assert after == before, f"features() left {after - before} hook(s) on the model"
+
+    check("features(): default layer gives (N, F), no hooks left", features_default)
+
+    if Capability.TEXT_ENCODER in caps:
+
+        def text():
+            texts = ["a photo of a cat", "a red square", "two circles"]
+            tokens = backbone.tokenize(texts)
+            assert len(tokens) == len(texts), f"tokenize gave {len(tokens)} rows for {len(texts)} texts"
+            t = backbone.encode_text(texts)
+            dim = backbone.embed_dim
+            assert tuple(t.shape) == (len(texts), dim), (
+                f"encode_text gave {tuple(t.shape)}, expected ({len(texts)}, {dim}) (same space as images)"
+            )
+            assert t.dtype == torch.float32 and torch.isfinite(t).all(), "encode_text: not finite float32"
+            assert not t.requires_grad, "encode_text output requires grad"
+            one = backbone.encode_text(texts, batch_size=1)
+            err = _rel(one, t)
+            assert err <= batch_tol, f"encode_text batch_size=1 differs by {err:.2e}"
+            again = backbone.encode_text(texts[:1])
+            err = _rel(again[0], t[0])
+            assert err <= batch_tol, f"encode_text is not deterministic ({err:.2e})"
+            assert _rel(t[0], t[1]) > 1e-6, "different texts give the same embedding"
+
+        check("tokenize / encode_text: shape, same space, batching", text)
+    else:
+
+        def no_text():
+            try:
+                backbone.encode_text(["a"])
+            except CapabilityError:
+                return
+            raise AssertionError("encode_text works but text_encoder is not declared")
+
+        check("encode_text raises CapabilityError (not declared)", no_text)
+
+    if Capability.FEATURE_MAPS in caps and pixels is not None:
+
+        def gradcam():
+            layers = backbone.gradcam_target_layers()
+            assert isinstance(layers, list) and layers, "gradcam_target_layers() is empty"
+            assert all(isinstance(m, torch.nn.Module) for m in layers), "targets must be nn.Modules"
+            reshape = getattr(backbone, "gradcam_reshape_transform", lambda: None)()
+            from .torch_backbone import capture
+
+            with capture(layers[0]) as got, torch.no_grad():
+                backbone._forward_for_features(backbone.to_pixels(pixels))
+            assert got, "the first Grad-CAM target layer did not run in a forward pass"
+            act = got[0]
+            maps = reshape(act) if reshape is not None else act
+            assert maps.dim() == 4 and maps.shape[0] == len(images), (
+                f"Grad-CAM target activations have shape {tuple(maps.shape)}"
+                + (" after the reshape transform" if reshape is not None else "")
+                + ", expected (N, C, H, W)"
+            )
+
+        check("Grad-CAM target layers give (N, C, H, W) maps", gradcam)
+
+    if Capability.VIT_RESIDUAL_STREAM in caps and pixels is not None:
+
+        def stream():
+            s = backbone.residual_stream()
+            x = backbone.to_pixels(pixels)
+            with torch.no_grad():
+                ref = backbone.encode_image(pixels)
+                got = s.forward(x).float()
+            assert tuple(got.shape) == tuple(ref.shape), f"stream forward shape {tuple(got.shape)} vs {tuple(ref.shape)}"
+            err = _rel(got, ref)
+            assert err <= rtol, f"residual stream forward differs from encode_image by {err:.2e} relative (tolerance {rtol:g})"
+            for attr in ("num_layers", "num_heads", "width", "head_dim"):
+                assert isinstance(getattr(s, attr, None), int), f"stream.{attr} is not an int"
+
+        check("residual stream forward == encode_image", stream)
+    elif Capability.VIT_RESIDUAL_STREAM not in caps:
+
+        def no_stream():
+            try:
+                backbone.residual_stream()
+            except CapabilityError:
+                return
+            raise AssertionError("residual_stream() works but vit_residual_stream is not declared")
+
+        check("residual_stream raises CapabilityError (not declared)", no_stream)
+
+    if failures:
+        raise ContractError(
+            f"backbone {report.name} breaks the contract:\n" + "\n".join(f"  - {f}" for f in failures)
+        )
+    return report
+
+
+def _hook_count(model) -> int:
+    if model is None:
+        return 0
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()
+    )
+
+
+if pytest is not None:
+
+    @pytest.fixture
+    def backbone_contract():
+        """The :func:`check_backbone` function, as a fixture for plugin test suites."""
+        return check_backbone

@@ -230,6 +230,24 @@ class TorchBackbone(Backbone):
             raise CapabilityError(self.name, Capability.FEATURE_MAPS, "gradcam_target_layers")
         return [self.module(n) for n in self.gradcam_layers]
 
+    def gradcam_reshape_transform(self):
+        """pytorch-grad-cam's ``reshape_transform`` for the target layers, or ``None``.
+
+        ``None`` means the targets already give ``(N, C, H, W)`` maps (CNN stages); ViT
+        backbones return a callable that turns ``(N, tokens, C)`` into ``(N, C, h, w)``.
+        """
+        return None
+
+    @property
+    def cache_key(self) -> str:
+        """Name and weights; for a weights file also its size and modification time, so a
+        checkpoint overwritten in place does not reuse caches computed with the old one."""
+        key = f"{self.name}|{self.pretrained}"
+        if self.pretrained and os.path.isfile(self.pretrained):
+            st = os.stat(self.pretrained)
+            key += f"|{st.st_size}|{st.st_mtime_ns}"
+        return key
+
 
 @contextlib.contextmanager
 def capture(module: torch.nn.Module):

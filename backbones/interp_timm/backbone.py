@@ -55,13 +55,14 @@ def _only_classifier_differs(model, state, classifier) -> bool:
 
 
 def load_timm(model: str, pretrained=None, device="auto", dtype=None, *, cache_dir=None,
-              display_name=None, **create_kwargs) -> ClassifierBackbone:
+              display_name=None, image_size: int | None = None, **create_kwargs) -> ClassifierBackbone:
     """``timm:<arch>`` or ``timm:<arch>.<tag>``.
 
     ``pretrained``: ``None`` (the tag in the name, else timm's default tag), a tag, a
     checkpoint file (the model's own state dict; the number of classes is read from its
-    classifier when it differs), or ``"random"``. Extra keyword arguments go to
-    ``timm.create_model`` (``num_classes=``, ...).
+    classifier when it differs), or ``"random"``. ``image_size``: the preprocessing size
+    (default: the model's own, e.g. 224). Extra keyword arguments go to
+    ``timm.create_model`` (``num_classes=``, ``img_size=``, ...).
     """
     import timm
     from timm.models import get_pretrained_cfg, is_model, split_model_name_tag
@@ -125,7 +126,15 @@ def load_timm(model: str, pretrained=None, device="auto", dtype=None, *, cache_d
         label = tag or path
     from timm.data import create_transform, resolve_model_data_config
 
-    transform = create_transform(**resolve_model_data_config(net), is_training=False)
+    data_cfg = resolve_model_data_config(net)
+    size = image_size
+    if size is None and "img_size" in create_kwargs:
+        size = create_kwargs["img_size"]
+    if size is not None:
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        data_cfg["input_size"] = (3, *size)
+        data_cfg["crop_pct"] = 1.0
+    transform = create_transform(**data_cfg, is_training=False)
     return ClassifierBackbone(
         display_name, net, library="timm", pretrained=label, device=device, dtype=dtype,
         transform=transform,
@@ -169,13 +178,15 @@ def _timm_weights(cfg: dict, what: str, cache_dir) -> str:
 
 
 def load_torchvision(model: str, pretrained=None, device="auto", dtype=None, *, cache_dir=None,
-                     display_name=None, **create_kwargs) -> ClassifierBackbone:
+                     display_name=None, image_size: int | None = None,
+                     **create_kwargs) -> ClassifierBackbone:
     """``torchvision:<name>`` (resnet18, resnet50, ...).
 
     ``pretrained``: ``None`` / ``"DEFAULT"`` (torchvision's default weights), a weights enum
     name (``IMAGENET1K_V1``, ``IMAGENET1K_V2``, or ``ResNet50_Weights.IMAGENET1K_V2``), a file
     with a torchvision-format state dict (FALCON's target models; the number of classes is
-    read from the checkpoint's classifier), or ``"random"``.
+    read from the checkpoint's classifier), or ``"random"``. ``image_size``: resize and crop
+    to this size instead of the ImageNet 256/224 preprocessing (small-image models).
     """
     import torchvision
 
@@ -227,11 +238,12 @@ def load_torchvision(model: str, pretrained=None, device="auto", dtype=None, *, 
         load_checked(net, state, what=display_name, source=path)
         transform = weights.transforms()
         label = weights.name
-    if transform is None:
+    if transform is None or image_size is not None:
         from torchvision import transforms as T
 
+        resize, crop = (256, 224) if image_size is None else (image_size, image_size)
         transform = T.Compose([
-            T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+            T.Resize(resize), T.CenterCrop(crop), T.ToTensor(),
             T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
         ])
     return ClassifierBackbone(
