@@ -415,3 +415,30 @@ def test_vocabulary_commands_do_not_import_torch(tmp_path):
                          timeout=60)
     assert res.returncode == 0, res.stderr
     assert "2 entries" in res.stdout
+
+
+# -- contract: every registered vocabulary ------------------------------------------------
+
+
+def registered_vocabularies():
+    return [n for n in interpcore.list_vocabularies() if n != "file"]
+
+
+@pytest.mark.parametrize("name", registered_vocabularies())
+def test_every_registered_vocabulary_meets_the_contract(name, monkeypatch):
+    """Loads offline (from ../shared/data where needed), has distinct non-blank strings, and
+    size=k gives k of them, in the same order as the full vocabulary."""
+    monkeypatch.setenv("INTERP_OFFLINE", "1")
+    if SHARED.is_dir():
+        monkeypatch.setenv("INTERP_VOCAB_DIR", str(SHARED))
+    try:
+        full = interpcore.get_vocabulary(name)
+    except OfflineError as exc:
+        pytest.skip(f"{name} needs a file that is not here: {exc}")
+    assert isinstance(full, Vocabulary) and len(full) > 0
+    assert all(isinstance(c, str) and c.strip() == c and c for c in full.concepts)
+    assert len(set(full.concepts)) == len(full.concepts)
+    k = min(3, len(full))
+    small = interpcore.get_vocabulary(name, size=k)
+    assert len(small) == k
+    assert small.concepts in (full.concepts[:k], full.concepts[-k:])

@@ -50,7 +50,7 @@ PUBLISHED: dict[str, Published] = {
         "text_pools/image_descriptions_general.txt",
         TEXTSPAN + "image_descriptions_general.txt",
         "39c6bf3e788684d9e0e8afa902c13aae1ee8eafefdbab94ba923fd05b9038630", 3498, "first",
-        "TextSpan text pool: 3,498 short image descriptions; size=k keeps the first k",
+        "TextSpan text pool: short image descriptions (3,498 lines, 3,493 distinct); size=k keeps the first k",
     ),
     "google_3498_english": Published(
         "text_pools/google_3498_english.txt", TEXTSPAN + "google_3498_english.txt",
