@@ -48,3 +48,10 @@ DATASETS = [
 def register_datasets(register):
     for name, module, attr, description in DATASETS:
         register(name, _lazy(module, attr), description=description)
+
+
+@interpcore.hookimpl
+def register_commands(cli):
+    from .cli import add_commands
+
+    add_commands(cli)
