@@ -25,7 +25,6 @@ rebuilt.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,12 +63,8 @@ def normalize_templates(templates) -> list[str] | None:
 
 
 def _resolve_vocabulary(vocabulary, size=None) -> Vocabulary:
-    if isinstance(vocabulary, Vocabulary):
-        if size is not None and size != len(vocabulary):
-            raise InterpError(
-                "size= applies to a vocabulary given by name; pass the already-sized "
-                "Vocabulary, or its name with size="
-            )
+    """A Vocabulary from an object, a registered name, a file path or a list (cut to size)."""
+    if isinstance(vocabulary, Vocabulary) and size is None:
         return vocabulary
     from .registry import get_registry
 
@@ -405,11 +400,10 @@ def image_mean(
             "image_mean needs a dataset (object or registered name) or path= to a tensor file"
         )
     _require(backbone, Capability.IMAGE_ENCODER, "image_mean")
-    if isinstance(dataset, (str, os.PathLike)):
+    if isinstance(dataset, str):
         from .registry import get_registry
 
-        reg = get_registry()
-        dataset = reg.get_dataset(str(dataset), **({"split": split} if split else {}))
+        dataset = get_registry().get_dataset(dataset, **({"split": split} if split else {}))
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise InterpError(f"limit must be a positive integer, got {limit!r}")
     if not isinstance(batch_size, int) or batch_size < 1:

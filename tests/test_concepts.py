@@ -18,7 +18,7 @@ from PIL import Image
 
 import interpcore
 from interpcore import Backbone, Capability, CapabilityError, Dataset, InterpError, Vocabulary
-from interpcore.cache import cache_dir, list_entries, save_tensors
+from interpcore.cache import list_entries, save_tensors
 from interpcore.concepts import concept_dictionary, image_mean, load_tensor_file, text_embeddings
 
 DIM = 12
