@@ -71,6 +71,15 @@ def _resolve_vocabulary(vocabulary, size=None) -> Vocabulary:
     return get_registry().get_vocabulary(vocabulary, size=size)
 
 
+def _resolve_backbone(backbone):
+    """A backbone object, or one loaded by registry name (``"shapes:clip-vit"``)."""
+    if isinstance(backbone, str):
+        from .registry import get_registry
+
+        return get_registry().get_backbone(backbone)
+    return backbone
+
+
 def _require(backbone, capability: str, what: str) -> None:
     caps = getattr(backbone, "capabilities", None)
     if caps is not None and capability not in caps:
@@ -190,6 +199,7 @@ def text_embeddings(
 ):
     """L2-normalized text embeddings ``(c, d)`` of a vocabulary, cached on disk.
 
+    ``backbone`` is a backbone object or a registry name such as ``"shapes:clip-vit"``.
     ``vocabulary`` is a :class:`~interpcore.Vocabulary`, a registered name (with ``size``),
     a path to a text file or a list of strings. With ``templates`` (one string or a list,
     each with one ``{}``) every concept is embedded in each template; the normalized
@@ -200,6 +210,7 @@ def text_embeddings(
     """
     import torch
 
+    backbone = _resolve_backbone(backbone)
     _require(backbone, Capability.TEXT_ENCODER, "text embeddings")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InterpError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -389,6 +400,7 @@ def image_mean(
     """
     import torch
 
+    backbone = _resolve_backbone(backbone)
     out_device = _out_device(backbone, device)
     dim = getattr(backbone, "embed_dim", None)
     if path is not None:

@@ -411,3 +411,44 @@ def test_tiny_open_clip_dictionary_matches_splice_recipe(tiny_clip):
     assert torch.allclose(d, F.normalize(centred, dim=-1), atol=1e-4)
     assert torch.allclose(d.norm(dim=1), torch.ones(len(words)), atol=1e-5)
     assert torch.equal(concept_dictionary(tiny_clip, words), d)  # from the cache
+
+
+def test_progress_bars_cover_every_text_and_image(monkeypatch):
+    import interpcore.data
+    import interpcore.progress
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc):
+            self.total, self.desc, self.done = total, desc, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.done += n
+
+        def close(self):
+            pass
+
+    fake = lambda iterable=None, *, desc="", total=None, unit="it": Bar(total, desc)  # noqa: E731
+    monkeypatch.setattr(interpcore.progress, "progress", fake)
+    monkeypatch.setattr(interpcore.data, "progress", fake)
+    concept_dictionary(FakeBackbone(), Vocabulary("w", WORDS), batch_size=3, cache=False)
+    image_mean(FakeBackbone(), ColourDataset(5), batch_size=2, cache=False)
+    assert [(b.total, b.done) for b in bars] == [(len(WORDS), len(WORDS)), (5, 5)]
+    assert "w" in bars[0].desc
+
+
+def test_backbone_by_registry_name(monkeypatch):
+    from interpcore.registry import Registry
+
+    bb = FakeBackbone()
+
+    class Reg(Registry):
+        def get_backbone(self, name, **kw):
+            assert name == "fake:tiny"
+            return bb
+
+    monkeypatch.setattr("interpcore.registry.get_registry", lambda: Reg())
+    d = concept_dictionary("fake:tiny", Vocabulary("w", WORDS), cache=False)
+    assert bb.text_calls and d.shape == (len(WORDS), DIM)
