@@ -164,6 +164,7 @@ class Falcon(Explainer):
         self._captioner = None
         self._pool = None
         self._features: dict[Any, torch.Tensor] = {}
+        self._datasets: dict[str, Any] = {}
 
     # -- parts ----------------------------------------------------------------------------
     @property
@@ -197,7 +198,9 @@ class Falcon(Explainer):
         if isinstance(dataset, str):
             from interpcore import get_dataset
 
-            return get_dataset(dataset, split=self.options["split"])
+            if dataset not in self._datasets:  # one object per name: features are cached per object
+                self._datasets[dataset] = get_dataset(dataset, split=self.options["split"])
+            return self._datasets[dataset]
         if dataset is None:
             raise InterpError("give a probe dataset (a name such as 'shapes' or a Dataset)")
         return dataset
@@ -207,11 +210,11 @@ class Falcon(Explainer):
         dataset object for this explainer)."""
         ds = self._dataset(dataset)
         key = id(ds)
-        if key not in self._features:
-            self._features[key] = steps.extract_features(
+        if key not in self._features:  # the dataset is kept with its features: ids stay unique
+            self._features[key] = (ds, steps.extract_features(
                 self.backbone, ds, layer=self.options["layer"],
-                batch_size=self.options["batch_size"], limit=self.options["limit"])
-        return self._features[key]
+                batch_size=self.options["batch_size"], limit=self.options["limit"]))
+        return self._features[key][1]
 
     # -- step 1-4 ------------------------------------------------------------------------
     def find_groups(self, dataset="shapes", *, features: torch.Tensor | None = None,
@@ -313,7 +316,8 @@ class Falcon(Explainer):
         if chosen:
             q = torch.cat(queries)
             ret = retrieve(q, self.pool, k=max(o["candidates"], o["top_k"]),
-                           chunk_size=o["chunk_size"], temperature=o["temperature"])
+                           chunk_size=o["chunk_size"], temperature=o["temperature"],
+                           device=getattr(self.captioner, "device", None))
             caps = top_captions(ret, self.pool, k=o["top_k"], weights=o["weights"])
             res.pool_passes = ret.passes
             pos = 0

@@ -349,12 +349,13 @@ class Retrieval:
 
 
 def retrieve(queries, pool: CaptionPool, *, k: int = 20, chunk_size: int = 16384,
-             temperature: float = 100.0, desc: str = "caption pool") -> Retrieval:
+             temperature: float = 100.0, desc: str = "caption pool", device=None) -> Retrieval:
     """The ``k`` pool rows most cosine-similar to each query, in ONE pass over the pool.
 
     ``queries``: ``(M, d)`` array or tensor (normalized here). Each chunk is converted to
     float32, row-normalized, scored against all queries, and merged into a running top-k;
-    the running log-sum-exp gives exact softmax weights over the whole pool.
+    the running log-sum-exp gives exact softmax weights over the whole pool. ``device``
+    (default CPU): where the scores are computed (e.g. the captioner's GPU).
     """
     import torch
 
@@ -367,17 +368,21 @@ def retrieve(queries, pool: CaptionPool, *, k: int = 20, chunk_size: int = 16384
             f"caption pool '{pool.name}' has {pool.dim}-d embeddings but the captioner gives "
             f"{q.shape[1]}-d ones: the pool must be embedded with the captioner's model"
         )
-    q = torch.nn.functional.normalize(q, dim=1)
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    q = torch.nn.functional.normalize(q, dim=1).to(dev)
     m = q.shape[0]
     n = len(pool)
     kk = max(1, min(k, n))
-    best_v = torch.full((m, kk), float("-inf"))
-    best_i = torch.full((m, kk), -1, dtype=torch.long)
-    lse = torch.full((m,), float("-inf"), dtype=torch.float64)
+    best_v = torch.full((m, kk), float("-inf"), device=dev)
+    best_i = torch.full((m, kk), -1, dtype=torch.long, device=dev)
+    lse = torch.full((m,), float("-inf"), dtype=torch.float64, device=dev)
     bar = progress(total=n, desc=desc, unit="cap")
     try:
         for start, arr in pool.chunks(chunk_size):
-            c = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+            if dev.type == "cpu":
+                c = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+            else:  # copy the stored dtype, convert on the device
+                c = torch.from_numpy(np.ascontiguousarray(arr)).to(dev).float()
             c = torch.nn.functional.normalize(c, dim=1)
             s = q @ c.T  # (M, n_chunk)
             lse = torch.logaddexp(lse, torch.logsumexp(s * temperature, dim=1).double())
@@ -391,7 +396,7 @@ def retrieve(queries, pool: CaptionPool, *, k: int = 20, chunk_size: int = 16384
             del c, s
     finally:
         bar.close()
-    return Retrieval(best_i.numpy(), best_v.numpy(), lse.numpy(), temperature, n)
+    return Retrieval(best_i.cpu().numpy(), best_v.cpu().numpy(), lse.cpu().numpy(), temperature, n)
 
 
 def top_captions(ret: Retrieval, pool: CaptionPool, *, k: int = 5, weights: str = "pool"
