@@ -189,3 +189,17 @@ def test_cli_errors_are_one_line(cli, tmp_path):
     assert "no feature group '99'" in r.output and "Traceback" not in r.output
     r = cli("explain", "--pool", str(tmp_path / "nothing-here"))
     assert r.exit_code == 1 and "nothing-here" in r.output and "Traceback" not in r.output
+
+
+def test_no_groups_is_not_an_error(parts):
+    target, cap, pool, ds = parts
+    res = Falcon(target, captioner=cap, pool=pool, sigma=50.0).explain(ds)
+    assert res.groups == [] and res.pool is None and "0 groups" in str(res)
+
+
+def test_coactivation_grouping_through_the_explainer(parts):
+    target, cap, pool, ds = parts
+    f = Falcon(target, captioner=cap, pool=pool, grouping="coactivation", max_images=4)
+    res = f.find_groups(ds, score=False)
+    assert sorted(g.features for g in res.groups) == [[0], [1], [2]]
+    assert all(g.score is None for g in res.groups)

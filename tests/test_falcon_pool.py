@@ -190,3 +190,23 @@ def test_contrastive_drops_words_of_the_low_images():
     many = [[(f"word{chr(97 + i)}xx thing{chr(97 + i)}yy", 1.0 - i / 100) for i in range(12)]]
     w, p = concepts.contrastive_concepts(many, [], top=8)
     assert len(w) == 8 and len(p) == 8 and w[0][1] >= w[-1][1]
+
+
+def test_laion_parquet_metadata_needs_pyarrow(tmp_path, data):
+    emb, caps, _ = data
+    folder = tmp_path / "p"
+    (folder / "text_emb").mkdir(parents=True)
+    (folder / "metadata").mkdir()
+    np.save(folder / "text_emb" / "text_emb_0000.npy", emb[:10])
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        (folder / "metadata" / "metadata_0000.parquet").write_bytes(b"PAR1")
+        pool = P.ShardPool(folder)
+        with pytest.raises(InterpError, match="needs pyarrow.*captions_0000.txt"):
+            pool.captions([3])
+        return
+    pq.write_table(pa.table({"caption": caps[:10], "url": ["u"] * 10}),
+                   folder / "metadata" / "metadata_0000.parquet")
+    assert P.ShardPool(folder).captions([3, 9]) == ["caption number 3", "caption number 9"]

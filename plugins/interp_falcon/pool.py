@@ -86,6 +86,7 @@ class _Shard:
     dtype: np.dtype
     offset: int  # byte offset of the data in the .npy file
     captions: Path | None  # per-shard caption file (.txt or .parquet), None with a global file
+    num: str = ""  # the number as written in the file name (zero padding kept)
 
 
 def _npy_header(path: Path) -> tuple[tuple, np.dtype, bool, int]:
@@ -156,7 +157,7 @@ def discover_shards(folder) -> tuple[list[_Shard], Path | None]:
                     f"metadata_{num}.txt or metadata_{num}.parquet (or one captions.txt) in "
                     f"{folder} or {folder / 'metadata'}"
                 )
-        shards.append(_Shard(int(num), p, int(shape[0]), int(shape[1]), dtype, offset, cap))
+        shards.append(_Shard(int(num), p, int(shape[0]), int(shape[1]), dtype, offset, cap, num))
     shards.sort(key=lambda s: s.number)
     dims = {s.dim for s in shards}
     if len(dims) != 1:
@@ -239,7 +240,7 @@ def _read_shard_captions(shard: _Shard, rows: set[int]) -> dict[int, str]:
         except ImportError:
             raise InterpError(
                 f"reading {path.name} needs pyarrow (pip install pyarrow), or convert the "
-                f"captions to captions_{shard.number}.txt, one per line"
+                f"captions to captions_{shard.num}.txt, one per line"
             ) from None
         table = pq.read_table(path, columns=["caption"])
         if table.num_rows != shard.rows:
