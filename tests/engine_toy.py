@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import interpcore
 
@@ -114,6 +116,11 @@ class ToyParts(interpcore.Decomposer):
         return ToyContrib(parts, z)
 
 
+#: while this file exists, reading a toy sample with index >= its number fails (the tests
+#: use it to break a job half way without changing the job spec or the workers' environment)
+FAIL_MARKER = Path(tempfile.gettempdir()) / f"interp-engine-toy-fail-{os.getuid()}"
+
+
 class ToyDataset(interpcore.Dataset):
     name = "enginetoy"
     classes = ["a", "b", "c"]
@@ -130,6 +137,8 @@ class ToyDataset(interpcore.Dataset):
 
         if not 0 <= i < self.n:
             raise IndexError(i)
+        if FAIL_MARKER.exists() and i >= int(FAIL_MARKER.read_text()):
+            raise interpcore.InterpError(f"toy read failure injected at sample {i}")
         rng = np.random.default_rng(10_000 + i)
         arr = rng.integers(0, 256, size=(self.size, self.size, 3), dtype=np.uint8)
         return {"image": Image.fromarray(arr), "label": i % 3, "index": i}
