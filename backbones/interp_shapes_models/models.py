@@ -70,10 +70,15 @@ def build_resnet(config: dict | str | Path | None = None, num_classes: int | Non
 
     cfg = read_json(RESNET_CONFIG if config is None else config) if not isinstance(config, dict) else config
     n = num_classes or len(resnet_label_names())
+    stem = int(cfg.get("stem_channels", 64))
+    # timm's deep stem sets the stem width to 2 * stem_width; it is replaced just below
     model = ResNet(BasicBlock, layers=tuple(cfg["layers"]), channels=tuple(cfg["channels"]),
-                   num_classes=n, output_stride=int(cfg.get("output_stride", 32)))
-    # 32 x 32 inputs: a 3x3 stride-1 stem without max-pooling keeps an 8 x 8 last stage
-    model.conv1 = torch.nn.Conv2d(3, model.bn1.num_features, 3, 1, 1, bias=False)
+                   num_classes=n, output_stride=int(cfg.get("output_stride", 32)),
+                   stem_type="deep", stem_width=stem // 2)
+    # 32 x 32 inputs: a single 3x3 stride-1 stem conv without max-pooling; with output
+    # stride 16 the last stage (dilated) keeps an 8 x 8 map for Grad-CAM
+    model.conv1 = torch.nn.Conv2d(3, stem, 3, 1, 1, bias=False)
+    model.bn1 = torch.nn.BatchNorm2d(stem)
     model.maxpool = torch.nn.Identity()
     return model
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 CLIP_DEFAULTS = {
-    "steps": 4000,
+    "steps": 3000,
     "batch_size": 128,
     "lr": 1e-3,
     "weight_decay": 0.1,
@@ -41,8 +41,8 @@ CLIP_DEFAULTS = {
     "eval_n": 1000,
 }
 RESNET_DEFAULTS = {
-    "steps": 1500,
-    "batch_size": 128,
+    "steps": 2000,
+    "batch_size": 64,
     "lr": 3e-3,
     "weight_decay": 0.05,
     "betas": [0.9, 0.999],
@@ -159,7 +159,7 @@ def train_clip(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=Non
         sched.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 100 == 0 or step == hp["steps"] - 1:
             _log(f"clip step {step}/{hp['steps']} loss {np.mean(losses[-100:]):.4f} "
                  f"scale {float(model.logit_scale.exp()):.1f} {time.time() - t0:.0f}s", quiet)
@@ -244,7 +244,7 @@ def train_resnet(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=N
         torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 100 == 0 or step == hp["steps"] - 1:
             _log(f"resnet step {step}/{hp['steps']} loss {np.mean(losses[-100:]):.4f} "
                  f"{time.time() - t0:.0f}s", quiet)
