@@ -257,7 +257,8 @@ def add_commands(cli) -> None:
     @click.option("-b", "--backbone", default=DEFAULT_BACKBONE, show_default=True)
     @click.option("--pretrained", default=None)
     @click.option("--device", default="auto", show_default=True)
-    @click.option("-t", "--text", "texts", multiple=True, required=True, help="A text (repeatable).")
+    @click.option("-t", "--text", "texts", multiple=True,
+                  help="A text (repeatable). Default on shapes backbones: the shape names.")
     @click.option("--layers", default=None, help="Layers to sum: k (last k) or 0,3 (default all).")
     @click.option("--heads", default=None, help="Only these heads: LAYER.HEAD,LAYER.HEAD.")
     @click.option("--per-head", is_flag=True, help="Also save the joint head x patch grid per text.")
@@ -278,6 +279,7 @@ def add_commands(cli) -> None:
         from .spurious import parse_heads
 
         bb = _backbone(kw)
+        texts = list(texts) or _default_texts(bb)
         pics, names = _images(images, dataset, indices)
         size = input_size(bb)
         dec = PRSDecomposer(bb, per_patch=True, layers=_parse_layers(layers))
@@ -481,6 +483,15 @@ class _Plain:
 
     def __str__(self):
         return self.text
+
+
+def _default_texts(bb):
+    if bb.name.startswith("shapes:"):
+        from .tasks import dataset_tasks
+
+        t = dataset_tasks("shapes")["shape"]
+        return [t.templates[0].replace("{}", n) for n in t.prompt_names]
+    raise InterpError("name the texts to map with --text (repeatable)")
 
 
 def _decomposer(bb):
