@@ -436,8 +436,10 @@ def test_every_registered_vocabulary_meets_the_contract(name, monkeypatch):
     except OfflineError as exc:
         pytest.skip(f"{name} needs a file that is not here: {exc}")
     assert isinstance(full, Vocabulary) and len(full) > 0
-    assert all(isinstance(c, str) and c.strip() == c and c for c in full.concepts)
-    assert len(set(full.concepts)) == len(full.concepts)
+    assert all(isinstance(c, str) and c.strip() for c in full.concepts)
+    if name in PUBLISHED_NAMES:  # the cleaning policy of interpcore.vocab applies
+        assert all(c.strip() == c for c in full.concepts)
+        assert len(set(full.concepts)) == len(full.concepts)
     k = min(3, len(full))
     small = interpcore.get_vocabulary(name, size=k)
     assert len(small) == k
