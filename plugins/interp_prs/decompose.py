@@ -304,7 +304,9 @@ class PRSDecomposer(Decomposer):
             self._decompose_pixels(self._pixels(images[s : s + batch_size]), per_patch, layers)
             for s in range(0, len(images), batch_size)
         ]
-        cat = lambda k: torch.cat([p[k] for p in parts])  # noqa: E731
+        def cat(k):  # one batch: no copy (per-patch heads can be large)
+            return parts[0][k] if len(parts) == 1 else torch.cat([p[k] for p in parts])
+
         res = PRSDecomposition(
             backbone=self.backbone.name,
             embedding=cat("embedding"), embed=cat("embed"), attn=cat("attn"),

@@ -1,0 +1,168 @@
+"""PRS memory and speed on a ViT-B/16-sized CLIP image tower (random weights, CPU).
+
+Targets (issue 7):
+
+* peak memory of the per-patch decomposition of one image at least 20x below the naive
+  computation that materializes the full (tokens x tokens x heads x width) tensor of every
+  layer (what the paper's reference code does), on the same model;
+* time per image at most 3x a plain ``encode_image``.
+
+Memory: each variant runs in a fresh process; the peak resident set size is reset
+(``/proc/self/clear_refs``) right before the call, and the figure is the peak during the call
+minus the resident size before it (everything torch allocates is counted). Where the reset is
+not available the whole process's ``ru_maxrss`` difference is used and the table says so.
+
+Run: ``python bench/bench_prs.py`` (prints the markdown section ``main()`` returns).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+TIME_LIMIT = 600
+THREADS = 2
+CFG = dict(image_size=224, patch_size=16, width=768, layers=12, heads=12, mlp_ratio=4.0, output_dim=512)
+
+
+def _backbone():
+    import torch
+    from open_clip.transformer import VisionTransformer
+
+    from interp_open_clip.vit_stream import OpenClipViTStream
+    from interpcore import Capability
+    from interpcore.torch_backbone import TorchBackbone
+
+    torch.manual_seed(0)
+    visual = VisionTransformer(**CFG).eval()
+
+    class Tower(TorchBackbone):
+        def _encode_image(self, pixels):
+            return self.model(pixels)
+
+        def residual_stream(self):
+            return OpenClipViTStream(self.model, "ViT-B/16-sized random tower")
+
+    return Tower("bench:vit-b-16", visual, device="cpu", embed_dim=CFG["output_dim"],
+                 capabilities=[Capability.IMAGE_ENCODER, Capability.VIT_RESIDUAL_STREAM])
+
+
+def _status_kb(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure_memory(mode: str) -> dict:
+    """Peak extra memory (bytes) of one image's per-patch decomposition, in this process."""
+    import gc
+
+    import torch
+
+    torch.set_num_threads(THREADS)
+    from interp_prs.decompose import PRSDecomposer
+    from interp_prs.naive import naive_per_patch_heads
+
+    bb = _backbone()
+    dec = PRSDecomposer(bb, per_patch=True)
+    _ = dec.folded  # weights folding is set-up, not per-image work
+    x = torch.randn(1, 3, CFG["image_size"], CFG["image_size"])
+    with torch.no_grad():
+        bb.model(x)  # warm up allocator and kernels
+    gc.collect()
+    exact = _reset_peak()
+    before = _status_kb("VmRSS") * 1024
+    import resource
+
+    ru_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        if mode == "naive":
+            out = naive_per_patch_heads(dec.stream, x)
+        else:
+            out = dec.decompose(x).heads
+    wall = time.perf_counter() - t0
+    peak = (_status_kb("VmHWM") * 1024) if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = before if exact else ru_before
+    return {"peak_extra": max(0, peak - base), "exact_reset": exact, "wall": wall,
+            "output_bytes": out.numel() * out.element_size(), "shape": list(out.shape)}
+
+
+def measure_speed(batch: int = 8, repeat: int = 3) -> dict:
+    import torch
+
+    torch.set_num_threads(THREADS)
+    from interp_prs.decompose import PRSDecomposer
+
+    bb = _backbone()
+    x = torch.randn(batch, 3, CFG["image_size"], CFG["image_size"])
+    dec = PRSDecomposer(bb)
+    dec_pp = PRSDecomposer(bb, per_patch=True)
+    _ = dec.folded, dec_pp.folded
+
+    def best(fn):
+        fn()
+        ts = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return min(ts) / batch
+
+    with torch.no_grad():
+        enc = best(lambda: bb.encode_image(x, batch_size=batch))
+        heads = best(lambda: dec.decompose(x, batch_size=batch))
+        patches = best(lambda: dec_pp.decompose(x, batch_size=batch))
+    return {"encode": enc, "per_head": heads, "per_patch": patches, "batch": batch}
+
+
+def main() -> str:
+    from common import fmt_bytes, md_table, run_isolated
+
+    env = {"OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
+    ours = run_isolated("bench_prs:measure_memory", "ours", env=env, timeout=400)["result"]
+    naive = run_isolated("bench_prs:measure_memory", "naive", env=env, timeout=400)["result"]
+    speed = run_isolated("bench_prs:measure_speed", env=env, timeout=400)["result"]
+    ratio = naive["peak_extra"] / max(ours["peak_extra"], 1)
+    how = "peak RSS reset before the call" if ours["exact_reset"] else "ru_maxrss difference (upper bound)"
+    mem_rows = [
+        ["naive (full T x T x heads x width per layer)", fmt_bytes(naive["peak_extra"]), f"{naive['wall']:.2f} s"],
+        ["interpcore prs (class-token rows, folded)", fmt_bytes(ours["peak_extra"]), f"{ours['wall']:.2f} s"],
+    ]
+    spd_rows = [
+        ["plain encode_image", f"{1000 * speed['encode']:.1f} ms", "1.00x"],
+        ["prs, per head", f"{1000 * speed['per_head']:.1f} ms", f"{speed['per_head'] / speed['encode']:.2f}x"],
+        ["prs, per head and patch", f"{1000 * speed['per_patch']:.1f} ms",
+         f"{speed['per_patch'] / speed['encode']:.2f}x"],
+    ]
+    ok_mem = ratio >= 20
+    ok_time = speed["per_head"] / speed["encode"] <= 3
+    return (
+        "## PRS decomposition (issue 7)\n\n"
+        "ViT-B/16-sized open_clip image tower (224 px, 197 tokens, 12 layers x 12 heads, width 768, "
+        f"output 512), random weights, CPU, {THREADS} threads.\n\n"
+        f"### Peak memory of the per-patch decomposition of one image ({how})\n\n"
+        + md_table(["computation", "peak extra memory", "time"], mem_rows)
+        + f"\nRatio naive / interpcore: **{ratio:.1f}x** (target >= 20x: {'met' if ok_mem else 'NOT met'}). "
+        f"The per-patch output itself ({ours['shape']}, float32) is {fmt_bytes(ours['output_bytes'])}.\n\n"
+        f"### Time per image (batch of {speed['batch']})\n\n"
+        + md_table(["computation", "time per image", "vs encode_image"], spd_rows)
+        + f"\nTarget <= 3x encode_image (per head): {'met' if ok_time else 'NOT met'}.\n"
+    )
+
+
+if __name__ == "__main__":
+    print(main())
