@@ -1,0 +1,115 @@
+"""``interp shapes ...``: generate images, print model quality, retrain the models.
+
+Only click and the core at module level; numpy / PIL / torch are imported inside commands.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from interpcore import InterpError
+
+
+@click.group()
+def shapes():
+    """The synthetic shapes world: generate images, check model quality, retrain."""
+
+
+@shapes.command()
+@click.option("--n", "n", type=int, default=16, show_default=True, help="number of images")
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True,
+              help="output folder (PNGs, masks, captions.json)")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--one-object-prob", type=float, default=0.7, show_default=True)
+@click.option("--spurious", is_flag=True, help="draw from shapes-spurious instead of shapes")
+@click.option("--scale", type=int, default=1, show_default=True,
+              help="also upscale the PNGs by this factor (nearest neighbour) for viewing")
+def generate(n, out, split, seed, one_object_prob, spurious, scale):
+    """Write N images of the world as PNGs, with per-object masks and captions.
+
+    \b
+    OUT/000000.png        the image (32 x 32)
+    OUT/000000_mask.png   mask: 0 = background, k = object k (grey level k)
+    OUT/captions.json     [{"file", "mask", "caption", "attributes", ...}, ...]
+    """
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from interpcore.cache import write_text
+    from interpcore.progress import progress
+
+    from .datasets import ShapesDataset, SpuriousShapesDataset
+
+    if n < 0:
+        raise InterpError(f"--n must be >= 0, got {n}")
+    if scale < 1:
+        raise InterpError(f"--scale must be >= 1, got {scale}")
+    ds = (SpuriousShapesDataset(split, n=n, seed=seed) if spurious
+          else ShapesDataset(split, n=n, seed=seed, one_object_prob=one_object_prob))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in progress(range(n), desc="generating", unit="img"):
+        s = ds[i]
+        name = f"{i:06d}.png"
+        img = s["image"]
+        if scale > 1:
+            img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img.save(out / name)
+        Image.fromarray(s["mask"].astype(np.uint8)).save(out / f"{i:06d}_mask.png")
+        rec = {"file": name, "mask": f"{i:06d}_mask.png", "caption": s["caption"],
+               "label": s.get("label"), "attributes": s["attributes"]}
+        if "group" in s:
+            rec["group"] = s["group"]
+        records.append(rec)
+    write_text(out / "captions.json", json.dumps(
+        {"dataset": ds.name, "split": split, "seed": seed, "samples": records}, indent=2))
+    click.echo(f"wrote {n} images, masks and captions.json to {out}")
+
+
+@shapes.command()
+@click.option("--n", "n", type=int, default=1000, show_default=True,
+              help="held-out images per evaluation")
+@click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--clip", "clip_weights", default=None, help="CLIP weights file or folder (default: shipped)")
+@click.option("--resnet", "resnet_weights", default=None, help="ResNet weights file or folder (default: shipped)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def quality(n, split, device, clip_weights, resnet_weights, as_json):
+    """Zero-shot accuracy of shapes:clip-vit, test accuracy of shapes:resnet, and the
+    shapes-spurious per-group / worst-group accuracy, on held-out images."""
+    from .quality import format_table, measure
+
+    if n <= 0:
+        raise InterpError(f"--n must be > 0, got {n}")
+    result = measure(n=n, split=split, device=device, clip=clip_weights, resnet=resnet_weights)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(format_table(result))
+
+
+@shapes.command(context_settings={"ignore_unknown_options": False})
+@click.argument("model", type=click.Choice(["clip", "resnet"]))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="output folder for the weights and JSON records")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=int, default=None, help="training steps (default: the recorded recipe)")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--threads", type=int, default=None, help="torch CPU threads")
+@click.option("--eval-n", type=int, default=None, help="held-out images for the final metrics")
+def train(model, out, seed, steps, batch_size, lr, threads, eval_n):
+    """Retrain a shapes model (same as python -m interp_shapes_models.train)."""
+    try:
+        from interp_shapes_models import train as trainer
+    except ImportError as exc:  # pragma: no cover - both packages ship together
+        raise InterpError(f"the shapes models plugin is not installed ({exc})") from None
+    kw = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, threads=threads, eval_n=eval_n)
+    rec = trainer.train_clip(out, **kw) if model == "clip" else trainer.train_resnet(out, **kw)
+    click.echo(json.dumps(rec["metrics"], indent=2))
