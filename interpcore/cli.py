@@ -335,7 +335,7 @@ def _add_plugin_commands() -> None:
 
 
 # Core commands kept in their own modules; they attach themselves to the groups above.
-from . import cli_report, cli_vocabularies  # noqa: E402,F401
+from . import cli_engine, cli_report, cli_vocabularies  # noqa: E402,F401
 
 
 def main(argv=None) -> None:

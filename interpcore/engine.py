@@ -802,9 +802,10 @@ class JobResult(Result):
     skipped: list  #: shard ids found done and reused
     arrays: dict  #: name -> {"shape": [...], "dtype": ...}
     means: dict  #: name -> float (per-image scalars) or the path of a means/<name>.npy file
-    seconds: float = 0.0
-    images_per_second: float = 0.0
+    seconds: float = 0.0  #: wall time of this run, start-up included
+    images_per_second: float = 0.0  #: images computed / (seconds - setup_seconds)
     workers: int = 1
+    setup_seconds: float = 0.0  #: starting workers and loading the model(s)
 
     def load(self, name: str, mmap: bool = False):
         """The whole array ``name`` (all shards, in dataset order)."""
@@ -823,7 +824,8 @@ class JobResult(Result):
             f"job {self.spec_hash} [{self.engine}, {self.workers} worker(s)]: {self.num_samples} "
             f"images in {self.num_shards} shards -> {self.out_dir}",
             f"  computed {len(self.computed)} shard(s), reused {len(self.skipped)}; "
-            f"{self.seconds:.1f} s, {self.images_per_second:.1f} images/s",
+            f"{self.seconds:.1f} s ({self.setup_seconds:.1f} s start-up), "
+            f"{self.images_per_second:.1f} images/s",
         ]
         for name, info in self.arrays.items():
             m = self.means.get(name)
@@ -873,9 +875,13 @@ class LocalEngine:
     def __init__(self, device: str = "auto", **_ignored):
         self.device = device
         self.workers = 1
+        self.setup_seconds = 0.0
 
     def run(self, spec: JobSpec, shards: list[Shard], sink: Callable, bar=None) -> None:
+        t0 = time.perf_counter()
         worker = ShardWorker(spec, device=self.device)
+        worker._setup()
+        self.setup_seconds = time.perf_counter() - t0
         for shard in shards:
             t0 = time.perf_counter()
             arrays = worker.compute_shard(shard)
@@ -945,17 +951,20 @@ def run_job(spec: JobSpec | Mapping, out_dir, *, engine: str = "local", overwrit
         raise EngineError(f"{len(missing)} shard(s) were not computed ({missing[:5]}...); rerun to resume")
     means = store.means()
     n_computed = sum(s.size for s in shards if s.id in set(computed))
+    setup = float(getattr(eng, "setup_seconds", 0.0) or 0.0)
+    busy = seconds - setup
     result = JobResult(
         out_dir=str(store.root), spec_hash=spec.hash, engine=engine, num_samples=n,
         num_shards=len(shards), computed=sorted(computed), skipped=skipped,
         arrays=store.array_names(), means=means, seconds=round(seconds, 3),
-        images_per_second=round(n_computed / seconds, 2) if seconds > 0 and n_computed else 0.0,
-        workers=getattr(eng, "workers", 1),
+        images_per_second=round(n_computed / busy, 2) if busy > 0 and n_computed else 0.0,
+        workers=getattr(eng, "workers", 1), setup_seconds=round(setup, 3),
     )
     store.write_manifest("complete", force=True, extra={
         "means": means, "arrays": result.arrays, "last_run": {
             "engine": engine, "computed": result.computed, "skipped": skipped,
-            "seconds": result.seconds, "workers": result.workers}})
+            "seconds": result.seconds, "setup_seconds": result.setup_seconds,
+            "images_per_second": result.images_per_second, "workers": result.workers}})
     return result
 
 
@@ -968,8 +977,28 @@ def job_result(out_dir) -> JobResult:
         num_samples=m["num_samples"], num_shards=m["shards_total"],
         computed=last.get("computed", []), skipped=last.get("skipped", []),
         arrays=m.get("arrays", {}), means=m.get("means", {}), seconds=last.get("seconds", 0.0),
-        workers=last.get("workers", 1),
+        images_per_second=last.get("images_per_second", 0.0), workers=last.get("workers", 1),
+        setup_seconds=last.get("setup_seconds", 0.0),
     )
+
+
+def run_section(result: JobResult) -> dict:
+    """A run.json section (see :mod:`interpcore.report`) describing a job's outputs."""
+    rows = []
+    for name, info in result.arrays.items():
+        m = result.means.get(name)
+        rows.append([name, "x".join(map(str, info["shape"])), info["dtype"],
+                     round(m, 6) if isinstance(m, float) else (m or "")])
+    return {
+        "title": "Job outputs",
+        "text": (f"{result.num_samples} images in {result.num_shards} shards, engine "
+                 f"{result.engine} with {result.workers} worker(s); {len(result.computed)} "
+                 f"shard(s) computed by this run, {len(result.skipped)} reused from an earlier "
+                 f"run. Per-image arrays are in {result.out_dir}/arrays/<name>/shard-*.npy "
+                 "(load them with interpcore.engine.load_array); means are over images."),
+        "tables": [{"title": "Arrays", "columns": ["array", "shape", "dtype", "mean"],
+                    "rows": rows}],
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -1007,5 +1036,6 @@ def engine_options(func):
 __all__ = [
     "EngineError", "JobResult", "JobSpec", "JobStore", "LocalEngine", "Shard", "ShardWorker",
     "callable_path", "engine_options", "get_engine", "job_result", "load_array", "make_shards",
-    "num_samples", "open_dataset", "read_manifest", "read_samples", "run_job", "to_arrays",
+    "num_samples", "open_dataset", "read_manifest", "read_samples", "run_job", "run_section",
+    "to_arrays",
 ]

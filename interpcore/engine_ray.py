@@ -166,6 +166,7 @@ class RayEngine:
         self.queue_per_worker = max(1, int(queue_per_worker))
         self.device = None if device in (None, "auto") else device
         self.workers = num_workers or 1
+        self.setup_seconds = 0.0
 
     def _connect(self, ray) -> bool:
         """Connect or start; True when this call started (and must stop) the cluster."""
@@ -183,6 +184,7 @@ class RayEngine:
 
     def run(self, spec: JobSpec, shards: list[Shard], sink, bar=None) -> None:
         ray = require_ray()
+        t_start = time.perf_counter()
         started = self._connect(ray)
         owned: list = []
         try:
@@ -240,6 +242,7 @@ class RayEngine:
                 _pools.pop(key, None)
                 owned = pool
                 raise _unwrap(ray, exc) from None
+            self.setup_seconds = time.perf_counter() - t_start
 
             queue = collections.deque(shards)
             inflight: dict = {}

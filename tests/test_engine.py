@@ -288,3 +288,36 @@ def test_engine_module_does_not_import_torch():
     code = "import sys, interpcore.engine; print('torch' in sys.modules, 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def _interp(args, tmp_path):
+    code = "import sys; from interpcore.cli import main; main(sys.argv[1:])"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", INTERP_QUIET="1")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=300)
+
+
+def test_interp_job_cli_runs_resumes_and_reports(tmp_path):
+    out = tmp_path / "run"
+    args = ["job", "run", "--dataset", "enginetoy", "-D", "n=30", "--backbone", "enginetoy:tiny",
+            "--method", "toy_sparse", "-M", "threshold=0.05", "--plugin", "engine_toy",
+            "--shard-size", "10", "--out", str(out), "--json"]
+    r = _interp(args, tmp_path)
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)
+    assert first["computed"] == [0, 1, 2] and first["num_samples"] == 30
+    spec = engine.read_manifest(out)["spec"]
+    assert spec["method_options"] == {"threshold": 0.05}  # KEY=VALUE parsed as JSON
+    run = json.loads((out / "run.json").read_text())
+    table = run["sections"][0]["tables"][0]
+    assert [row[0] for row in table["rows"]] == ["weights", "l0", "cosine", "label"]
+    r = _interp(args, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["skipped"] == [0, 1, 2]
+    r = _interp(["job", "status", str(out)], tmp_path)
+    assert r.returncode == 0 and "status complete: 3/3 shards, 30 images" in r.stdout
+    bad = _interp(args[:-3] + ["--out", str(out), "-M", "threshold=0.5"], tmp_path)
+    assert bad.returncode == 1
+    assert "holds the outputs of a different job" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 2  # one error line + the --debug hint
