@@ -26,8 +26,10 @@ def shapes():
 @click.option("--one-object-prob", type=float, default=0.7, show_default=True)
 @click.option("--spurious", is_flag=True, help="draw from shapes-spurious instead of shapes")
 @click.option("--scale", type=int, default=1, show_default=True,
-              help="also upscale the PNGs by this factor (nearest neighbour) for viewing")
-def generate(n, out, split, seed, one_object_prob, spurious, scale):
+              help="upscale the PNGs by this factor (nearest neighbour) for viewing")
+@click.option("--examples", is_flag=True,
+              help="write the README's example images (examples/*.png) instead of N samples")
+def generate(n, out, split, seed, one_object_prob, spurious, scale, examples):
     """Write N images of the world as PNGs, with per-object masks and captions.
 
     \b
@@ -49,6 +51,18 @@ def generate(n, out, split, seed, one_object_prob, spurious, scale):
         raise InterpError(f"--n must be >= 0, got {n}")
     if scale < 1:
         raise InterpError(f"--scale must be >= 1, got {scale}")
+    if examples:
+        from . import world
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, (img, _mask) in world.render_examples().items():
+            im = Image.fromarray(img)
+            if scale > 1:
+                im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+            im.save(out / f"{name}.png")
+        click.echo(f"wrote {len(world.example_scenes())} example images to {out}")
+        return
     ds = (SpuriousShapesDataset(split, n=n, seed=seed) if spurious
           else ShapesDataset(split, n=n, seed=seed, one_object_prob=one_object_prob))
     out = Path(out)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from interpcore import InterpError, Vocabulary
 
 from . import world
@@ -25,6 +27,11 @@ insect robot machine engine wheel clock lamp mirror painting camera guitar piano
 
 
 def caption_pool(n: int = CAPTION_POOL_SIZE, seed: int = CAPTION_POOL_SEED) -> list[str]:
+    return list(_caption_pool(int(n), int(seed)))
+
+
+@functools.lru_cache(maxsize=4)
+def _caption_pool(n: int, seed: int) -> tuple[str, ...]:
     """``n`` distinct captions of random scenes (1-2 objects, every attribute mentioned
     sometimes), deterministic from ``seed``."""
     out: list[str] = []
@@ -40,7 +47,7 @@ def caption_pool(n: int = CAPTION_POOL_SIZE, seed: int = CAPTION_POOL_SEED) -> l
         i += 1
         if i > 50 * n:  # pragma: no cover - the language has far more captions than this
             raise InterpError(f"could not draw {n} distinct shapes captions")
-    return out
+    return tuple(out)
 
 
 def load(name: str, size: int | None = None, **options) -> Vocabulary:

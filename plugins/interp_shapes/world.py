@@ -451,3 +451,29 @@ def make_sample(scene: Scene, rng: np.random.Generator, size: int = IMAGE_SIZE, 
         "caption": caption(scene, rng, **caption_kw),
         "attributes": scene.to_dict(),
     }
+
+
+# --------------------------------------------------------------------------------------
+# The example images shipped in examples/ (README)
+# --------------------------------------------------------------------------------------
+
+EXAMPLES_SEED = 2024
+
+
+def example_scenes() -> dict[str, Scene]:
+    """The scenes of the images in the repository's ``examples/`` folder, by file stem."""
+    O = ObjectSpec
+    return {
+        "red_circle": Scene("grass", [O("red", "circle", "large", "top left")]),
+        "blue_square_on_water": Scene("water", [O("blue", "square", "large", "center")]),
+        "yellow_star_and_purple_cross": Scene(
+            "sand", [O("yellow", "star", "large", "top right"), O("purple", "cross", "small", "bottom left")]),
+        "green_triangle_on_snow": Scene("snow", [O("green", "triangle", "small", "bottom right")]),
+        "orange_hexagon_on_brick": Scene("brick", [O("orange", "hexagon", "large", "center")]),
+    }
+
+
+def render_examples(size: int = IMAGE_SIZE) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{stem: (image, mask)}`` for :func:`example_scenes` (deterministic)."""
+    return {name: render(scene, sample_rng(EXAMPLES_SEED, "examples", i), size)
+            for i, (name, scene) in enumerate(example_scenes().items())}
