@@ -387,3 +387,21 @@ def test_gradcam_runs_on_default_targets():
         maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(0)] * 2)
     assert maps.shape == (2, 32, 32)
     assert all(len(m._forward_hooks) == 0 for m in vit.model.modules())
+
+
+def test_torchscript_checkpoint_like_openai_releases(tmp_path):
+    """OpenAI's CLIP files are TorchScript archives (what clip.load caches in ~/.cache/clip)."""
+    import warnings
+
+    from interp_open_clip import load_open_clip
+
+    model = open_clip_model(dict(OC_VIT, quick_gelu=True), seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, (pixels(), torch.zeros(2, 16, dtype=torch.long)),
+                                 strict=False, check_trace=False)
+    traced.save(str(tmp_path / "ViT-tiny.pt"))
+    bb = load_open_clip("tiny-jit", str(tmp_path / "ViT-tiny.pt"), "cpu", model_config=OC_VIT,
+                        quick_gelu=True, display_name="clip:tiny", prefix="clip")
+    with torch.no_grad():
+        assert torch.equal(bb.encode_image(pixels()), model.encode_image(pixels()))

@@ -350,7 +350,10 @@ def load_open_clip(
     if weights.path is not None:
         state = read_state_dict(weights.path, what=display_name)
         state = _convert(model, state)
-        load_checked(model, state, what=display_name, source=weights.path)
+        # TorchScript files (OpenAI's releases) also carry the causal mask buffer, which
+        # open_clip rebuilds itself (a non-persistent buffer)
+        load_checked(model, state, what=display_name, source=weights.path,
+                     ignore_unexpected=("attn_mask", "*.attn_mask"))
 
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
