@@ -1,0 +1,186 @@
+"""The reference SpLiCE package's Python API, on interpcore's registry.
+
+``import interp_splice as splice`` then, as with the reference::
+
+    model = splice.load("open_clip:ViT-B-32", "laion", 10000, l1_penalty=0.25, return_weights=True)
+    preprocess = splice.get_preprocess("open_clip:ViT-B-32")
+    weights, l0, cosine = splice.decompose_image(preprocess(img).unsqueeze(0), model)
+    vocab = splice.get_vocabulary("laion", 10000)
+
+Every function works offline with the shapes world when nothing is named
+(``shapes:clip-vit`` and the ``shapes`` vocabulary). Differences from the reference: any
+registered backbone and vocabulary work; ``device`` defaults to ``"auto"``; cosines are
+per-image means, not sums over a batch; inputs may also be paths or PIL images.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .model import (
+    DEFAULT_L1,
+    DatasetDecomposition,
+    SpliceDecomposer,
+    SpliceModel,
+    decompose_data,
+    default_vocabulary,
+)
+
+DEFAULT_BACKBONE = "shapes:clip-vit"
+
+__all__ = ["load", "decompose_image", "decompose_classes", "decompose_dataset", "get_vocabulary",
+           "get_preprocess", "get_tokenizer", "available_models", "SpliceModel", "DEFAULT_BACKBONE"]
+
+
+def _backbone(backbone_name, device="auto", pretrained=None):
+    from interpcore import Backbone, get_backbone
+
+    if isinstance(backbone_name, Backbone):
+        return backbone_name
+    if not isinstance(backbone_name, str):
+        from interpcore import InterpError
+
+        raise InterpError(
+            f"backbone must be a name like 'open_clip:ViT-B-32' or an interpcore Backbone, "
+            f"got {type(backbone_name).__name__}"
+        )
+    return get_backbone(backbone_name, pretrained=pretrained, device=device or "auto")
+
+
+def load(backbone_name=DEFAULT_BACKBONE, vocabulary=None, vocabulary_size=None, *args,
+         l1_penalty: float | None = None, return_weights: bool | None = None, device=None,
+         pretrained=None, download_root=None, **kwargs) -> SpliceModel:
+    """A :class:`SpliceModel` for a backbone (name or object) and a vocabulary.
+
+    ``load(name, vocabulary, vocabulary_size, l1_penalty, return_weights, device)``; the
+    reference's positional order ``load(name, vocabulary, vocabulary_size, device, ...)``
+    also works (a string or ``torch.device`` in fourth place is the device).
+    ``vocabulary_size`` ``None`` / ``-1`` / ``0`` keeps the whole vocabulary; else the k most
+    frequent words. ``download_root`` is a folder holding SpLiCE's published image means.
+    Other options (``solver``, ``return_cosine``, ``image_mean``, ``mean_dataset``,
+    ``templates``, ``dictionary``, ``decomp_text``, ``text_mean``, ``solver_options``...) are
+    passed on to :class:`~interp_splice.model.SpliceDecomposer` / :class:`SpliceModel`.
+    """
+    from interpcore import InterpError
+
+    args = list(args)
+    if args and isinstance(args[0], (str, torch.device)):  # the reference's order
+        if device is not None:
+            raise InterpError("device was given twice (positionally and as device=)")
+        device = args.pop(0)
+    names = ["l1_penalty", "return_weights", "device"]
+    given = {"l1_penalty": l1_penalty, "return_weights": return_weights, "device": device}
+    if len(args) > len(names):
+        raise InterpError(f"load() takes at most 6 positional arguments, got {3 + len(args)}")
+    for name, value in zip(names, args):
+        if given[name] is not None:
+            raise InterpError(f"{name} was given twice (positionally and by name)")
+        given[name] = value
+    l1 = DEFAULT_L1 if given["l1_penalty"] is None else given["l1_penalty"]
+    ret_w = bool(given["return_weights"]) if given["return_weights"] is not None else False
+    dev = given["device"] or "auto"
+    if "solver" in kwargs and kwargs["solver"] == "skl":
+        kwargs["solver"] = "sklearn"
+    decomp_text = kwargs.pop("decomp_text", False)
+    text_mean = kwargs.pop("text_mean", None)
+    backbone = _backbone(backbone_name, dev, pretrained)
+    if vocabulary is None:
+        vocabulary = default_vocabulary(backbone.name)
+    if vocabulary_size is not None and vocabulary_size <= 0:
+        vocabulary_size = None
+    if download_root is not None:
+        kwargs.setdefault("means_folder", download_root)
+    dec = SpliceDecomposer(backbone, vocabulary=vocabulary, vocabulary_size=vocabulary_size,
+                           l1_penalty=l1, return_weights=ret_w, device=dev, **kwargs)
+    model = dec.model
+    model.decomp_text = bool(decomp_text)
+    if text_mean is not None:
+        model.register_buffer("text_mean", torch.as_tensor(text_mean).float().reshape(-1).to(model.device))
+    return model
+
+
+def _model(splicemodel, device):
+    if splicemodel is None:
+        return load(DEFAULT_BACKBONE, device=device)
+    if not isinstance(splicemodel, SpliceModel):
+        from interpcore import InterpError
+
+        raise InterpError(f"splicemodel must be a SpliceModel (from load()), got {type(splicemodel).__name__}")
+    return splicemodel
+
+
+def decompose_image(image, splicemodel: SpliceModel | None = None, device="auto"):
+    """``(weights (n, c), l0, cosine)`` for an image (pixels, PIL image, path) or embedding.
+
+    ``l0`` and ``cosine`` are means over the images given (for one image: its values).
+    """
+    model = _model(splicemodel, device)
+    model.eval()
+    with torch.no_grad():
+        weights, _, cosine, _ = model._weights_and_cosine(image)
+    l0 = float((weights > 0).sum(1).float().mean())
+    return weights, l0, float(cosine.mean())
+
+
+def decompose_dataset(dataloader, splicemodel: SpliceModel | None = None, device="auto", *,
+                      limit: int | None = None, batch_size: int = 64):
+    """``(mean weights (c,), mean L0, mean cosine)`` over a dataset.
+
+    ``dataloader``: a torch DataLoader of ``(images, labels)`` or images, an interpcore
+    Dataset, or a registered dataset name (its test split).
+    """
+    res = _decompose(dataloader, splicemodel, device, limit=limit, batch_size=batch_size)
+    return res.mean_weights, res.mean_l0, res.mean_cosine
+
+
+def decompose_classes(dataloader, target_label=None, splicemodel: SpliceModel | None = None,
+                      device="auto", *, limit: int | None = None, batch_size: int = 64):
+    """``({label: mean weights}, mean L0, mean cosine)``; only ``target_label`` if given
+    (an int or a class name)."""
+    res = _decompose(dataloader, splicemodel, device, target_label=target_label, by_class=True,
+                     limit=limit, batch_size=batch_size)
+    return res.class_weights, res.mean_l0, res.mean_cosine
+
+
+def _decompose(data, splicemodel, device, **kwargs) -> DatasetDecomposition:
+    model = _model(splicemodel, device)
+    model.eval()
+    name = None
+    if isinstance(data, str):
+        from interpcore import get_dataset
+
+        name = data
+        data = get_dataset(data)
+    return decompose_data(model, data, name=name, **kwargs)
+
+
+def get_vocabulary(name="shapes", vocabulary_size=None, download_root=None) -> list[str]:
+    """The concept names of a vocabulary (``vocabulary_size=k``: the k most frequent)."""
+    from interpcore import get_registry
+
+    if vocabulary_size is not None and vocabulary_size <= 0:
+        vocabulary_size = None
+    opts = {"folder": download_root} if download_root is not None else {}
+    return list(get_registry().get_vocabulary(name, size=vocabulary_size, **opts).concepts)
+
+
+def get_preprocess(name=DEFAULT_BACKBONE):
+    """The backbone's image preprocessing: PIL image -> ``(C, H, W)`` tensor."""
+    return _backbone(name).preprocess
+
+
+def get_tokenizer(name=DEFAULT_BACKBONE):
+    """The backbone's tokenizer: list of strings -> token tensor."""
+    return _backbone(name).tokenize
+
+
+def available_models(pattern: str = "*") -> dict[str, list[str]]:
+    """Backbone names by library (every registered backbone; SpLiCE needs image and text
+    encoders, which CLIP-style ones have)."""
+    from interpcore import list_backbones
+
+    out: dict[str, list[str]] = {}
+    for info in list_backbones(pattern):
+        prefix, _, model = info.name.partition(":")
+        out.setdefault(prefix, []).append(model)
+    return out

@@ -1,0 +1,421 @@
+"""``interp splice decompose|classes|dataset``: the reference SpLiCE scripts as commands.
+
+No torch import at module level (``interp --help`` must stay fast): everything heavy is
+imported inside the command bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import click
+
+from interpcore.errors import InterpError
+
+DEFAULT_BACKBONE = "shapes:clip-vit"
+DEFAULT_DATASET = "shapes"
+
+#: The reference scripts' dataset names -> interpcore dataset names.
+SEED_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenetval": "imagenet-val",
+                 "imagenet_val": "imagenet-val", "waterbirds": "waterbirds",
+                 "imagenet": "imagenet"}
+
+
+def _model_options(f):
+    opts = [
+        click.option("-b", "--backbone", "--model", default=DEFAULT_BACKBONE, show_default=True,
+                     help="Backbone 'library:model' (image and text encoders), e.g. open_clip:ViT-B-32."),
+        click.option("--pretrained", default=None, help="Weights tag, file or folder."),
+        click.option("-v", "--vocabulary", "--vocab", default=None,
+                     help="Concept vocabulary: a name (see 'interp vocabularies list') or a .txt "
+                          "file. Default: shapes for shapes:* backbones, else laion."),
+        click.option("--vocabulary-size", "--vocab-size", type=int, default=None,
+                     help="Keep the k most frequent concepts (default: all)."),
+        click.option("-l", "--l1-penalty", "--l1", type=float, default=0.25, show_default=True,
+                     help="Sparsity penalty: larger gives fewer concepts."),
+        click.option("--solver", default="active_set", show_default=True,
+                     type=click.Choice(["active_set", "sklearn", "admm"]),
+                     help="active_set: fast, certified to 1e-6 relative; sklearn: the reference's."),
+        click.option("--image-mean", default=None, type=click.Path(dir_okay=False),
+                     help="Image mean file (.pt/.safetensors/.npy) instead of the default one."),
+        click.option("--mean-dataset", default=None,
+                     help="Compute the image mean over this dataset instead (its train split)."),
+        click.option("--templates", default=None,
+                     help="Prompt template for the concepts, e.g. 'a photo of {}' (default: none)."),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--batch-size", type=int, default=64, show_default=True),
+        click.option("--out", "--out-path", "out", type=click.Path(file_okay=False), default=None,
+                     help="Write the weights, figures and run.json into this folder."),
+        click.option("--report", type=click.Path(dir_okay=False), default=None,
+                     help="Also write a self-contained HTML report (PATH.html)."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        click.option("--verbose", is_flag=True, help="Also print solver statistics."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _data_options(f):
+    opts = [
+        click.option("-d", "--dataset", default=DEFAULT_DATASET, show_default=True,
+                     help="Dataset name (see 'interp datasets list'; the reference's CIFAR10, "
+                          "CIFAR100, ImageNetVal, Waterbirds work too) or an image folder."),
+        click.option("--split", default="test", show_default=True),
+        click.option("--root", "--data-path", "root", default=None,
+                     help="Dataset root folder or file (datasets on disk need one)."),
+        click.option("-n", "--limit", type=int, default=None, help="Use only the first N images."),
+        click.option("--plot-topk", type=int, default=10, show_default=True,
+                     help="Concepts shown in each bar plot."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@click.group()
+def splice():
+    """SpLiCE: explain CLIP image embeddings as sparse nonnegative mixes of words.
+
+    \b
+    interp splice decompose examples/red_circle.png
+    interp splice classes --class-label circle --out runs/circles
+    interp splice dataset --dataset shapes --compare shapes-spurious --out runs/shift
+    """
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------
+
+
+def _check_common(kw):
+    if kw["l1_penalty"] < 0:
+        raise InterpError(f"--l1-penalty must be >= 0, got {kw['l1_penalty']}")
+    if kw["vocabulary_size"] is not None and kw["vocabulary_size"] < 0:
+        raise InterpError(f"--vocabulary-size must be positive, got {kw['vocabulary_size']}")
+    if kw.get("limit") is not None and kw["limit"] < 1:
+        raise InterpError(f"--limit must be at least 1, got {kw['limit']}")
+    if kw.get("plot_topk") is not None and kw["plot_topk"] < 1:
+        raise InterpError(f"--plot-topk must be at least 1, got {kw['plot_topk']}")
+    if kw["batch_size"] < 1:
+        raise InterpError(f"--batch-size must be at least 1, got {kw['batch_size']}")
+
+
+def _decomposer(kw):
+    from interpcore import get_backbone
+
+    from .model import SpliceDecomposer
+
+    backbone = get_backbone(kw["backbone"], pretrained=kw["pretrained"], device=kw["device"])
+    size = kw["vocabulary_size"] if kw["vocabulary_size"] else None
+    return SpliceDecomposer(
+        backbone, vocabulary=kw["vocabulary"], vocabulary_size=size,
+        l1_penalty=kw["l1_penalty"], solver=kw["solver"], templates=kw["templates"],
+        image_mean=kw["image_mean"], mean_dataset=kw["mean_dataset"],
+        batch_size=kw["batch_size"],
+    )
+
+
+def _dataset(name, split, root, limit=None):
+    from interpcore import get_dataset, list_datasets
+
+    opts = {}
+    if root:
+        opts["root"] = root
+    key = name
+    if name not in list_datasets():
+        alias = SEED_DATASETS.get(name.lower().replace("-", ""))
+        if alias is None and Path(name).is_dir():
+            alias, opts["root"] = "imagefolder", name
+        key = alias or name
+    return key, get_dataset(key, split=split, **opts)
+
+
+def _settings(kw, **extra):
+    keys = ("backbone", "pretrained", "vocabulary", "vocabulary_size", "l1_penalty", "solver",
+            "image_mean", "mean_dataset", "templates")
+    out = {k: kw.get(k) for k in keys}
+    out.update(extra)
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "item"
+
+
+def _bar(path: Path, top, title: str):
+    from interpcore import figures
+
+    labels = [c for c, _ in top]
+    values = [w for _, w in top]
+    fig = figures.bar_chart(labels, values, title=title, xlabel="weight", sort=False)
+    return figures.save_figure(fig, path)[0]
+
+
+class _RunDir:
+    """The folder of --out, or a temporary one when only --report was asked for."""
+
+    def __init__(self, kw):
+        self.out = kw.get("out")
+        self.report = kw.get("report")
+        self._tmp = None
+        if self.out is None and self.report:
+            self._tmp = tempfile.TemporaryDirectory(prefix="interp-splice-")
+            self.path = Path(self._tmp.name)
+        else:
+            self.path = Path(self.out) if self.out else None
+        if self.path is not None:
+            if self.path.exists() and not self.path.is_dir():
+                raise InterpError(f"--out {self.path} exists and is not a folder")
+            self.path.mkdir(parents=True, exist_ok=True)
+
+    def finish(self, manifest) -> str | None:
+        if self.path is None:
+            return None
+        try:
+            from interpcore.report import finish_run
+        except ImportError:  # pragma: no cover - the report module ships with the core
+            from interpcore.cache import write_text
+
+            write_text(self.path / "run.json", json.dumps(manifest, indent=2, default=str))
+            return None
+        try:
+            rep = finish_run(self.path, manifest, self.report)
+        finally:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+        return str(rep) if rep else None
+
+
+def _echo_files(run, report, as_json):
+    if as_json:
+        return
+    if run.out:
+        click.echo(f"wrote {Path(run.out) / 'run.json'}", err=True)
+    if report:
+        click.echo(f"wrote report {report}", err=True)
+
+
+def _solver_line(model) -> str:
+    info = model.last_info
+    if info is None:
+        return ""
+    gap = ""
+    if info.gap is not None:
+        rel = (info.gap / info.objective.clamp_min(1e-300)).max()
+        gap = f", largest relative duality gap {float(rel):.2e}"
+    return (f"solver {info.solver}: {info.seconds * 1000:.1f} ms, {info.rounds} round(s), "
+            f"{info.full_products} full product(s){gap}")
+
+
+# ------------------------------------------------------------------------------------------
+# decompose
+# ------------------------------------------------------------------------------------------
+
+
+@splice.command("decompose")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--topk", type=int, default=None, help="Print only the k largest concepts per image.")
+@_model_options
+def decompose_cmd(images, topk, **kw):
+    """Decompose IMAGES into sparse weights over the vocabulary's concepts.
+
+    Prints, per image, the reference script's report: "Concept Decomposition of IMAGE:",
+    one line per nonzero concept (largest weight first), the L0 norm and the cosine
+    similarity between the CLIP embedding and its SpLiCE reconstruction.
+    """
+    _check_common(kw)
+    if topk is not None and topk < 1:
+        raise InterpError(f"--topk must be at least 1, got {topk}")
+    for p in images:
+        if not Path(p).exists():
+            raise InterpError(f"image file not found: {p}")
+        if Path(p).is_dir():
+            raise InterpError(f"{p} is a folder; give image files (or use 'interp splice dataset --dataset {p}')")
+    run = _RunDir(kw)
+    dec = _decomposer(kw)
+    result = dec.decompose(list(images))
+    sections = []
+    if run.path is not None:
+        for i, name in enumerate(result.images):
+            stem = _slug(Path(name).stem)
+            txt = run.path / f"{stem}_weights.txt"
+            from interpcore.cache import write_text
+
+            write_text(txt, result.format(i) + "\n")
+            png = _bar(run.path / f"{stem}_concepts.png", result.top(i, 20),
+                       f"SpLiCE concepts of {Path(name).name}")
+            rows = [[c, round(w, 4)] for c, w in result.top(i)]
+            sections.append({
+                "title": Path(name).name,
+                "text": (f"The image's CLIP embedding, centred with the image mean, written as a "
+                         f"sparse nonnegative mix of {len(result.concepts)} concept embeddings "
+                         f"(l1 penalty {result.l1_penalty}). Longer bars: concepts that carry more "
+                         f"of the embedding. L0 = {int(result.l0[i])} concepts; cosine between the "
+                         f"CLIP embedding and its SpLiCE reconstruction = {float(result.cosine[i]):.4f}."),
+                "figures": [png.name],
+                "tables": [{"title": "Nonzero concepts", "columns": ["concept", "weight"], "rows": rows}],
+            })
+    if kw["as_json"]:
+        data = result.to_dict()
+        if kw["verbose"] and dec.model.last_info is not None:
+            data["solver_stats"] = {"rounds": dec.model.last_info.rounds,
+                                    "full_products": dec.model.last_info.full_products}
+        click.echo(json.dumps(data, indent=2))
+    else:
+        for i in range(len(result)):
+            click.echo(result.format(i, topk=topk))
+        if kw["verbose"]:
+            click.echo(_solver_line(dec.model))
+    report = run.finish({
+        "method": "splice", "title": f"SpLiCE decomposition of {len(result)} image(s)",
+        "settings": _settings(kw, vocabulary=result.vocabulary), "inputs": list(images),
+        "sections": sections, "results": result.to_dict(),
+    })
+    _echo_files(run, report, kw["as_json"])
+
+
+# ------------------------------------------------------------------------------------------
+# classes and datasets
+# ------------------------------------------------------------------------------------------
+
+
+def _parse_label(label, classes):
+    if label is None:
+        return None
+    if re.fullmatch(r"-?\d+", str(label)):
+        return int(label)
+    return str(label)
+
+
+@splice.command("classes")
+@click.option("--class-label", default=None,
+              help="Only this class (index or name); default: every class.")
+@_data_options
+@_model_options
+def classes_cmd(class_label, **kw):
+    """Per-class concept distributions: the mean SpLiCE weights of each class's images,
+    with a bar plot PNG of its top concepts (--plot-topk) per class."""
+    _check_common(kw)
+    run = _RunDir(kw)
+    name, ds = _dataset(kw["dataset"], kw["split"], kw["root"])
+    dec = _decomposer(kw)
+    target = _parse_label(class_label, getattr(ds, "classes", None))
+    res = dec.decompose_classes(ds, target_label=target, limit=kw["limit"],
+                                batch_size=kw["batch_size"], name=name)
+    sections = []
+    if run.path is not None:
+        for lab, cname in res.class_names.items():
+            top = res.top(kw["plot_topk"], label=lab)
+            png = _bar(run.path / f"class_{_slug(cname)}.png", top,
+                       f"{name} class {cname} decomposition")
+            sections.append({
+                "title": f"Class {cname}",
+                "text": (f"Mean SpLiCE weights over the {res.class_counts[lab]} '{cname}' image(s) "
+                         f"of {name} ({kw['split']} split): the concepts this class's embeddings "
+                         f"are made of, top {kw['plot_topk']} shown. Average L0 "
+                         f"{res.class_l0[lab]:.2f}, average cosine {res.class_cosine[lab]:.4f}."),
+                "figures": [png.name],
+                "tables": [{"title": "Top concepts", "columns": ["concept", "mean weight"],
+                            "rows": [[c, round(w, 4)] for c, w in top]}],
+            })
+    if kw["as_json"]:
+        click.echo(json.dumps(res.to_dict(), indent=2))
+    else:
+        for lab in res.class_weights:
+            click.echo(res.format(lab, topk=kw["plot_topk"] if not kw["verbose"] else None))
+        if len(res.class_weights) > 1:
+            click.echo(f"All {res.count} images: Average Decomposition L0 Norm: \t{res.mean_l0}")
+            click.echo(f"All {res.count} images: Average CLIP, SpLiCE Cosine Sim: \t{round(res.mean_cosine, 4)}")
+    report = run.finish({
+        "method": "splice", "title": f"SpLiCE class decompositions of {name}",
+        "settings": _settings(kw, dataset=name, split=kw["split"], limit=kw["limit"],
+                              class_label=class_label, vocabulary=res.vocabulary),
+        "inputs": [name], "sections": sections, "results": res.to_dict(topk=50),
+    })
+    _echo_files(run, report, kw["as_json"])
+
+
+@splice.command("dataset")
+@click.option("--compare", default=None,
+              help="A second dataset to decompose with the same model and plot side by side.")
+@click.option("--compare-split", default=None, help="Split of --compare (default: --split).")
+@click.option("--compare-root", default=None, help="Root of --compare (default: --root).")
+@_data_options
+@_model_options
+def dataset_cmd(compare, compare_split, compare_root, **kw):
+    """Whole-dataset decomposition: the mean SpLiCE weights over all images, average L0
+    and cosine; with --compare, a side-by-side plot of two datasets' concept distributions
+    (e.g. to spot a distribution shift)."""
+    _check_common(kw)
+    run = _RunDir(kw)
+    name, ds = _dataset(kw["dataset"], kw["split"], kw["root"])
+    dec = _decomposer(kw)
+    res = dec.decompose_dataset(ds, limit=kw["limit"], batch_size=kw["batch_size"], name=name)
+    res2 = name2 = None
+    if compare:
+        name2, ds2 = _dataset(compare, compare_split or kw["split"], compare_root or kw["root"])
+        res2 = dec.decompose_dataset(ds2, limit=kw["limit"], batch_size=kw["batch_size"], name=name2)
+    sections = []
+    k = kw["plot_topk"]
+    if run.path is not None:
+        top = res.top(k)
+        png = _bar(run.path / f"dataset_{_slug(name)}.png", top, f"{name} decomposition")
+        sections.append({
+            "title": f"{name} ({kw['split']})",
+            "text": (f"Mean SpLiCE weights over {res.count} image(s): the concepts the dataset's "
+                     f"image embeddings are made of, top {k} shown. Average L0 {res.mean_l0:.2f}, "
+                     f"average cosine {res.mean_cosine:.4f}."),
+            "figures": [png.name],
+            "tables": [{"title": "Top concepts", "columns": ["concept", "mean weight"],
+                        "rows": [[c, round(w, 4)] for c, w in top]}],
+        })
+        if res2 is not None:
+            from interpcore import figures
+
+            idx = (res.mean_weights + res2.mean_weights).argsort(descending=True)[:k].tolist()
+            labels = [res.concepts[i] for i in idx]
+            label1, label2 = name, name2 if name2 != name else f"{name2} (compare)"
+            fig = figures.compare_bars(labels, {label1: [float(res.mean_weights[i]) for i in idx],
+                                                label2: [float(res2.mean_weights[i]) for i in idx]},
+                                       title=f"{label1} vs {label2}", xlabel="mean weight")
+            cpng = figures.save_figure(fig, run.path / "compare.png")[0]
+            rows = [[res.concepts[i], round(float(res.mean_weights[i]), 4),
+                     round(float(res2.mean_weights[i]), 4)] for i in idx]
+            sections.append({
+                "title": f"{label1} vs {label2}",
+                "text": ("The concepts with the largest mean weight in either dataset, side by "
+                         "side: a concept much heavier in one dataset marks a difference between "
+                         f"them. {label2}: {res2.count} image(s), average L0 {res2.mean_l0:.2f}, "
+                         f"average cosine {res2.mean_cosine:.4f}."),
+                "figures": [cpng.name],
+                "tables": [{"title": "Mean weights", "columns": ["concept", label1, label2], "rows": rows}],
+            })
+    if kw["as_json"]:
+        data = res.to_dict(topk=None)
+        data.pop("classes", None)
+        if res2 is not None:
+            d2 = res2.to_dict(topk=None)
+            d2.pop("classes", None)
+            data = {"dataset": data, "compare": d2}
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(res.format(topk=None if kw["verbose"] else k))
+        if res2 is not None:
+            click.echo(f"-- {name2} --")
+            click.echo(res2.format(topk=None if kw["verbose"] else k))
+    results = {"dataset": res.to_dict(topk=100)}
+    if res2 is not None:
+        results["compare"] = res2.to_dict(topk=100)
+    report = run.finish({
+        "method": "splice", "title": f"SpLiCE decomposition of {name}" + (f" vs {name2}" if name2 else ""),
+        "settings": _settings(kw, dataset=name, split=kw["split"], limit=kw["limit"],
+                              compare=name2, vocabulary=res.vocabulary),
+        "inputs": [name] + ([name2] if name2 else []), "sections": sections, "results": results,
+    })
+    _echo_files(run, report, kw["as_json"])

@@ -1,0 +1,785 @@
+"""SpLiCE: sparse, nonnegative, interpretable decompositions of CLIP image embeddings.
+
+:class:`SpliceModel` mirrors the reference implementation's ``SPLICE`` module (same method
+names and flags), on any interpcore backbone with image and text encoders, with a fast
+default solver. :class:`SpliceDecomposer` is what the registry hands out for
+``get_decomposer("splice", backbone, ...)``: it builds the concept dictionary and image mean
+for a backbone and a vocabulary and returns :class:`SpliceResult` objects.
+
+The computation, for an image embedding ``z``::
+
+    v     = normalize(normalize(z) - mu)                 # centred with the image mean mu
+    w*    = argmin_{w >= 0} ||C^T w - v||^2 + l1 * ||w||_1
+    z_hat = normalize(normalize(w* C) + mu)              # the SpLiCE embedding
+    L0 = #{j : w*_j > 0},   cosine = cos(z_hat, normalize(z))
+
+with ``C`` the concept dictionary (rows: mean-centred, unit-norm text embeddings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from interpcore import Capability, Decomposer, InterpError, Result
+from interpcore.base import to_jsonable
+
+from .solvers import SolveInfo, check_problem, make_solver, resolve_solver_name
+
+DEFAULT_L1 = 0.25
+
+# --------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------
+
+
+def _nonzero_sorted(weights: torch.Tensor, concepts: Sequence[str], k: int | None = None):
+    """``[(concept, index, weight)]`` of the nonzero entries, largest weight first."""
+    w = weights.detach().float().cpu()
+    idx = (w > 0).nonzero().flatten()
+    order = torch.argsort(w[idx], descending=True, stable=True)
+    idx = idx[order]
+    if k is not None:
+        idx = idx[:k]
+    return [(concepts[i] if i < len(concepts) else str(i), int(i), float(w[i])) for i in idx.tolist()]
+
+
+@dataclasses.dataclass
+class SpliceResult(Result):
+    """Sparse concept decompositions of a batch of images (or embeddings).
+
+    ``weights`` is dense ``(n, concepts)`` on the CPU; ``l0`` / ``cosine`` / ``objective`` /
+    ``gap`` are per image. ``str(result)`` prints the reference script's report for each
+    image; ``to_dict()`` lists only the nonzero concepts.
+    """
+
+    images: list[str]
+    concepts: list[str]
+    weights: torch.Tensor
+    l0: torch.Tensor
+    cosine: torch.Tensor
+    objective: torch.Tensor
+    gap: torch.Tensor | None = None
+    l1_penalty: float = DEFAULT_L1
+    backbone: str = "?"
+    vocabulary: str = "?"
+    solver: str = "active_set"
+    seconds: float = 0.0
+
+    @property
+    def mean_l0(self) -> float:
+        return float(self.l0.float().mean()) if self.l0.numel() else float("nan")
+
+    @property
+    def mean_cosine(self) -> float:
+        return float(self.cosine.float().mean()) if self.cosine.numel() else float("nan")
+
+    def __len__(self) -> int:
+        return self.weights.shape[0]
+
+    def top(self, i: int = 0, k: int | None = None) -> list[tuple[str, float]]:
+        """The nonzero concepts of image ``i`` as ``(concept, weight)``, largest first."""
+        return [(c, w) for c, _, w in _nonzero_sorted(self.weights[i], self.concepts, k)]
+
+    def to_dict(self) -> dict:
+        images = []
+        for i, name in enumerate(self.images):
+            images.append({
+                "image": name,
+                "l0": int(self.l0[i]),
+                "cosine": float(self.cosine[i]),
+                "objective": float(self.objective[i]),
+                "gap": None if self.gap is None else float(self.gap[i]),
+                "concepts": [{"concept": c, "index": j, "weight": w}
+                             for c, j, w in _nonzero_sorted(self.weights[i], self.concepts)],
+            })
+        return {
+            "method": "splice", "backbone": self.backbone, "vocabulary": self.vocabulary,
+            "vocabulary_size": len(self.concepts), "l1_penalty": self.l1_penalty,
+            "solver": self.solver, "seconds": self.seconds, "mean_l0": self.mean_l0,
+            "mean_cosine": self.mean_cosine, "images": images,
+        }
+
+    def format(self, i: int = 0, *, decimals: int = 4, topk: int | None = None) -> str:
+        """The reference script's printout for image ``i``."""
+        lines = [f"Concept Decomposition of {self.images[i]}:"]
+        for c, _, w in _nonzero_sorted(self.weights[i], self.concepts, topk):
+            lines.append(f"\t{c}\t{round(w, decimals)}")
+        lines.append(f"Decomposition L0 Norm: \t{int(self.l0[i])}")
+        lines.append(f"CLIP, SpLiCE Cosine Sim: \t{round(float(self.cosine[i]), decimals)}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return "\n".join(self.format(i) for i in range(len(self)))
+
+
+@dataclasses.dataclass
+class DatasetDecomposition(Result):
+    """Concept distribution of a dataset (``decompose_dataset``) or of its classes.
+
+    ``mean_weights`` ``(concepts,)`` averages the sparse weights over all images;
+    ``class_weights`` maps each label to its class's average; ``mean_l0`` and
+    ``mean_cosine`` are per-image means (not batch sums).
+    """
+
+    dataset: str
+    concepts: list[str]
+    mean_weights: torch.Tensor
+    mean_l0: float
+    mean_cosine: float
+    count: int
+    class_weights: dict = dataclasses.field(default_factory=dict)
+    class_counts: dict = dataclasses.field(default_factory=dict)
+    class_names: dict = dataclasses.field(default_factory=dict)
+    class_l0: dict = dataclasses.field(default_factory=dict)
+    class_cosine: dict = dataclasses.field(default_factory=dict)
+    l1_penalty: float = DEFAULT_L1
+    backbone: str = "?"
+    vocabulary: str = "?"
+    seconds: float = 0.0
+
+    def top(self, k: int | None = None, label=None) -> list[tuple[str, float]]:
+        w = self.mean_weights if label is None else self.class_weights[label]
+        return [(c, v) for c, _, v in _nonzero_sorted(w, self.concepts, k)]
+
+    def to_dict(self, topk: int | None = None) -> dict:
+        def concepts(w):
+            return [{"concept": c, "index": j, "weight": v}
+                    for c, j, v in _nonzero_sorted(w, self.concepts, topk)]
+
+        return {
+            "method": "splice", "dataset": self.dataset, "backbone": self.backbone,
+            "vocabulary": self.vocabulary, "vocabulary_size": len(self.concepts),
+            "l1_penalty": self.l1_penalty, "count": self.count, "mean_l0": self.mean_l0,
+            "mean_cosine": self.mean_cosine, "seconds": self.seconds,
+            "concepts": concepts(self.mean_weights),
+            "classes": [
+                {"label": to_jsonable(lab), "name": self.class_names.get(lab, str(lab)),
+                 "count": self.class_counts.get(lab, 0), "mean_l0": self.class_l0.get(lab),
+                 "mean_cosine": self.class_cosine.get(lab), "concepts": concepts(w)}
+                for lab, w in self.class_weights.items()
+            ],
+        }
+
+    def format(self, label=None, *, decimals: int = 4, topk: int | None = None) -> str:
+        w = self.mean_weights if label is None else self.class_weights[label]
+        head = "Concept Decomposition:" if label is None else \
+            f"Concept Decomposition of class {self.class_names.get(label, label)}:"
+        lines = [head]
+        for c, _, v in _nonzero_sorted(w, self.concepts, topk):
+            if round(v, decimals) == 0:
+                break
+            lines.append(f"\t{c}\t{round(v, decimals)}")
+        l0 = self.mean_l0 if label is None else self.class_l0.get(label, float("nan"))
+        cos = self.mean_cosine if label is None else self.class_cosine.get(label, float("nan"))
+        lines.append(f"Average Decomposition L0 Norm: \t{l0}")
+        lines.append(f"Average CLIP, SpLiCE Cosine Sim: \t{round(cos, decimals)}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+# --------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------
+
+
+def _resolve_device(device, backbone=None) -> torch.device:
+    from interpcore.torch_backbone import resolve_device
+
+    if (device is None or str(device) == "auto") and backbone is not None:
+        dev = getattr(backbone, "device", None)
+        if dev is not None:
+            return torch.device(dev)
+    return resolve_device(device)
+
+
+def _as_tensor(x, what: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    try:
+        import numpy as np
+
+        if isinstance(x, np.ndarray):
+            return torch.from_numpy(np.asarray(x))
+    except ImportError:  # pragma: no cover
+        pass
+    raise InterpError(f"{what} must be a tensor or numpy array, got {type(x).__name__}")
+
+
+class SpliceModel(torch.nn.Module):
+    """Decomposes images into sparse nonnegative combinations of concept embeddings.
+
+    Parameters (as in the reference ``SPLICE``)
+    ----------
+    image_mean: ``(d,)`` mean of normalized image embeddings for the backbone.
+    dictionary: ``(c, d)`` concept dictionary (unit, mean-centred rows).
+    backbone: an interpcore backbone (``encode_image`` / ``encode_text``), or ``None`` when
+        inputs are already embeddings.
+    solver: ``"active_set"`` (default, fast, certified), ``"sklearn"`` (reference) or
+        ``"admm"``; ``"skl"`` is accepted for the reference's name.
+    l1_penalty: sparsity penalty (larger: fewer concepts).
+    return_weights: ``encode_image`` returns the sparse weights instead of the dense
+        SpLiCE embedding. return_cosine: also return the per-image cosine (a tensor of
+        shape ``(n,)``; the reference returned the sum over the batch).
+    decomp_text / text_mean: decompose text embeddings too, centred with ``text_mean``.
+    vocabulary: the concept names (row ``i`` of the dictionary is ``vocabulary[i]``).
+    solver_options: passed to the solver (e.g. ``tol=1e-6``, ``chunk_size=``).
+    """
+
+    def __init__(self, image_mean, dictionary, clip=None, solver: str = "active_set",
+                 l1_penalty: float = DEFAULT_L1, return_weights: bool = False,
+                 return_cosine: bool = False, decomp_text: bool = False, text_mean=None,
+                 device="auto", *, backbone=None, vocabulary=None, vocabulary_name: str = "custom",
+                 solver_options: dict | None = None, batch_size: int = 64):
+        super().__init__()
+        backbone = backbone if backbone is not None else clip
+        self.backbone = backbone
+        self.device = _resolve_device(device, backbone)
+        D = _as_tensor(dictionary, "the concept dictionary")
+        mu = _as_tensor(image_mean, "the image mean")
+        if D.dim() != 2:
+            raise InterpError(f"the concept dictionary must be (concepts, dim), got shape {tuple(D.shape)}")
+        if D.shape[0] == 0:
+            raise InterpError("the concept dictionary is empty: the vocabulary has no concepts")
+        mu = mu.reshape(-1) if mu.dim() > 1 and mu.numel() == mu.shape[-1] else mu
+        if mu.dim() != 1 or mu.shape[0] != D.shape[1]:
+            raise InterpError(
+                f"the image mean has shape {tuple(mu.shape)} but the dictionary's embeddings "
+                f"have {D.shape[1]} dimensions"
+            )
+        if not bool(torch.isfinite(D).all()) or not bool(torch.isfinite(mu).all()):
+            raise InterpError("the concept dictionary or image mean contains NaN or infinite values")
+        dim = getattr(backbone, "embed_dim", None) if backbone is not None else None
+        if dim is not None and dim != D.shape[1]:
+            raise InterpError(
+                f"backbone '{backbone.name}' gives {dim}-dim embeddings but the dictionary has "
+                f"{D.shape[1]} dimensions: it was built for another model"
+            )
+        self.register_buffer("dictionary", D.float().to(self.device).contiguous())
+        self.register_buffer("image_mean", mu.float().to(self.device))
+        if text_mean is not None:
+            self.register_buffer("text_mean", _as_tensor(text_mean, "the text mean").float().reshape(-1).to(self.device))
+        else:
+            self.text_mean = None
+        self.solver = resolve_solver_name(solver)
+        self.solver_options = dict(solver_options or {})
+        self._l1 = None
+        self.l1_penalty = l1_penalty
+        self.return_weights = bool(return_weights)
+        self.return_cosine = bool(return_cosine)
+        self.decomp_text = bool(decomp_text)
+        self.batch_size = int(batch_size)
+        if vocabulary is not None:
+            names = list(getattr(vocabulary, "concepts", vocabulary))
+            if len(names) != D.shape[0]:
+                raise InterpError(
+                    f"the vocabulary has {len(names)} concepts but the dictionary has {D.shape[0]} rows"
+                )
+            self.vocabulary = names
+            self.vocabulary_name = getattr(vocabulary, "name", vocabulary_name)
+        else:
+            self.vocabulary = [str(i) for i in range(D.shape[0])]
+            self.vocabulary_name = vocabulary_name
+        self._solver_obj = None
+        self.last_info: SolveInfo | None = None
+
+    # -- settings ---------------------------------------------------------------------------
+    @property
+    def l1_penalty(self) -> float:
+        return self._l1
+
+    @l1_penalty.setter
+    def l1_penalty(self, value) -> None:
+        check_problem(torch.zeros(1, 1), torch.zeros(1, 1), value)
+        self._l1 = float(value)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.dictionary.shape[1]
+
+    def _apply(self, fn, *args, **kwargs):  # .to(device) / .cuda(): rebuild the solver there
+        out = super()._apply(fn, *args, **kwargs)
+        self._solver_obj = None
+        self.device = self.dictionary.device
+        return out
+
+    def _solve(self, v: torch.Tensor):
+        if self._solver_obj is None:
+            self._solver_obj = make_solver(self.solver, self.dictionary, **self.solver_options)
+        W, info = self._solver_obj(v.to(self.dictionary.device), self.l1_penalty, return_info=True)
+        self.last_info = info
+        return W
+
+    # -- inputs -----------------------------------------------------------------------------
+    def embed_images(self, image) -> torch.Tensor:
+        """Raw image embeddings ``(n, d)`` from pixels / PIL images / paths, or embeddings as given.
+
+        A 2-D tensor (or array) with ``d`` columns, or a 1-D one of length ``d``, is taken
+        as embeddings; 3-D / 4-D tensors are preprocessed pixels for the backbone.
+        """
+        d = self.embed_dim
+        if not isinstance(image, torch.Tensor):
+            try:
+                import numpy as np
+
+                if isinstance(image, np.ndarray) and image.ndim in (1, 2) and image.shape[-1] == d:
+                    image = torch.from_numpy(np.asarray(image, dtype=np.float32))
+            except ImportError:  # pragma: no cover
+                pass
+        if isinstance(image, torch.Tensor):
+            if image.dim() == 1:
+                image = image[None]
+            if image.dim() == 2:
+                if image.shape[1] != d:
+                    raise InterpError(
+                        f"embeddings have {image.shape[1]} dimensions but the concept dictionary "
+                        f"has {d}: they come from a different model"
+                    )
+                z = image.detach().float().to(self.device)
+                if not bool(torch.isfinite(z).all()):
+                    raise InterpError("the embeddings contain NaN or infinite values")
+                return z
+            if image.dim() not in (3, 4):
+                raise InterpError(
+                    f"expected embeddings (n, {d}) or pixels (n, C, H, W), got shape {tuple(image.shape)}"
+                )
+        if self.backbone is None:
+            raise InterpError(
+                "this SpLiCE model has no backbone, so it takes embeddings (n, "
+                f"{d}) only; got {type(image).__name__}"
+            )
+        if not self.backbone.has(Capability.IMAGE_ENCODER):
+            raise InterpError(f"backbone '{self.backbone.name}' cannot encode images")
+        if isinstance(image, (str, os.PathLike)):
+            image = [image]
+        z = self.backbone.encode_image(image, batch_size=self.batch_size)
+        z = torch.as_tensor(z).detach().float().to(self.device)
+        if not bool(torch.isfinite(z).all()):
+            raise InterpError(f"backbone '{self.backbone.name}' produced NaN or infinite embeddings")
+        return z
+
+    def center(self, z: torch.Tensor, mean=None) -> torch.Tensor:
+        mean = self.image_mean if mean is None else mean
+        return F.normalize(F.normalize(z, dim=1) - mean, dim=1)
+
+    # -- the reference API -----------------------------------------------------------------
+    def decompose(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Sparse weights ``(n, c)`` for centred, normalized embeddings (as the reference)."""
+        if embedding.dim() == 1:
+            embedding = embedding[None]
+        check_problem(self.dictionary, embedding, self.l1_penalty)
+        return self._solve(embedding.float())
+
+    def recompose_image(self, weights: torch.Tensor) -> torch.Tensor:
+        """Dense SpLiCE embeddings ``normalize(normalize(w C) + mu)``."""
+        if weights.dim() == 1:
+            weights = weights[None]
+        if weights.shape[-1] != self.dictionary.shape[0]:
+            raise InterpError(
+                f"weights have {weights.shape[-1]} entries but the dictionary has "
+                f"{self.dictionary.shape[0]} concepts"
+            )
+        recon = F.normalize(weights.float().to(self.dictionary.device) @ self.dictionary, dim=1)
+        return F.normalize(recon + self.image_mean, dim=1)
+
+    def recompose_text(self, weights: torch.Tensor) -> torch.Tensor:
+        if self.text_mean is None:
+            raise InterpError("recompose_text needs text_mean= (the mean text embedding)")
+        recon = F.normalize(weights.float().to(self.dictionary.device) @ self.dictionary, dim=1)
+        return F.normalize(recon + self.text_mean, dim=1)
+
+    def _weights_and_cosine(self, image):
+        z = F.normalize(self.embed_images(image), dim=1)
+        weights = self.decompose(self.center(z))
+        recon = self.recompose_image(weights)
+        return weights, recon, (recon * z).sum(1), z
+
+    def encode_image(self, image):
+        """SpLiCE-encode images (pixels, PIL images, paths) or raw embeddings.
+
+        Returns the dense reconstruction, or the weights with ``return_weights``; with
+        ``return_cosine`` a pair whose second item is the per-image cosine ``(n,)``.
+        """
+        with torch.no_grad():
+            weights, recon, cosine, _ = self._weights_and_cosine(image)
+        out = weights if self.return_weights else recon
+        return (out, cosine) if self.return_cosine else out
+
+    def encode_text(self, text):
+        """Text embeddings (normalized), decomposed too when ``decomp_text`` is set."""
+        if isinstance(text, torch.Tensor) and text.dim() == 2 and text.shape[1] == self.embed_dim \
+                and text.is_floating_point():
+            t = text.float().to(self.device)
+        else:
+            if self.backbone is None:
+                raise InterpError("this SpLiCE model has no backbone: pass text embeddings")
+            if isinstance(text, str):
+                text = [text]
+            t = torch.as_tensor(self.backbone.encode_text(text)).float().to(self.device)
+        t = F.normalize(t, dim=1)
+        if not self.decomp_text:
+            return t
+        if self.text_mean is None:
+            raise InterpError("decomp_text=True needs text_mean= (the mean text embedding)")
+        weights = self.decompose(self.center(t, self.text_mean))
+        return weights if self.return_weights else self.recompose_text(weights)
+
+    def intervene_image(self, image, intervention_indices):
+        """Decompose, zero the given concepts (indices or concept names) and recompose."""
+        with torch.no_grad():
+            z = F.normalize(self.embed_images(image), dim=1)
+            weights = self.decompose(self.center(z)).clone()
+        idx = self.concept_indices(intervention_indices)
+        if idx:
+            weights[:, idx] = 0
+        return weights if self.return_weights else self.recompose_image(weights)
+
+    def forward(self, image, text):
+        return self.encode_image(image), self.encode_text(text)
+
+    # -- conveniences -----------------------------------------------------------------------
+    def concept_indices(self, concepts) -> list[int]:
+        """Dictionary rows for concept names or indices (unknown names: an error with matches)."""
+        if isinstance(concepts, (int, str)):
+            concepts = [concepts]
+        lookup = {c: i for i, c in enumerate(self.vocabulary)}
+        out = []
+        for c in concepts:
+            if isinstance(c, torch.Tensor):
+                c = c.item()
+            if isinstance(c, str):
+                if c not in lookup:
+                    from interpcore.errors import close_matches
+
+                    near = close_matches(c, self.vocabulary)
+                    hint = f" Did you mean: {', '.join(near)}?" if near else ""
+                    raise InterpError(f"concept '{c}' is not in the vocabulary.{hint}")
+                out.append(lookup[c])
+            else:
+                i = int(c)
+                if not -len(self.vocabulary) <= i < len(self.vocabulary):
+                    raise InterpError(f"concept index {i} is out of range for {len(self.vocabulary)} concepts")
+                out.append(i % len(self.vocabulary))
+        return out
+
+    def explain(self, image, names: Sequence[str] | None = None) -> SpliceResult:
+        """Decompose images or embeddings and return a :class:`SpliceResult`."""
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            weights, _, cosine, _ = self._weights_and_cosine(image)
+        info = self.last_info
+        n = weights.shape[0]
+        if names is None:
+            if isinstance(image, (str, os.PathLike)):
+                names = [str(image)]
+            elif isinstance(image, (list, tuple)) and all(isinstance(x, (str, os.PathLike)) for x in image):
+                names = [str(x) for x in image]
+            else:
+                names = [f"image {i}" for i in range(n)]
+        names = list(names)
+        if len(names) != n:
+            raise InterpError(f"got {len(names)} names for {n} images")
+        w = weights.detach().float().cpu()
+        return SpliceResult(
+            images=names, concepts=self.vocabulary, weights=w,
+            l0=(w > 0).sum(1), cosine=cosine.detach().float().cpu(),
+            objective=info.objective if info is not None else torch.full((n,), float("nan")),
+            gap=info.gap if info is not None else None,
+            l1_penalty=self.l1_penalty, backbone=getattr(self.backbone, "name", "embeddings"),
+            vocabulary=self.vocabulary_name, solver=self.solver,
+            seconds=time.perf_counter() - t0,
+        )
+
+    def get_vocabulary(self) -> list[str]:
+        return list(self.vocabulary)
+
+    def extra_repr(self) -> str:
+        return (f"backbone={getattr(self.backbone, 'name', None)}, vocabulary={self.vocabulary_name} "
+                f"({self.dictionary.shape[0]} concepts), l1_penalty={self.l1_penalty}, solver={self.solver}")
+
+
+# --------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------
+
+
+def _iter_batches(data, batch_size: int = 64, limit: int | None = None, desc: str = "decomposing"):
+    """Yield ``(images, labels or None)`` from a DataLoader-like iterable of ``(x, y)`` / ``x``,
+    or from an interpcore Dataset (dict samples), with a progress bar for the latter."""
+    from interpcore import Dataset
+
+    if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")
+                                     and not isinstance(data, (torch.Tensor, list, tuple))
+                                     and not hasattr(data, "batch_size")):
+        from interpcore.data import batched_samples
+
+        for _, samples in batched_samples(data, batch_size, limit, desc=desc):
+            if samples and not isinstance(samples[0], dict):
+                raise InterpError(
+                    f"dataset items must be dicts with an 'image' key (interpcore datasets) "
+                    f"or (image, label) pairs from a DataLoader; got {type(samples[0]).__name__}"
+                )
+            images = [s["image"] for s in samples]
+            labels = [s.get("label") for s in samples]
+            yield images, (None if any(x is None for x in labels) else torch.tensor(labels))
+        return
+    from interpcore.progress import progress
+
+    seen = 0
+    for batch in progress(data, desc=desc, unit="batch"):
+        if isinstance(batch, (list, tuple)) and len(batch) == 2:
+            images, labels = batch
+            labels = torch.as_tensor(labels) if labels is not None else None
+        else:
+            images, labels = batch, None
+        if limit is not None:
+            n = len(images)
+            if seen >= limit:
+                break
+            if seen + n > limit:
+                images = images[: limit - seen]
+                labels = None if labels is None else labels[: limit - seen]
+        seen += len(images)
+        yield images, labels
+
+
+def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: bool = False,
+                   batch_size: int = 64, limit: int | None = None, name: str | None = None,
+                   class_names: Sequence[str] | None = None) -> DatasetDecomposition:
+    """Mean concept weights over a dataset, optionally per class (or for one class)."""
+    t0 = time.perf_counter()
+    c = model.dictionary.shape[0]
+    total = torch.zeros(c, dtype=torch.float64)
+    l0_sum = cos_sum = 0.0
+    count = 0
+    cls_w: dict = {}
+    cls_n: dict = {}
+    cls_l0: dict = {}
+    cls_cos: dict = {}
+    class_names = class_names if class_names is not None else getattr(data, "classes", None)
+    if class_names is None and hasattr(data, "dataset"):
+        class_names = getattr(data.dataset, "classes", None)
+    if isinstance(target_label, str):
+        if not class_names or target_label not in class_names:
+            near = ""
+            if class_names:
+                from interpcore.errors import close_matches
+
+                m = close_matches(target_label, class_names)
+                near = f" Did you mean: {', '.join(m)}?" if m else ""
+            raise InterpError(f"class '{target_label}' is not a class of this dataset.{near}")
+        target_label = list(class_names).index(target_label)
+    if target_label is not None and class_names and not 0 <= int(target_label) < len(class_names):
+        raise InterpError(
+            f"class label {target_label} is out of range: the dataset has {len(class_names)} classes"
+        )
+    need_labels = by_class or target_label is not None
+    for images, labels in _iter_batches(data, batch_size, limit, desc=f"SpLiCE {name or 'dataset'}"):
+        if need_labels and labels is None:
+            raise InterpError("per-class decomposition needs labels, but the dataset gives none")
+        if target_label is not None:
+            keep = (labels == int(target_label)).nonzero().flatten()
+            if keep.numel() == 0:
+                continue
+            if isinstance(images, torch.Tensor):
+                images = images[keep]
+            else:
+                images = [images[i] for i in keep.tolist()]
+            labels = labels[keep]
+        with torch.no_grad():
+            weights, _, cosine, _ = model._weights_and_cosine(images)
+        w = weights.detach().double().cpu()
+        cosine = cosine.detach().double().cpu()
+        l0 = (w > 0).sum(1).double()
+        total += w.sum(0)
+        l0_sum += float(l0.sum())
+        cos_sum += float(cosine.sum())
+        count += w.shape[0]
+        if need_labels:
+            for lab in labels.unique().tolist():
+                m = labels == lab
+                cls_w[lab] = cls_w.get(lab, torch.zeros(c, dtype=torch.float64)) + w[m].sum(0)
+                cls_n[lab] = cls_n.get(lab, 0) + int(m.sum())
+                cls_l0[lab] = cls_l0.get(lab, 0.0) + float(l0[m].sum())
+                cls_cos[lab] = cls_cos.get(lab, 0.0) + float(cosine[m].sum())
+    if count == 0:
+        what = f"class {target_label}" if target_label is not None else "the dataset"
+        raise InterpError(f"no images to decompose in {what}")
+    labels_sorted = sorted(cls_w)
+    return DatasetDecomposition(
+        dataset=name or getattr(data, "name", "dataset"), concepts=model.vocabulary,
+        mean_weights=(total / count).float(), mean_l0=l0_sum / count, mean_cosine=cos_sum / count,
+        count=count,
+        class_weights={k: (cls_w[k] / cls_n[k]).float() for k in labels_sorted},
+        class_counts={k: cls_n[k] for k in labels_sorted},
+        class_names={k: (class_names[k] if class_names and 0 <= k < len(class_names) else str(k))
+                     for k in labels_sorted},
+        class_l0={k: cls_l0[k] / cls_n[k] for k in labels_sorted},
+        class_cosine={k: cls_cos[k] / cls_n[k] for k in labels_sorted},
+        l1_penalty=model.l1_penalty, backbone=getattr(model.backbone, "name", "embeddings"),
+        vocabulary=model.vocabulary_name, seconds=time.perf_counter() - t0,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Image means: where they come from
+# --------------------------------------------------------------------------------------
+
+#: SpLiCE's published image means (backbone name -> (file, sha256, weights they belong to)).
+PUBLISHED_MEANS = {
+    "clip:ViT-B/32": ("clip_ViT-B-32_image.pt",
+                      "dbd73aec9162cc26d3850c042b2a035720c1f6d38fc0b64a73518995f884202b", ("openai",)),
+    "clip:ViT-B/16": ("clip_ViT-B-16_image.pt",
+                      "2907555438ef16b4677cb72ad81b3c3fe8c9246028714e943dba6c3b91d67eee", ("openai",)),
+    "clip:RN50": ("clip_RN50_image.pt",
+                  "e1ee3345ef6faf6f8ebc30f649189bf4e583fe71229b2955e227cf59124d42fa", ("openai",)),
+    "open_clip:ViT-B-32": ("open_clip_ViT-B-32_image.pt",
+                           "6b91c6d0e9006e27dfb6f13e6d25a90c5ff24eb14e4ee60cf064a7ddf9f646b7",
+                           ("laion2b_s34b_b79k",)),
+}
+MEANS_URL = "https://raw.githubusercontent.com/AI4LIFE-GROUP/SpLiCE/main/data/means/"
+MEANS_ENV = "INTERP_SPLICE_DIR"
+
+#: Backbones whose image mean is computed from a dataset by default: prefix -> (dataset, split, limit).
+DATASET_MEANS = {"shapes": ("shapes", "train", 2000)}
+
+
+def published_mean_file(backbone_name: str, pretrained=None):
+    """The :class:`~interpcore.download.RemoteFile` of SpLiCE's mean for a backbone, or None."""
+    entry = PUBLISHED_MEANS.get(backbone_name)
+    if entry is None:
+        return None
+    fname, sha, tags = entry
+    if pretrained is not None:
+        p = str(pretrained)
+        if p not in tags and Path(p).name not in tags:
+            return None  # other weights: the published mean does not apply
+    from interpcore.download import RemoteFile
+
+    return RemoteFile(f"splice/means/{fname}", MEANS_URL + fname, sha,
+                      what=f"SpLiCE's image mean for {backbone_name}")
+
+
+def resolve_image_mean(backbone, *, image_mean=None, mean_dataset=None, mean_split: str = "train",
+                       mean_limit: int | None = None, folder=None, cache: bool = True):
+    """The ``(d,)`` image mean for a backbone (see :class:`SpliceDecomposer` for the order)."""
+    from interpcore import concepts
+
+    if image_mean is not None:
+        if isinstance(image_mean, (str, os.PathLike)):
+            return concepts.image_mean(backbone, path=image_mean)
+        t = _as_tensor(image_mean, "image_mean").float().reshape(-1)
+        if backbone.embed_dim is not None and t.shape[0] != backbone.embed_dim:
+            raise InterpError(
+                f"image_mean has {t.shape[0]} dimensions but backbone '{backbone.name}' gives "
+                f"{backbone.embed_dim}"
+            )
+        return t
+    if mean_dataset is not None:
+        return concepts.image_mean(backbone, mean_dataset, split=mean_split, limit=mean_limit,
+                                   cache=cache)
+    remote = published_mean_file(backbone.name, getattr(backbone, "pretrained", None))
+    if remote is not None:
+        from interpcore.download import locate
+
+        path = locate(remote, folder=folder, env_var=MEANS_ENV, cache_subdir="downloads")
+        return concepts.image_mean(backbone, path=path)
+    prefix = backbone.name.partition(":")[0]
+    if prefix in DATASET_MEANS:
+        ds, split, limit = DATASET_MEANS[prefix]
+        return concepts.image_mean(backbone, ds, split=split, limit=mean_limit or limit, cache=cache)
+    raise InterpError(
+        f"no image mean is known for backbone '{backbone.name}': pass image_mean= (a tensor or a "
+        ".pt/.safetensors/.npy file) or mean_dataset= (a dataset name) "
+        "(CLI: --image-mean PATH or --mean-dataset NAME)"
+    )
+
+
+def default_vocabulary(backbone_name: str) -> str:
+    """``shapes`` for the shapes world's models, else SpLiCE's default ``laion``."""
+    return "shapes" if backbone_name.startswith("shapes:") else "laion"
+
+
+# --------------------------------------------------------------------------------------
+# The registry's decomposer
+# --------------------------------------------------------------------------------------
+
+
+class SpliceDecomposer(Decomposer):
+    """``get_decomposer("splice", backbone, vocabulary=..., l1_penalty=...)``.
+
+    Options: ``vocabulary`` (name, :class:`~interpcore.Vocabulary`, list of words or a text
+    file; default ``shapes`` for ``shapes:*`` backbones, else ``laion``), ``vocabulary_size``,
+    ``templates`` (prompt templates for the concepts), ``l1_penalty`` (0.25), ``solver``
+    (``active_set``), ``solver_options``, ``dictionary`` (a ready ``(c, d)`` tensor, then
+    ``vocabulary`` names its rows), and the image mean: ``image_mean`` (tensor or file), else
+    ``mean_dataset`` (+ ``mean_split``, ``mean_limit``), else SpLiCE's published mean for its
+    four backbones, else the training split of the shapes world for ``shapes:*``.
+    ``decompose(images)`` returns a :class:`SpliceResult`; ``.model`` is the
+    :class:`SpliceModel` (the reference API).
+    """
+
+    name = "splice"
+    requires = (Capability.IMAGE_ENCODER, Capability.TEXT_ENCODER)
+
+    def __init__(self, backbone, *, vocabulary=None, vocabulary_size: int | None = None,
+                 l1_penalty: float = DEFAULT_L1, solver: str = "active_set",
+                 solver_options: dict | None = None, templates=None, dictionary=None,
+                 image_mean=None, mean_dataset=None, mean_split: str = "train",
+                 mean_limit: int | None = None, means_folder=None, return_weights: bool = False,
+                 return_cosine: bool = False, cache: bool = True, batch_size: int = 64,
+                 device=None):
+        super().__init__(backbone, vocabulary=vocabulary, l1_penalty=l1_penalty, solver=solver)
+        from interpcore import concepts
+
+        check_problem(torch.zeros(1, 1), torch.zeros(1, 1), l1_penalty)
+        resolve_solver_name(solver)
+        if vocabulary_size is not None and (not isinstance(vocabulary_size, int) or vocabulary_size < 0):
+            raise InterpError(f"vocabulary_size must be a positive integer, got {vocabulary_size!r}")
+        if vocabulary_size is not None and vocabulary_size <= 0:
+            vocabulary_size = None  # the reference's -1 / 0: the whole vocabulary
+        if vocabulary is None:
+            vocabulary = default_vocabulary(backbone.name)
+        vocab = _load_vocabulary(vocabulary, vocabulary_size)
+        if len(vocab) == 0:
+            raise InterpError(f"vocabulary '{vocab.name}' is empty: SpLiCE needs at least two concepts")
+        if dictionary is None:
+            dictionary = concepts.concept_dictionary(backbone, vocab, templates=templates, cache=cache)
+        mean = resolve_image_mean(backbone, image_mean=image_mean, mean_dataset=mean_dataset,
+                                  mean_split=mean_split, mean_limit=mean_limit,
+                                  folder=means_folder, cache=cache)
+        self.vocabulary = vocab
+        self.model = SpliceModel(mean, dictionary, backbone=backbone, solver=solver,
+                                 l1_penalty=l1_penalty, return_weights=return_weights,
+                                 return_cosine=return_cosine, vocabulary=vocab,
+                                 vocabulary_name=vocab.name, solver_options=solver_options,
+                                 batch_size=batch_size,
+                                 device=device if device is not None else "auto")
+
+    def decompose(self, inputs, *, names=None, **kwargs) -> SpliceResult:
+        """Decompose images (paths, PIL images, pixel tensors) or raw embeddings ``(n, d)``."""
+        if kwargs:
+            raise InterpError(f"unexpected options for splice.decompose: {', '.join(kwargs)}")
+        return self.model.explain(inputs, names=names)
+
+    def decompose_dataset(self, data, **kwargs) -> DatasetDecomposition:
+        return decompose_data(self.model, data, **kwargs)
+
+    def decompose_classes(self, data, target_label=None, **kwargs) -> DatasetDecomposition:
+        return decompose_data(self.model, data, target_label=target_label, by_class=True, **kwargs)
+
+
+def _load_vocabulary(vocabulary, size):
+    """A Vocabulary from a name, a Vocabulary, a list of words or a text file (the registry's
+    rules; for SpLiCE's published vocabularies ``size=k`` keeps the k most frequent words)."""
+    from interpcore import get_registry
+
+    return get_registry().get_vocabulary(vocabulary, size=size)
