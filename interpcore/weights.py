@@ -125,14 +125,18 @@ def url_file(
     from .cache import atomic_path, file_sha256
 
     filename = os.path.basename(url.split("?")[0])
-    dirs = [Path(cache_dir).expanduser()] + [Path(d).expanduser() for d in extra_dirs]
+    dirs = list(dict.fromkeys([Path(cache_dir).expanduser()] + [Path(d).expanduser() for d in extra_dirs]))
+    corrupt = []
     for d in dirs:
         candidate = d / filename
         if candidate.is_file():
             if not sha256_prefix or file_sha256(candidate).startswith(sha256_prefix):
                 return str(candidate)
+            corrupt.append(str(candidate))
     target = dirs[0] / filename
     looked = ", ".join(str(d) for d in dirs)
+    if corrupt:
+        looked += f" (found {', '.join(corrupt)}, but its SHA256 does not start with {sha256_prefix})"
     hint = (
         f"To supply it by hand, download {url} on a machine with internet and either pass "
         f"pretrained=/path/to/{filename} or put the file in {dirs[0]}."

@@ -405,3 +405,48 @@ def test_torchscript_checkpoint_like_openai_releases(tmp_path):
                         quick_gelu=True, display_name="clip:tiny", prefix="clip")
     with torch.no_grad():
         assert torch.equal(bb.encode_image(pixels()), model.encode_image(pixels()))
+
+
+def test_torchvision_and_timm_tag_paths_use_the_resolved_file(tmp_path, monkeypatch):
+    """Tags resolve to a file (cache or download) that then goes through each library's loader."""
+    import timm
+    import torchvision
+    from safetensors.torch import save_file
+
+    import interp_timm.backbone as tb
+
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18().eval()
+    torch.save(tv.state_dict(), tmp_path / "resnet18-f37072fd.pth")
+    seen = {}
+
+    def fake_url_file(url, **kw):
+        seen["url"] = url
+        return str(tmp_path / "resnet18-f37072fd.pth")
+
+    monkeypatch.setattr(tb, "url_file", fake_url_file)
+    bb = interpcore.get_backbone("torchvision:resnet18", pretrained="IMAGENET1K_V1", device="cpu")
+    assert seen["url"].endswith("resnet18-f37072fd.pth") and bb.pretrained == "IMAGENET1K_V1"
+    x = pixels(size=64)
+    with torch.no_grad():
+        assert torch.equal(bb.logits(x), tv(x))
+    assert bb.preprocess(__import__("PIL.Image").Image.new("RGB", (300, 260))).shape == (3, 224, 224)
+    with pytest.raises(InterpError, match="has 1000 classes"):
+        interpcore.get_backbone("torchvision:resnet18", pretrained="IMAGENET1K_V1", device="cpu", num_classes=3)
+
+    tm = timm.create_model("resnet18").eval()
+    save_file(tm.state_dict(), str(tmp_path / "model.safetensors"))
+    monkeypatch.setattr(tb, "hub_file", lambda repo, names, **kw: seen.update(repo=repo) or str(tmp_path / "model.safetensors"))
+    bb = interpcore.get_backbone("timm:resnet18.a1_in1k", device="cpu")
+    assert seen["repo"] == "timm/resnet18.a1_in1k" and bb.pretrained == "a1_in1k"
+    with torch.no_grad():
+        assert torch.equal(bb.logits(x), tm(x))
+
+
+def test_cached_file_with_wrong_checksum_is_reported(tmp_path):
+    from interpcore.weights import url_file
+
+    (tmp_path / "w-abcdef12.pt").write_bytes(b"tampered")
+    with pytest.raises(OfflineError, match="SHA256 does not start with abcdef12"):
+        url_file("https://example.org/w-abcdef12.pt", what="test:model", cache_dir=tmp_path,
+                 sha256_prefix="abcdef12")

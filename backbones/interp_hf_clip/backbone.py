@@ -96,6 +96,7 @@ def load_hf_clip(
     display_name: str | None = None,
     cache_dir=None,
     revision: str | None = None,
+    **unknown,
 ) -> HFClipBackbone:
     """``hf:<repo id or folder>``.
 
@@ -106,6 +107,11 @@ def load_hf_clip(
     import transformers
 
     display_name = display_name or f"hf:{model}"
+    if unknown:
+        raise InterpError(
+            f"{display_name}: unknown option(s) {', '.join(sorted(unknown))}; the hf: loader takes "
+            "pretrained, device, dtype, cache_dir, revision, display_name"
+        )
     source = str(Path(model).expanduser()) if os.path.isdir(os.path.expanduser(model)) else model
     weights_file = None
     random_init = str(pretrained).lower() in ("random", "none", "scratch") if pretrained is not None else False

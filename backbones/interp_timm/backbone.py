@@ -207,13 +207,13 @@ def load_torchvision(model: str, pretrained=None, device="auto", dtype=None, *, 
         if not os.path.isfile(file):
             raise InterpError(f"checkpoint file for {display_name} not found: {pretrained}")
     if file is not None or _is_random(pretrained):
-        net = torchvision.models.get_model(model, weights=None, **kwargs)
+        net = _tv_build(torchvision, model, display_name, **kwargs)
         if file is not None:
             state = read_state_dict(file, what=display_name)
             classifier = _last_linear(net)
             if "num_classes" not in kwargs and _only_classifier_differs(net, state, classifier):
                 kwargs["num_classes"] = _classifier_out(state, classifier)
-                net = torchvision.models.get_model(model, weights=None, **kwargs)
+                net = _tv_build(torchvision, model, display_name, **kwargs)
             load_checked(net, state, what=display_name, source=file)
         label = file or "random"
     else:
@@ -233,7 +233,13 @@ def load_torchvision(model: str, pretrained=None, device="auto", dtype=None, *, 
         sha = stem.rsplit("-", 1)[-1] if "-" in stem else None
         path = url_file(weights.url, what=what, cache_dir=folder, sha256_prefix=sha)
         state = read_state_dict(path, what=display_name)
-        net = torchvision.models.get_model(model, weights=None, num_classes=len(weights.meta["categories"]), **kwargs)
+        classes = len(weights.meta["categories"])
+        if kwargs.pop("num_classes", classes) != classes:
+            raise InterpError(
+                f"{what} has {classes} classes; num_classes= applies only to checkpoint files "
+                "or random weights"
+            )
+        net = _tv_build(torchvision, model, display_name, num_classes=classes, **kwargs)
         state = _torchvision_fix_keys(model, state)
         load_checked(net, state, what=display_name, source=path)
         transform = weights.transforms()
@@ -250,6 +256,13 @@ def load_torchvision(model: str, pretrained=None, device="auto", dtype=None, *, 
         display_name, net, library="torchvision", pretrained=label, device=device, dtype=dtype,
         transform=transform,
     )
+
+
+def _tv_build(torchvision, model, display_name, **kwargs):
+    try:
+        return torchvision.models.get_model(model, weights=None, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - e.g. an option the model does not take
+        raise InterpError(f"torchvision could not build {display_name}: {exc}") from None
 
 
 def _torchvision_fix_keys(model: str, state: dict) -> dict:
