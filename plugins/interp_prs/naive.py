@@ -27,9 +27,12 @@ def naive_per_patch_heads(stream, pixels):
         attn = ((q @ k.transpose(-1, -2)) * b.scale).softmax(-1)  # (N, H, T, T)
         Wo = b.out_proj_weight.T.reshape(H, dh, W)
         # every query, every source token, every head: (N, T, T, H, W)
-        full = torch.einsum("nhqs,nhsd,hdw->nqshw", attn, v, Wo)
+        # as the reference does it: per (query, source, head) values, then out_proj per head
+        z = torch.einsum("nhqs,nhsd->nqshd", attn, v)
+        full = torch.einsum("nqshd,hdw->nqshw", z, Wo)
+        del z
         full = b.ls_1(full)
-        raw.append(full[:, 0].permute(0, 2, 1, 3).float())  # (N, H, T, W) class token row
+        raw.append(full[:, 0].permute(0, 2, 1, 3).float().clone())  # copy: a view keeps `full` alive
         del full
         x = x + b.ls_1(stream.attention(i, b.ln_1(x)))
         x = x + b.ls_2(b.mlp(b.ln_2(x)))
