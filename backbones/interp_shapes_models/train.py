@@ -162,7 +162,7 @@ def train_clip(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=Non
         losses.append(loss.item())
         if step % 100 == 0 or step == hp["steps"] - 1:
             _log(f"clip step {step}/{hp['steps']} loss {np.mean(losses[-100:]):.4f} "
-                 f"scale {float(model.logit_scale.exp()):.1f} {time.time() - t0:.0f}s", quiet)
+                 f"scale {model.logit_scale.exp().item():.1f} {time.time() - t0:.0f}s", quiet)
     train_s = time.time() - t0
     model.eval()
 
