@@ -154,6 +154,7 @@ class RayEngine:
                  num_cpus: int | None = None, cpus_per_worker: float = 1.0,
                  gpus_per_worker: float | None = None, queue_per_worker: int = 2,
                  device: str | None = None, **_ignored):
+        require_ray()  # fail before the output folder is touched
         if num_workers is not None and num_workers < 1:
             raise EngineError(f"num_workers must be >= 1, got {num_workers}")
         if cpus_per_worker <= 0:

@@ -321,3 +321,18 @@ def test_interp_job_cli_runs_resumes_and_reports(tmp_path):
     assert bad.returncode == 1
     assert "holds the outputs of a different job" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 2  # one error line + the --debug hint
+
+
+def test_ray_engine_without_ray_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(EngineError, match=r"pip install 'interpcore\[ray\]'"):
+        run_job(toy_spec(), tmp_path / "job", engine="ray", progress=False)
+    assert not (tmp_path / "job").exists()  # refused before writing anything
+
+
+def test_ray_workers_get_the_plugin_folders_on_their_path():
+    from interpcore import engine_ray
+
+    env = engine_ray._worker_env(toy_spec(adapter="engine_toy:adapter_weights_only"))
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(TESTS)
+    assert engine_ray._worker_env(toy_spec(plugins=())).get("PYTHONPATH") in (None, os.environ.get("PYTHONPATH"))
