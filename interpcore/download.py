@@ -32,7 +32,7 @@ from pathlib import Path
 from .cache import atomic_path, cache_dir, file_sha256
 from .errors import InterpError, OfflineError
 
-USER_AGENT = "interpcore (+https://github.com/) python-urllib"
+USER_AGENT = "interpcore-downloader (python-urllib)"
 
 
 class ChecksumError(InterpError):
