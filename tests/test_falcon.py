@@ -79,6 +79,23 @@ def test_uninterpretable_groups_are_not_explained_by_default(parts):
     assert [bool(g.words) for g in res.groups] == [g.id == 1 for g in res.groups]
     with pytest.raises(InterpError, match="no feature group '42,43'"):
         res.group("42,43")
+    # "2" is group id 2; "2," is the group whose only feature is 2
+    assert res.group("2").id == 2
+    assert res.group("2,").features == [2] and res.group(" 1 , ").features == [1]
+
+
+def test_named_groups_only_are_cropped(parts, monkeypatch):
+    from interp_falcon import steps
+
+    target, cap, pool, ds = parts
+    calls = []
+    orig = steps.group_crops
+    monkeypatch.setattr(steps, "group_crops", lambda *a, **k: calls.append(a[3]) or orig(*a, **k))
+    f = Falcon(target, captioner=cap, pool=pool, low_min_similarity=0.0, max_images=4)
+    res = f.explain(ds, which=["0,"])
+    assert calls == [[0]]
+    assert [g.features for g in res.groups if g.words] == [[0]]
+    assert res.group("0,").score is not None
 
 
 def test_outputs(explained, tmp_path):

@@ -99,8 +99,9 @@ def register(cli: click.Group) -> None:
     @falcon.command("explain")
     @_common
     @click.option("--group", "-g", "groups", multiple=True,
-                  help="Group id or comma-separated features (repeatable). Default: every "
-                       "interpretable group.")
+                  help="Group id (e.g. 3) or the group's comma-separated features (e.g. "
+                       "12,40; one feature: 12,). Repeatable. Default: every interpretable "
+                       "group.")
     @click.option("--all-groups", is_flag=True, help="Explain every group, interpretable or not.")
     @click.option("--from", "from_dir", type=click.Path(exists=True, file_okay=False), default=None,
                   help="Reuse the groups and features of a 'find-groups --out DIR' run.")

@@ -92,18 +92,29 @@ class FalconResult(Result):
         return [g for g in self.groups if g.interpretable]
 
     def group(self, ref) -> GroupExplanation:
-        """A group by id (int or digits) or by its comma-separated features."""
+        """A group by id (``3``) or by its comma-separated features (``"12,40"``; one feature:
+        ``"12,"``)."""
         ref = str(ref).strip()
-        for g in self.groups:
-            if ref == g.key or (ref.isdigit() and int(ref) == g.id and "," not in ref):
-                return g
+        if "," in ref:  # features: "12,40" (a single feature: "12,")
+            try:
+                feats = sorted(int(x) for x in ref.split(",") if x.strip())
+            except ValueError:
+                feats = None
+            for g in self.groups:
+                if feats is not None and sorted(g.features) == feats:
+                    return g
+        elif ref.isdigit():  # a group id
+            for g in self.groups:
+                if int(ref) == g.id:
+                    return g
         keys = [str(g.id) for g in self.groups] + [g.key for g in self.groups]
         from interpcore.errors import close_matches
 
         near = close_matches(ref, keys)
         hint = f" Close: {', '.join(near)}." if near else ""
         raise InterpError(
-            f"no feature group '{ref}' (give a group id or its features, e.g. '3' or '12,40');"
+            f"no feature group '{ref}' (give a group id such as '3', or the group's features "
+            f"such as '12,40', or '12,' for one feature);"
             f" {len(self.groups)} groups were found.{hint}"
         )
 
@@ -245,7 +256,7 @@ class Falcon(Explainer):
                 crops_by_group[g.id] = (crops, emb)
             out.append(ge)
         res = FalconResult(
-            backbone=self.backbone.name, captioner=self.captioner.name if score else str(o["captioner"]),
+            backbone=self.backbone.name, captioner=self.settings()["captioner"],
             layer=o["layer"], dataset=getattr(ds, "name", str(dataset)), n_images=reps.shape[0],
             n_features=reps.shape[1], threshold=thr, groups=out, settings=self.settings())
         res._crops = crops_by_group  # kept for explain() and the output writer
@@ -275,7 +286,8 @@ class Falcon(Explainer):
         if kwargs:
             raise InterpError(f"unknown explain() argument '{sorted(kwargs)[0]}'")
         o = self.options
-        res = groups if groups is not None else self.find_groups(inputs)
+        # with named groups only those are cropped (find_groups would score every group)
+        res = groups if groups is not None else self.find_groups(inputs, score=not which)
         ds = getattr(res, "_dataset", None) or self._dataset(inputs)
         reps_n = getattr(res, "_reps_n", None)
         if reps_n is None:
