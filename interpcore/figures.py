@@ -264,13 +264,14 @@ def overlay_heatmap(ax, image, heatmap, *, alpha: float = 0.5, cmap: str = "jet"
     return art
 
 
-def _grid_shape(n: int, ncols: int | None) -> tuple[int, int]:
-    ncols = ncols or min(n, 6) or 1
+def _grid_shape(n: int, ncols: int | None, max_cols: int = 6) -> tuple[int, int]:
+    # Reports are about 1,100 px wide: at most ~11 inches at the default DPI stays legible.
+    ncols = ncols or min(n, max_cols) or 1
     return max(1, math.ceil(n / ncols)), ncols
 
 
 def heatmap_grid(image, maps: Mapping[str, object], *, ncols: int | None = None,
-                 title: str = "", show_image: bool = True, cell: float = 2.4,
+                 title: str = "", show_image: bool = True, cell: float = 2.2,
                  alpha: float = 0.5, cmap: str = "jet", shared_scale: bool = False):
     """One image with several heatmaps (one per text, head, ...) as a grid of overlays.
 
@@ -280,7 +281,7 @@ def heatmap_grid(image, maps: Mapping[str, object], *, ncols: int | None = None,
 
     items = list(maps.items())
     n = len(items) + (1 if show_image else 0)
-    rows, cols = _grid_shape(n, ncols)
+    rows, cols = _grid_shape(n, ncols, max_cols=5)
     fig = new_figure(cell * cols, cell * rows + (0.5 if title else 0.0) + 0.35 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     vmin = vmax = None
@@ -307,7 +308,7 @@ def heatmap_grid(image, maps: Mapping[str, object], *, ncols: int | None = None,
 
 
 def image_grid(images: Sequence, *, titles: Sequence[str] | None = None, ncols: int | None = None,
-               title: str = "", cell: float = 2.0, border_colors: Sequence[str | None] | None = None):
+               title: str = "", cell: float = 1.8, border_colors: Sequence[str | None] | None = None):
     """A grid of images with optional short titles (wrapped to two lines) and coloured borders
     (e.g. green for highly activating, red for lowly activating images)."""
     n = len(images)
