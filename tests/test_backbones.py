@@ -450,3 +450,10 @@ def test_cached_file_with_wrong_checksum_is_reported(tmp_path):
     with pytest.raises(OfflineError, match="SHA256 does not start with abcdef12"):
         url_file("https://example.org/w-abcdef12.pt", what="test:model", cache_dir=tmp_path,
                  sha256_prefix="abcdef12")
+
+
+def test_custom_architecture_without_weights_is_an_error_not_random():
+    from interp_open_clip import load_open_clip
+
+    with pytest.raises(InterpError, match="has no published weights; pass pretrained="):
+        load_open_clip("tiny-noweights", None, "cpu", model_config=OC_VIT)

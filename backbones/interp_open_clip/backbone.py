@@ -304,7 +304,7 @@ def load_open_clip(
         arch = model_name.replace("/", "-")
         if _factory().get_model_config(arch) is None:
             raise get_registry().unknown_model(prefix, model_name)
-        if pretrained is None and model_config is None:
+        if pretrained is None:  # never silently random: a custom architecture needs a file
             tags = ocp.list_pretrained_tags_by_model(arch)
             pretrained = DEFAULT_TAGS.get(arch) if DEFAULT_TAGS.get(arch) in tags else (tags[0] if tags else None)
             if pretrained is None:
@@ -384,7 +384,10 @@ def load_openai_clip(model: str, pretrained=None, device="auto", dtype=None, **o
         arch = model
     if arch is None:
         raise get_registry().unknown_model("clip", model)
-    options.setdefault("quick_gelu", True)
+    if pretrained is None or str(pretrained) == "openai" or os.path.exists(str(pretrained)):
+        # OpenAI's checkpoints (the tag or a file clip.load cached) use QuickGELU; other tags
+        # say themselves whether they do
+        options.setdefault("quick_gelu", True)
     return load_open_clip(
         arch, pretrained if pretrained is not None else "openai", device, dtype,
         display_name=f"clip:{model}", prefix="clip", **options,

@@ -124,11 +124,42 @@ def pretrained_table() -> dict[str, list[str]]:
     return out
 
 
-def list_open_clip_models() -> list[tuple[str, list[str]]]:
-    """(architecture, [pretrained tags]) for every architecture open_clip knows."""
+def _parse_all() -> list[tuple[str, list[str]]]:
     tags = pretrained_table()
     names = set(architecture_names()) | set(tags)
     return [(n, tags.get(n, [])) for n in sorted(names, key=_natural_key)]
+
+
+@functools.lru_cache(maxsize=1)
+def list_open_clip_models() -> list[tuple[str, list[str]]]:
+    """(architecture, [pretrained tags]) for every architecture open_clip knows.
+
+    Parsing takes ~0.1 s, so the result is cached in the interpcore cache folder, keyed by
+    the installed files' modification times (a new open_clip version invalidates it).
+    """
+    root = open_clip_dir()
+    if root is None:
+        return []
+    try:
+        stamp = [str(root)] + [
+            str(p.stat().st_mtime_ns) for p in (root / "pretrained.py", root / "model_configs")
+        ]
+    except OSError:
+        return _parse_all()
+    try:
+        from interpcore import cache
+
+        path = cache.cache_dir("listings") / f"open_clip-{cache.key_hash(*stamp)}.json"
+        if path.is_file():
+            return [(n, list(t)) for n, t in json.loads(path.read_text(encoding="utf-8"))]
+    except (OSError, ValueError):
+        return _parse_all()
+    models = _parse_all()
+    try:
+        cache.write_text(path, json.dumps(models))
+    except OSError:
+        pass
+    return models
 
 
 def list_openai_models() -> list[tuple[str, list[str]]]:
