@@ -457,3 +457,21 @@ def test_custom_architecture_without_weights_is_an_error_not_random():
 
     with pytest.raises(InterpError, match="has no published weights; pass pretrained="):
         load_open_clip("tiny-noweights", None, "cpu", model_config=OC_VIT)
+
+
+def test_pretrained_hf_hub_repo_for_a_named_architecture(tmp_path):
+    from safetensors.torch import save_file
+
+    model = open_clip_model(OC_VIT, seed=6)
+    repo = tmp_path / "hub" / "models--org--tiny-weights"
+    (repo / "snapshots" / ("b" * 40)).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("b" * 40)
+    save_file(model.state_dict(), str(repo / "snapshots" / ("b" * 40) / "open_clip_model.safetensors"))
+    bb = interpcore.get_backbone("open_clip:tiny-hubw", pretrained="hf-hub:org/tiny-weights", device="cpu",
+                                 model_config=OC_VIT, cache_dir=str(tmp_path / "hub"))
+    with torch.no_grad():
+        assert torch.equal(bb.encode_image(pixels()), model.encode_image(pixels()))
+    with pytest.raises(OfflineError, match="org/missing"):
+        interpcore.get_backbone("open_clip:tiny-hubw", pretrained="hf-hub:org/missing", device="cpu",
+                                model_config=OC_VIT, cache_dir=str(tmp_path / "hub"))

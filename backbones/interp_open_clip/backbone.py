@@ -315,6 +315,13 @@ def load_open_clip(
             what = f"{display_name} (pretrained '{pretrained}')"
         if pretrained is None or str(pretrained).lower() in RANDOM:
             weights = _Weights(label="random" if pretrained is not None else None)
+        elif str(pretrained).startswith("hf-hub:"):
+            # weights of this architecture in a Hub repo: hf-hub:org/repo[/file]
+            spec = str(pretrained)[len("hf-hub:"):].strip("/")
+            parts = spec.split("/")
+            repo, names = "/".join(parts[:2]), (["/".join(parts[2:])] if len(parts) > 2 else [
+                "open_clip_model.safetensors", "open_clip_pytorch_model.bin"])
+            weights = _Weights(hub_file(repo, names, what=what, cache_dir=cache_dir), label=str(pretrained))
         elif os.path.isfile(str(pretrained)):
             weights = _Weights(str(pretrained), label=str(pretrained))
         elif os.path.isdir(str(pretrained)):
