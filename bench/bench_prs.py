@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-TIME_LIMIT = 600
+TIME_LIMIT = 1200
 THREADS = 2
 CFG = dict(image_size=224, patch_size=16, width=768, layers=12, heads=12, mlp_ratio=4.0, output_dim=512)
 
@@ -101,7 +101,7 @@ def measure_memory(mode: str) -> dict:
             "output_bytes": out.numel() * out.element_size(), "shape": list(out.shape)}
 
 
-def measure_speed(batch: int = 8, repeat: int = 3) -> dict:
+def measure_speed(batch: int = 4, repeat: int = 2) -> dict:
     import torch
 
     torch.set_num_threads(THREADS)
@@ -133,35 +133,48 @@ def main() -> str:
     from common import fmt_bytes, md_table, run_isolated
 
     env = {"OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
-    ours = run_isolated("bench_prs:measure_memory", "ours", env=env, timeout=400)["result"]
-    naive = run_isolated("bench_prs:measure_memory", "naive", env=env, timeout=400)["result"]
-    speed = run_isolated("bench_prs:measure_speed", env=env, timeout=400)["result"]
-    ratio = naive["peak_extra"] / max(ours["peak_extra"], 1)
-    how = "peak RSS reset before the call" if ours["exact_reset"] else "ru_maxrss difference (upper bound)"
-    mem_rows = [
-        ["naive (full T x T x heads x width per layer)", fmt_bytes(naive["peak_extra"]), f"{naive['wall']:.2f} s"],
-        ["interpcore prs (class-token rows, folded)", fmt_bytes(ours["peak_extra"]), f"{ours['wall']:.2f} s"],
-    ]
-    spd_rows = [
-        ["plain encode_image", f"{1000 * speed['encode']:.1f} ms", "1.00x"],
-        ["prs, per head", f"{1000 * speed['per_head']:.1f} ms", f"{speed['per_head'] / speed['encode']:.2f}x"],
-        ["prs, per head and patch", f"{1000 * speed['per_patch']:.1f} ms",
-         f"{speed['per_patch'] / speed['encode']:.2f}x"],
-    ]
-    ok_mem = ratio >= 20
-    ok_time = speed["per_head"] / speed["encode"] <= 3
-    return (
-        "## PRS decomposition (issue 7)\n\n"
-        "ViT-B/16-sized open_clip image tower (224 px, 197 tokens, 12 layers x 12 heads, width 768, "
-        f"output 512), random weights, CPU, {THREADS} threads.\n\n"
-        f"### Peak memory of the per-patch decomposition of one image ({how})\n\n"
-        + md_table(["computation", "peak extra memory", "time"], mem_rows)
-        + f"\nRatio naive / interpcore: **{ratio:.1f}x** (target >= 20x: {'met' if ok_mem else 'NOT met'}). "
-        f"The per-patch output itself ({ours['shape']}, float32) is {fmt_bytes(ours['output_bytes'])}.\n\n"
-        f"### Time per image (batch of {speed['batch']})\n\n"
-        + md_table(["computation", "time per image", "vs encode_image"], spd_rows)
-        + f"\nTarget <= 3x encode_image (per head): {'met' if ok_time else 'NOT met'}.\n"
-    )
+    head = ("## PRS decomposition (issue 7)\n\n"
+            "ViT-B/16-sized open_clip image tower (224 px, 197 tokens, 12 layers x 12 heads, width 768, "
+            f"output 512), random weights, CPU, {THREADS} threads.\n\n")
+    parts = [head]
+    try:
+        ours = run_isolated("bench_prs:measure_memory", "ours", env=env, timeout=500)["result"]
+        naive = run_isolated("bench_prs:measure_memory", "naive", env=env, timeout=500)["result"]
+        ratio = naive["peak_extra"] / max(ours["peak_extra"], 1)
+        how = ("peak RSS reset before the call" if ours["exact_reset"]
+               else "ru_maxrss difference (upper bound)")
+        rows = [
+            ["naive (full T x T x heads x width per layer)", fmt_bytes(naive["peak_extra"]),
+             f"{naive['wall']:.2f} s"],
+            ["interpcore prs (class-token rows, folded)", fmt_bytes(ours["peak_extra"]),
+             f"{ours['wall']:.2f} s"],
+        ]
+        parts.append(
+            f"### Peak memory of the per-patch decomposition of one image ({how})\n\n"
+            + md_table(["computation", "peak extra memory", "time"], rows)
+            + f"\nRatio naive / interpcore: **{ratio:.1f}x** (target >= 20x: "
+            f"{'met' if ratio >= 20 else 'NOT met'}). The per-patch output itself "
+            f"({ours['shape']}, float32) is {fmt_bytes(ours['output_bytes'])}.\n\n")
+    except Exception as exc:  # noqa: BLE001 - report, never invent a figure
+        parts.append(f"### Peak memory\n\nnot measured: {str(exc).splitlines()[0][:300]}\n\n")
+    try:
+        speed = run_isolated("bench_prs:measure_speed", env=env, timeout=900)["result"]
+        rows = [
+            ["plain encode_image", f"{1000 * speed['encode']:.1f} ms", "1.00x"],
+            ["prs, per head", f"{1000 * speed['per_head']:.1f} ms",
+             f"{speed['per_head'] / speed['encode']:.2f}x"],
+            ["prs, per head and patch", f"{1000 * speed['per_patch']:.1f} ms",
+             f"{speed['per_patch'] / speed['encode']:.2f}x"],
+        ]
+        worst = max(speed["per_head"], speed["per_patch"]) / speed["encode"]
+        parts.append(
+            f"### Time per image (batch of {speed['batch']}, best of 2)\n\n"
+            + md_table(["computation", "time per image", "vs encode_image"], rows)
+            + f"\nTarget <= 3x encode_image: {'met' if worst <= 3 else 'NOT met'} "
+            f"(worst mode {worst:.2f}x).\n")
+    except Exception as exc:  # noqa: BLE001
+        parts.append(f"### Time per image\n\nnot measured: {str(exc).splitlines()[0][:300]}\n")
+    return "".join(parts)
 
 
 if __name__ == "__main__":

@@ -298,6 +298,8 @@ class PRSDecomposer(Decomposer):
         layers = self.layers if layers is None else resolve_layers(layers, self.stream.num_layers)
         if not isinstance(images, (torch.Tensor, list, tuple)):
             images = [images]
+        elif isinstance(images, torch.Tensor) and images.dim() == 3:
+            images = images[None]  # one (C, H, W) image
         if len(images) == 0:
             raise InterpError("no images to decompose")
         parts = [
