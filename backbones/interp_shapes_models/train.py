@@ -38,6 +38,7 @@ CLIP_DEFAULTS = {
     "warmup_fraction": 0.1,
     "grad_clip": 1.0,
     "spurious_fraction": 0.2,
+    "contrast_fraction": 0.4,
     "eval_n": 1000,
 }
 RESNET_DEFAULTS = {
@@ -60,6 +61,62 @@ def one_cycle(step: int, total: int, warmup_fraction: float) -> float:
         return (step + 1) / warm
     t = (step - warm) / max(1, total - warm)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+#: Contrast groups: (attribute varied, probability, values); every member of a group is the
+#: same single-object scene except for that attribute, and its caption names the attribute.
+CONTRAST_GROUPS = (
+    ("position", 0.5, None),
+    ("shape", 0.2, None),
+    ("shape", 0.15, ("circle", "hexagon", "square", "star")),
+    ("size", 0.15, None),
+)
+
+
+def _contrast_groups(rng, n_slots):
+    """Hard negatives for the contrastive loss: groups of images that differ in one
+    attribute only (position, shape or size), with captions that name it. Without them the
+    CLIP has little pressure to encode position (it stays at chance) and mixes up circles
+    and hexagons."""
+    import numpy as np
+
+    from interp_shapes import world
+
+    images, captions = [], []
+    probs = np.array([g[1] for g in CONTRAST_GROUPS])
+    while len(images) < n_slots:
+        attr, _, subset = CONTRAST_GROUPS[rng.choice(len(CONTRAST_GROUPS), p=probs / probs.sum())]
+        base = world.random_scene(rng, one_object_prob=1.0).objects[0]
+        bg = world.BACKGROUNDS[rng.integers(len(world.BACKGROUNDS))]
+        values = list(subset or world.ATTRIBUTES[attr])
+        if attr == "shape" and subset is None:
+            values = list(rng.choice(values, size=4, replace=False))
+        for v in values:
+            if len(images) >= n_slots:
+                break
+            obj = world.ObjectSpec(**dict(base.to_dict(), **{attr: str(v)}))
+            scene = world.Scene(bg, [obj])
+            img, _ = world.render(scene, rng)
+            images.append(img)
+            captions.append(world.caption(
+                scene, rng, shape_weight=1.0 if attr == "shape" else 0.8,
+                p_position=1.0 if attr == "position" else 0.65,
+                p_size=1.0 if attr == "size" else 0.5))
+    return images, captions
+
+
+def _clip_batch(step, batch_size, seed, spurious_fraction, contrast_fraction, main_ds, spur_ds):
+    """A CLIP training batch: contrast groups first, then shapes / shapes-spurious samples."""
+    import numpy as np
+
+    n_hard = int(round(batch_size * contrast_fraction))
+    rng = np.random.default_rng([seed, 104729, step])
+    h_img, h_cap = _contrast_groups(rng, n_hard) if n_hard else ([], [])
+    images, captions, _ = _batch(step, batch_size - n_hard, seed, spurious_fraction, main_ds, spur_ds)
+    if n_hard:
+        images = np.concatenate([np.stack(h_img), images])
+        captions = h_cap + captions
+    return images, captions
 
 
 def _batch(step, batch_size, seed, spurious_fraction, main_ds, spur_ds):
@@ -146,7 +203,8 @@ def train_clip(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=Non
     losses = []
     bar = progress(range(hp["steps"]), desc="training clip", unit="step")
     for step in bar:
-        images, captions, _ = _batch(step, B, seed, hp["spurious_fraction"], main_ds, spur_ds)
+        images, captions = _clip_batch(step, B, seed, hp["spurious_fraction"],
+                                       hp["contrast_fraction"], main_ds, spur_ds)
         x = pixels_from_uint8(images)
         t = tok(captions)
         fi, ft, scale = model(x, t)
@@ -183,8 +241,10 @@ def train_clip(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=Non
         "optimizer": "AdamW (no weight decay on gains, biases, embeddings, logit scale)",
         "schedule": "one-cycle: linear warm-up then cosine decay to 0, stepped per batch",
         "loss": "symmetric contrastive (InfoNCE) with learned temperature, clamped at 100",
-        "data": ("shapes train split (seed) mixed with shapes-spurious train split; "
-                 "generated on the fly, step s uses samples s*batch..(s+1)*batch-1"),
+        "data": ("per batch: contrast_fraction of contrast groups (one scene varied in position, "
+                 "shape or size, captions naming it), the rest shapes train split (seed) mixed "
+                 "with shapes-spurious train split (spurious_fraction); generated on the fly, "
+                 "step s uses samples s*rest..(s+1)*rest-1"),
         "config": cfg,
         "train_seconds": round(train_s, 1),
         "threads": torch.get_num_threads(),

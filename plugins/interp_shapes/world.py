@@ -361,8 +361,13 @@ def _object_phrase(rng, obj: ObjectSpec, *, p_color=0.85, p_shape=0.8, p_size=0.
 
 
 def caption(scene: Scene, rng: np.random.Generator, *, p_background: float = 0.5,
-            shape_weight: float = 0.8) -> str:
-    """One caption of a scene, drawn from the templates with synonyms and optional parts."""
+            shape_weight: float = 0.8, p_position: float = 0.65, p_size: float = 0.5) -> str:
+    """One caption of a scene, drawn from the templates with synonyms and optional parts.
+
+    ``p_background`` / ``shape_weight`` / ``p_position`` / ``p_size``: how often the
+    background, the shape's name (else a generic noun), the position and the size are
+    mentioned (the training of the CLIP raises them to 1 for its contrast groups).
+    """
     bg = " " + _pick(rng, BACKGROUND_PHRASES[scene.background]) if rng.random() < p_background else ""
     prefix = _pick(rng, PREFIXES)
     if len(scene.objects) == 0:
@@ -374,13 +379,13 @@ def caption(scene: Scene, rng: np.random.Generator, *, p_background: float = 0.5
             # "a circle that is red", "a shape that is small and red"
             noun = _pick(rng, SHAPE_SYNONYMS[obj.shape]) if rng.random() < shape_weight else _pick(rng, GENERIC_NOUNS)
             adjs = [_pick(rng, COLOR_SYNONYMS[obj.color])]
-            if rng.random() < 0.4:
+            if rng.random() < (0.4 if p_size == 0.5 else p_size):
                 adjs.insert(0, _pick(rng, SIZE_SYNONYMS[obj.size]))
             text = f"{article(noun)} {noun} that is {' and '.join(adjs)}"
-            if rng.random() < 0.5:
+            if rng.random() < (0.5 if p_position == 0.65 else p_position):
                 text += " " + _pick(rng, POSITION_PHRASES[obj.position])
             return (f"{prefix} {text}".strip()) + bg
-        text = _object_phrase(rng, obj, p_shape=shape_weight)
+        text = _object_phrase(rng, obj, p_shape=shape_weight, p_pos=p_position, p_size=p_size)
     else:
         a, b = scene.objects
         text = (_object_phrase(rng, a, p_pos=0.7, p_shape=shape_weight) + " and "
