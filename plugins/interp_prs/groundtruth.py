@@ -78,7 +78,9 @@ class GroundTruthResult(Result):
         lines = [f"Shapes-world ground truth for {self.backbone} ({self.n_images} images)"]
         lines.append("  first TextSpan text of each head of the last two layers:")
         for k, v in self.first_texts_last_two_layers.items():
-            lines.append(f"    {k:<7} {v}  [{text_category(v) or 'mixed'}]")
+            cats = text_categories(v)
+            label = "+".join(sorted(cats)) if cats else "no attribute"
+            lines.append(f"    {k:<7} {v}  [{label}]")
         lines.append("  background heads: " + (", ".join(f"L{a}.H{b}" for a, b in self.background_heads) or "none"))
         for task in self.zero_shot_before:
             lines.append(f"  zero-shot {task:<10} {self.zero_shot_before[task]:6.2f}% -> "
