@@ -24,7 +24,7 @@ TIME_LIMIT = 420  # seconds; read by bench/run
 
 BENCH_CLIP = {
     "embed_dim": 128,
-    "vision_cfg": {"image_size": 64, "patch_size": 8, "width": 192, "layers": 6,
+    "vision_cfg": {"image_size": 64, "patch_size": 8, "width": 384, "layers": 8,
                    "head_width": 32, "mlp_ratio": 4.0},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4,
                  "layers": 1},
@@ -66,7 +66,14 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def main(images: int = 512, shard_size: int = 64) -> str:
+def _shard_seconds(out: Path) -> float:
+    import json
+
+    secs = [json.loads(p.read_text())["seconds"] for p in (out / "records").glob("*.json")]
+    return sum(secs) / len(secs) if secs else float("nan")
+
+
+def main(images: int = 512, shard_size: int = 32) -> str:
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -86,48 +93,52 @@ def main(images: int = 512, shard_size: int = 64) -> str:
                        backbone_options=bopts, method=method,
                        call_options={"normalize": True} if method else {},
                        shard_size=shard_size, batch_size=32, fields=())
-        warm_spec = JobSpec(**{**spec.to_dict(), "limit": images - 1})  # same model, new job
+        # a second job on the same model (another spec hash): runs on already started workers
+        warm_spec = JobSpec(**{**spec.to_dict(), "limit": images - 1})
         rows = []
+        load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+        def measure(name, out, **kw):
+            cold = run_job(spec, tmp / out, progress=False, **kw)
+            warm = run_job(warm_spec, tmp / f"{out}-warm", progress=False, **kw)
+            rows.append((name, cold.seconds, cold.setup_seconds, warm.images_per_second,
+                         _shard_seconds(tmp / f"{out}-warm")))
 
         import torch
 
         torch.set_num_threads(1)  # like one Ray worker with num_cpus=1
-        _, cold = _timed(lambda: run_job(spec, tmp / "local", progress=False))
-        res, _ = _timed(lambda: run_job(warm_spec, tmp / "local-warm", progress=False))
-        rows.append(("local (1 process, 1 thread)", cold, res.images_per_second))
-
+        measure("local (this process, 1 thread)", "local")
         _, start = _timed(lambda: engine_ray.start_local_cluster(num_cpus=2))
         try:
             for workers in (1, 2):
-                _, cold = _timed(lambda: run_job(spec, tmp / f"ray{workers}", engine="ray",
-                                                 num_workers=workers, progress=False))
-                res, _ = _timed(lambda: run_job(warm_spec, tmp / f"ray{workers}-warm",
-                                                engine="ray", num_workers=workers,
-                                                progress=False))
-                rows.append((f"ray, {workers} worker(s)", cold, res.images_per_second))
+                measure(f"ray, {workers} worker(s)", f"ray{workers}", engine="ray",
+                        num_workers=workers)
         finally:
             engine_ray._pools.clear()
             ray.shutdown()
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         lines = [
             "## Ray engine throughput",
             "",
-            f"{images} synthetic 64x64 images, shards of {shard_size}, batch 32, backbone "
-            f"`{backbone}`, method `{method or 'embeddings'}`, on this machine "
-            f"({os.cpu_count()} CPU cores, load average {load:.1f} at the end). Local Ray "
+            f"{images} synthetic 64x64 PNG images read from a folder, shards of {shard_size}, "
+            f"batch 32, backbone `{backbone}`, method `{method or 'embeddings'}`. This machine: "
+            f"{os.cpu_count()} CPU cores shared with other processes (load average {load0:.1f} "
+            f"at the start, {load1:.1f} at the end), so the figures are noisy. Local Ray "
             f"cluster on 127.0.0.1 with num_cpus=2, started in {start:.1f} s (not counted "
-            "below). *Cold*: first job, workers start and load the model. *Warm*: a second "
-            "job on the same workers.",
+            "below). *Cold job*: wall time of a first job, including starting the workers and "
+            "loading the model (start-up column). *Warm*: a second job on the same workers; "
+            "throughput = images / (wall time - model set-up); *per shard* = mean compute "
+            "time of one shard inside a worker.",
             "",
-            "| engine | cold job (s) | warm throughput (images/s) |",
-            "|---|---|---|",
+            "| engine | cold job (s) | of which start-up (s) | warm throughput (images/s) "
+            "| per shard (s) |",
+            "|---|---|---|---|---|",
         ]
-        for name, cold_s, ips in rows:
-            lines.append(f"| {name} | {cold_s:.1f} | {ips:.1f} |")
-        base = rows[1][2]
-        if base:
-            lines += ["", f"Speed-up of 2 Ray workers over 1: {rows[2][2] / base:.2f}x "
-                          "(at most 2x on 2 cores; less when other processes share them)."]
+        for name, cold_s, setup_s, ips, shard_s in rows:
+            lines.append(f"| {name} | {cold_s:.1f} | {setup_s:.1f} | {ips:.1f} | {shard_s:.2f} |")
+        if rows[1][3]:
+            lines += ["", f"Speed-up of 2 Ray workers over 1 (warm): {rows[2][3] / rows[1][3]:.2f}x "
+                          "(at most 2x on 2 cores)."]
         return "\n".join(lines) + "\n"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -136,6 +147,6 @@ def main(images: int = 512, shard_size: int = 64) -> str:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=512)
-    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--shard-size", type=int, default=32)
     a = ap.parse_args()
     sys.stdout.write(main(a.images, a.shard_size))

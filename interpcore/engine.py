@@ -104,7 +104,7 @@ class JobSpec:
     method_options: dict = dataclasses.field(default_factory=dict)
     call_options: dict = dataclasses.field(default_factory=dict)
     adapter: str | None = None
-    fields: tuple = ("label",)
+    fields: tuple = ("label", "group")
     batch_size: int = 64
     shard_size: int = 256
     limit: int | None = None

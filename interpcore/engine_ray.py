@@ -2,15 +2,17 @@
 
 Pipeline per shard::
 
-    read task (any node, no CPU reserved)  ->  model actor (one model each, a GPU where the
-    reads images [start, stop) as uint8          cluster has one) runs ShardWorker.compute
-    arrays into the object store                 and returns the per-image arrays
+    reader actor (no CPU reserved)  ->  model actor (one model each, a GPU where the
+    reads images [start, stop) as      cluster has one) runs ShardWorker.compute
+    uint8 arrays into the object store and returns the per-image arrays
                                             ->  the driver writes the shard's .npy files and
                                                 record (so no shared file system is needed)
 
-Each actor has two shards queued, so the next shard's images are read while the current one
-is computed. A shard is written as soon as it comes back; if a worker fails, the shards
-already back are kept and the job can be resumed by running it again.
+Each model actor has its own reader and two shards queued, so the next shard's images are
+read while the current one is computed. Readers are long-lived actors rather than tasks, so
+no Python process is started (and the dataset is not reopened) per shard. A shard is
+written as soon as it comes back; if a worker fails, the shards already back are kept and
+the job can be resumed by running it again.
 
 Without ``address`` a local cluster is started on 127.0.0.1 only (nothing listens on other
 interfaces) and stopped at the end; with ``address`` (``auto``, ``ray://host:10001``,
@@ -99,8 +101,12 @@ def _worker_env(spec: JobSpec) -> dict:
     return env
 
 
-def _read_task(spec_dict: dict, start: int, stop: int):
-    return read_samples(JobSpec.from_dict(spec_dict), start, stop)
+class _ReadActor:
+    """Reads shards' images (no CPU reserved). Long-lived, so the dataset is opened once and
+    no Python process is started per shard."""
+
+    def read(self, spec_dict: dict, start: int, stop: int):
+        return read_samples(JobSpec.from_dict(spec_dict), start, stop)
 
 
 class _ShardActor:
@@ -146,7 +152,7 @@ def _unwrap(ray, exc: BaseException) -> BaseException:
 
 
 class RayEngine:
-    """Shards on a Ray cluster: read tasks feeding a pool of model actors."""
+    """Shards on a Ray cluster: reader actors feeding a pool of model actors."""
 
     name = "ray"
 
@@ -223,25 +229,28 @@ class RayEngine:
                    json.dumps(runtime_env, sort_keys=True))
             if not started and key not in _pools:  # one pool at a time: free the CPUs
                 for stale in _pools.values():
-                    for a in stale:
-                        ray.kill(a)
+                    for pair in stale:
+                        for a in pair:
+                            ray.kill(a)
                 _pools.clear()
             pool = [] if started else _pools.setdefault(key, [])
             actor_opts = dict(num_cpus=self.cpus_per_worker, num_gpus=gpw, max_restarts=0)
-            read_opts = dict(num_cpus=0, max_retries=1)
+            read_opts = dict(num_cpus=0, max_restarts=0)
             if runtime_env:
                 actor_opts["runtime_env"] = read_opts["runtime_env"] = runtime_env
             actor_cls = ray.remote(_ShardActor).options(**actor_opts)
-            read = ray.remote(_read_task).options(**read_opts)
+            reader_cls = ray.remote(_ReadActor).options(**read_opts)
+            # the pool holds (model actor, reader actor) pairs
             while len(pool) < n:
-                pool.append(actor_cls.remote(device, threads))
-            actors = pool[:n]
-            owned = actors if started else []
+                pool.append((actor_cls.remote(device, threads), reader_cls.remote()))
+            actors = [m for m, _ in pool[:n]]
+            readers = [r for _, r in pool[:n]]
+            owned = [a for pair in pool[:n] for a in pair] if started else []
             try:
                 ray.get([a.setup.remote(spec_dict) for a in actors])
             except ray.exceptions.RayError as exc:
                 _pools.pop(key, None)
-                owned = pool
+                owned = [a for pair in pool for a in pair]
                 raise _unwrap(ray, exc) from None
             self.setup_seconds = time.perf_counter() - t_start
 
@@ -250,7 +259,7 @@ class RayEngine:
 
             def submit(ai: int) -> None:
                 shard = queue.popleft()
-                payload = read.remote(spec_dict, shard.start, shard.stop)
+                payload = readers[ai].read.remote(spec_dict, shard.start, shard.stop)
                 inflight[actors[ai].compute.remote(spec.hash, shard.id, payload)] = (shard, ai)
 
             for _ in range(self.queue_per_worker):
@@ -266,7 +275,7 @@ class RayEngine:
                 except ray.exceptions.RayError as exc:
                     if isinstance(exc, ray.exceptions.RayActorError):
                         _pools.pop(key, None)  # a dead actor: start afresh next time
-                        owned = pool
+                        owned = [a for pair in pool for a in pair]
                     if error is None:
                         error = _unwrap(ray, exc)
                         queue.clear()  # stop feeding; keep the shards still coming back

@@ -166,7 +166,9 @@ def test_splice_dataset_decomposition_on_ray_equals_single_process(cluster, tmp_
         pytest.skip("no 'shapes' vocabulary registered")
     spec = JobSpec(dataset=dataset, dataset_options=dopts, backbone=backbone,
                    backbone_options=bopts, method="splice",
-                   method_options={"vocabulary": vocab, "l1_penalty": 0.25},
+                   method_options={"vocabulary": vocab, "l1_penalty": 0.25,
+                                   "mean_dataset": dataset, "mean_split": "test",
+                                   "mean_limit": 128},
                    plugins=("engine_toy",), shard_size=64, batch_size=64)
     local = run_job(spec, tmp_path / "local", progress=False)
     dist = run_job(spec, tmp_path / "ray", engine="ray", num_workers=2, progress=False)
