@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import threading
 import time
 
 import torch
@@ -156,17 +157,21 @@ def _full_precision_matmul():
         torch.backends.cudnn.allow_tf32 = old_cudnn
 
 
-def _compact(idx: torch.Tensor, val: torch.Tensor, keep: torch.Tensor):
-    """Move kept entries of each row to the front and drop the all-empty tail columns."""
+def _compact(idx: torch.Tensor, keep: torch.Tensor, *vals: torch.Tensor):
+    """Move kept entries of each row to the front and drop the all-empty tail columns;
+    dropped index entries become -1, dropped values 0 (``-inf`` for float ones that are)."""
     if idx.shape[1] == 0:
-        return idx, val
+        return (idx, *vals)
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
-    idx = torch.gather(idx, 1, order)
-    val = torch.gather(val, 1, order)
     keep = torch.gather(keep, 1, order)
     width = int(keep.sum(1).max().item()) if keep.numel() else 0
-    idx, val, keep = idx[:, :width], val[:, :width], keep[:, :width]
-    return torch.where(keep, idx, -1), torch.where(keep, val, torch.zeros_like(val))
+    keep = keep[:, :width]
+    out = [torch.gather(idx, 1, order)[:, :width].masked_fill(~keep, -1)]
+    for v in vals:
+        g = torch.gather(v, 1, order)[:, :width]
+        fill = -math.inf if bool(torch.isneginf(v).any()) else 0.0
+        out.append(g.masked_fill(~keep, fill))
+    return tuple(out)
 
 
 # ----------------------------------------------------------------------------------------
@@ -265,22 +270,28 @@ class ActiveSetSolver:
 
     Build it once per dictionary and call :meth:`solve` for any number of batches; the
     dictionary is kept on its device in float32 (float64 if given in float64, which makes
-    the certificate's rounding term negligible).
+    the certificate's rounding term negligible), plus a float64 copy for exact small products
+    when it is not too large.
 
     Parameters
     ----------
     tol: relative objective tolerance, guaranteed by the duality-gap stopping rule.
     first_adds / adds: how many violating concepts may enter a working set in the first /
-        a later round.
+        a later round (later rounds allow up to twice ``adds`` when supports are large).
     chunk_size: images solved together (one product of ``chunk_size x d`` by ``d x c``);
         default 512 on the CPU, 8192 on a GPU.
+    workers: on the CPU, chunks solved in parallel threads (default: ``torch.get_num_threads()``),
+        each with single-threaded torch ops.
     max_rounds: safety cap; an image still uncertified after it is reported in
         ``SolveInfo.converged``.
+    cheap_limit: a round skips the full product for an image when at most this many
+        concepts can still reach the threshold by the Cauchy-Schwarz bound.
     """
 
-    def __init__(self, dictionary: torch.Tensor, *, tol: float = 1e-6, first_adds: int = 48,
-                 adds: int = 32, chunk_size: int | None = None, max_rounds: int = 60,
-                 cheap_limit: int = 64):
+    def __init__(self, dictionary: torch.Tensor, *, tol: float = 1e-6, first_adds: int = 40,
+                 adds: int = 24, chunk_size: int | None = None, max_rounds: int = 60,
+                 cheap_limit: int = 96, keep_float64: bool | None = None,
+                 workers: int | None = None):
         if not isinstance(dictionary, torch.Tensor) or dictionary.dim() != 2 or dictionary.shape[0] == 0:
             check_problem(dictionary, torch.zeros(1, 1), 0.0)
         if not (0 < tol < 1):
@@ -288,9 +299,14 @@ class ActiveSetSolver:
         C = dictionary.detach()
         if C.dtype not in (torch.float32, torch.float64):
             C = C.float()
+        if not bool(torch.isfinite(C).all()):
+            raise InterpError("the concept dictionary contains NaN or infinite values")
         self.C = C.contiguous()
         self.device = self.C.device
         self.c, self.d = self.C.shape
+        if keep_float64 is None:
+            keep_float64 = self.c * self.d <= 64_000_000
+        self.C64 = self.C.double() if (keep_float64 or self.C.dtype == torch.float64) else None
         self.tol = float(tol)
         self.first_adds = int(first_adds)
         self.adds = int(adds)
@@ -299,9 +315,8 @@ class ActiveSetSolver:
         if chunk_size is None:
             chunk_size = 8192 if self.device.type == "cuda" else 512
         self.chunk_size = int(chunk_size)
-        norms = self.C.double().norm(dim=1)
-        self.norms = norms  # (c,) float64
-        self.maxnorm = float(norms.max().item())
+        self.workers = workers  # CPU threads solving chunks in parallel (default: torch's)
+        self.maxnorm = float(self.C.double().norm(dim=1).max().item())
         u = torch.finfo(self.C.dtype).eps / 2
         k = self.d + 2
         # worst-case relative rounding of a length-d dot product in the dictionary's dtype
@@ -310,7 +325,8 @@ class ActiveSetSolver:
 
     # -- public ---------------------------------------------------------------------------
     def solve(self, v: torch.Tensor, l1_penalty: float, *, return_info: bool = True):
-        check_problem(self.C, v, l1_penalty)
+        """Weights ``(B, c)`` (float32) for the rows of ``v``, and a :class:`SolveInfo`."""
+        check_problem(self.C[:1], v, l1_penalty)
         t0 = time.perf_counter()
         lam = float(l1_penalty)
         V = v.detach().to(self.device, torch.float64)
@@ -319,19 +335,43 @@ class ActiveSetSolver:
         f = torch.zeros(B, dtype=torch.float64)
         gap = torch.zeros(B, dtype=torch.float64)
         conv = torch.zeros(B, dtype=torch.bool)
-        rounds = full = 0
-        with _full_precision_matmul(), torch.no_grad():
-            for s in range(0, B, self.chunk_size):
-                e = min(B, s + self.chunk_size)
+        stats = {"rounds": 0, "full": 0}
+        lock = threading.Lock()
+
+        def run(s: int) -> None:
+            e = min(B, s + self.chunk_size)
+            with torch.no_grad():
                 idx, val, fc, gc, cc, rc, nf = self._solve_chunk(V[s:e], lam)
-                if idx.shape[1]:
-                    rows = torch.arange(e - s, device=self.device)[:, None].expand_as(idx)
-                    ok = idx >= 0
-                    W[s:e][rows[ok], idx[ok]] = val[ok].float()
-                f[s:e], gap[s:e], conv[s:e] = fc.cpu(), gc.cpu(), cc.cpu()
-                rounds = max(rounds, rc)
-                full += nf
-        info = SolveInfo("active_set", f, gap, conv, rounds, full, time.perf_counter() - t0)
+            if idx.shape[1]:
+                ok = idx >= 0
+                rows = torch.arange(e - s, device=self.device)[:, None].expand_as(idx)
+                W[s:e][rows[ok], idx[ok]] = val[ok].float()
+            f[s:e], gap[s:e], conv[s:e] = fc.cpu(), gc.cpu(), cc.cpu()
+            with lock:
+                stats["rounds"] = max(stats["rounds"], rc)
+                stats["full"] += nf
+
+        starts = list(range(0, B, self.chunk_size))
+        threads = torch.get_num_threads()
+        workers = min(self.workers or threads, len(starts)) if self.device.type == "cpu" else 1
+        with _full_precision_matmul():
+            if workers > 1:
+                # CPU: one chunk per core, each solved with single-threaded ops. Most of the
+                # work is in small tensor ops that do not parallelize well inside one op but
+                # release the GIL, so whole chunks in parallel use the cores far better.
+                from concurrent.futures import ThreadPoolExecutor
+
+                torch.set_num_threads(1)
+                try:
+                    with ThreadPoolExecutor(workers) as pool:
+                        list(pool.map(run, starts))
+                finally:
+                    torch.set_num_threads(threads)
+            else:
+                for s in starts:
+                    run(s)
+        info = SolveInfo("active_set", f, gap, conv, stats["rounds"], stats["full"],
+                         time.perf_counter() - t0)
         return (W, info) if return_info else W
 
     __call__ = solve
@@ -339,124 +379,136 @@ class ActiveSetSolver:
     # -- internals --------------------------------------------------------------------------
     def _gather64(self, idx: torch.Tensor) -> torch.Tensor:
         """Dictionary rows for an index tensor (any shape; -1 = padding -> zero row), float64."""
-        rows = self.C[idx.clamp_min(0)].double()
+        safe = idx.clamp_min(0)
+        rows = self.C64[safe] if self.C64 is not None else self.C[safe].double()
         return rows.masked_fill_((idx < 0)[..., None], 0.0)
 
-    def _corr32(self, idx: torch.Tensor, r32: torch.Tensor, block: int = 256) -> torch.Tensor:
-        """``c_j . r`` in the dictionary's dtype for each row's indices ``idx`` ``(n, T)``."""
-        out = torch.empty(idx.shape, dtype=self.C.dtype, device=self.device)
-        for s in range(0, idx.shape[0], block):
-            e = min(idx.shape[0], s + block)
-            rows = self.C[idx[s:e].clamp_min(0)]
-            out[s:e] = torch.bmm(rows, r32[s:e, :, None])[..., 0]
-        return out
+    def _gather32(self, idx: torch.Tensor) -> torch.Tensor:
+        """Dictionary rows in the dictionary's own dtype (-1 = padding -> zero row)."""
+        rows = self.C[idx.clamp_min(0)]
+        return rows.masked_fill_((idx < 0)[..., None], 0.0)
+
+    @staticmethod
+    def _select(vals: torch.Tensor, thr: torch.Tensor, cap: int):
+        """Per row, the indices of the entries of ``vals`` above ``thr`` (padded with -1),
+        their values, and an upper bound ``rest`` on every entry left out. At most ``cap``
+        entries per row are kept (the largest); beyond that ``rest`` is the next value."""
+        n, c = vals.shape
+        mask = vals > thr.to(vals.dtype)[:, None]
+        counts = mask.sum(1)
+        top = int(counts.max().item()) if n else 0
+        if top <= cap:
+            nz = mask.nonzero()
+            rows, cols = nz[:, 0], nz[:, 1]
+            starts = torch.cumsum(counts, 0) - counts
+            pos = torch.arange(rows.numel(), device=vals.device) - starts[rows]
+            idx = torch.full((n, max(top, 1)), -1, dtype=torch.long, device=vals.device)
+            idx[rows, pos] = cols
+            v = torch.full(idx.shape, -math.inf, dtype=vals.dtype, device=vals.device)
+            v[rows, pos] = vals[rows, cols]
+            return idx, v, thr.double()
+        k = min(cap, c)
+        if k < c:
+            tv, ti = vals.topk(k + 1, dim=1)
+            return ti[:, :k], tv[:, :k], torch.maximum(tv[:, k].double(), thr.double())
+        tv, ti = vals.sort(1, descending=True)
+        return ti, tv, torch.full((n,), -math.inf, dtype=torch.float64, device=vals.device)
 
     def _solve_chunk(self, V: torch.Tensor, lam: float):
         dev, c = self.device, self.c
-        b = V.shape[0]
+        b, d = V.shape
         half = lam / 2
         ninf = -math.inf
-        idx = torch.full((b, 0), -1, dtype=torch.long, device=dev)
-        w = torch.zeros((b, 0), dtype=torch.float64, device=dev)
+        f64 = torch.float64
+        idx = torch.full((b, 0), -1, dtype=torch.long, device=dev)  # supports (padded with -1)
+        w = torch.zeros((b, 0), dtype=f64, device=dev)
+        sup_corr = torch.zeros((b, 0), dtype=f64, device=dev)  # exact c_k . r on the support
+        r = V.clone()  # exact residuals v - C^T w
         done = torch.zeros(b, dtype=torch.bool, device=dev)
-        fval = torch.full((b,), math.inf, dtype=torch.float64, device=dev)
-        gapv = torch.full((b,), math.inf, dtype=torch.float64, device=dev)
-        ref = None  # correlations C r_ref (dictionary dtype) of each image's last full product
+        fval = torch.full((b,), math.inf, dtype=f64, device=dev)
+        gapv = torch.full((b,), math.inf, dtype=f64, device=dev)
+        ref = None  # correlations C r_ref of each image's last full product (dictionary dtype)
         r_ref = torch.zeros_like(V)
-        ref_err = torch.zeros(b, dtype=torch.float64, device=dev)
+        ref_err = torch.zeros(b, dtype=f64, device=dev)
         has_ref = torch.zeros(b, dtype=torch.bool, device=dev)
         force_full = torch.zeros(b, dtype=torch.bool, device=dev)
         extra = torch.full((b,), 8, dtype=torch.long, device=dev)
+        exact_gram = lam == 0  # NNLS has no certificate slack: solve subproblems in float64
         n_full = 0
         rnd = 0
         for rnd in range(1, self.max_rounds + 1):
             act = (~done).nonzero().flatten()
             if act.numel() == 0:
                 break
-            Ia, wa = idx[act], w[act]
+            Ia, wa, ra, sca = idx[act], w[act], r[act], sup_corr[act]
             K = Ia.shape[1]
-            sup = self._gather64(Ia)  # (a, K, d)
-            r = V[act] - torch.einsum("ak,akd->ad", wa, sup)
-            sup_corr = torch.einsum("akd,ad->ak", sup, r).masked_fill_(Ia < 0, ninf)  # exact
-            del sup
-            rn = r.norm(dim=1)
+            rn = ra.norm(dim=1)
             err = self.gamma * self.maxnorm * rn  # rounding bound of a float32 c_j . r
-            r32 = r.to(self.C.dtype)
-            # working sets may double each round, so large supports need few rounds
+            r32 = ra.to(self.C.dtype)
             m_add = self.first_adds if rnd == 1 else min(max(self.adds, K), 2 * self.adds)
-
-            # Each group gives, per image: indices E (n, T) of the concepts that may matter,
-            # their correlations in the dictionary dtype, a per-image error bound on those
-            # values, and "rest": an upper bound on c_j . r for every concept outside E.
+            # Each group: rows into act, candidate indices E (n, T) (non-support concepts
+            # that may reach l1/2), their approximate values, and "rest": an upper bound on
+            # c_j . r for every concept outside E and outside the support.
             groups = []
             cheap = has_ref[act] & ~force_full[act]
             if bool(cheap.any()):
                 ci = cheap.nonzero().flatten()
                 a_ci = act[ci]
-                slack = (r[ci] - r_ref[a_ci]).norm(dim=1) * self.maxnorm + ref_err[a_ci]
-                # concepts whose bound ref_j + slack can exceed the threshold (rounded down)
-                thr = (half * (1 - 1e-6) - slack) * (1 - 1e-6) - 1e-12
-                refc = ref[a_ci]
-                counts = (refc > thr.to(refc.dtype)[:, None]).sum(1)
-                ok_cheap = counts <= self.cheap_limit
-                cheap[ci[~ok_cheap]] = False
-                ci, refc, counts, slack = ci[ok_cheap], refc[ok_cheap], counts[ok_cheap], slack[ok_cheap]
+                slack = (ra[ci] - r_ref[a_ci]).norm(dim=1) * self.maxnorm + ref_err[a_ci]
+                thr = (half - slack) - 1e-7 * (abs(half) + slack) - 1e-12  # rounded down
+                E, _, rest = self._select(ref[a_ci], thr, self.cheap_limit)
+                rest = rest + slack
+                many = (E >= 0).sum(1) >= self.cheap_limit
+                if bool(many.any()):  # the bound is too loose for these: full product
+                    cheap[ci[many]] = False
+                    keep = ~many
+                    ci, E, rest = ci[keep], E[keep], rest[keep]
                 if ci.numel():
-                    T = min(c, max(int(counts.max().item()), K, 1) + 4)
-                    if T < c:
-                        topv, topi = refc.topk(T + 1, dim=1)
-                        rest = topv[:, -1].double() + slack
-                        topi = topi[:, :T]
-                    else:
-                        topi = refc.argsort(1, descending=True)
-                        rest = torch.full((ci.numel(),), ninf, dtype=torch.float64, device=dev)
-                    vals = self._corr32(topi, r32[ci])
-                    groups.append((ci, topi, vals, rest))
+                    vals = torch.bmm(self._gather32(E), r32[ci, :, None])[..., 0].double()
+                    vals = vals.masked_fill_(E < 0, ninf)
+                    groups.append((ci, E, vals, rest))
             fi = (~cheap).nonzero().flatten()
             if fi.numel():
                 a_fi = act[fi]
                 corr = r32[fi] @ self.C.T
                 n_full += 1
-                if ref is None:
-                    ref = torch.zeros((b, c), dtype=self.C.dtype, device=dev)
-                ref[a_fi] = corr
-                r_ref[a_fi] = r[fi]
+                if ref is None and a_fi.numel() == b:
+                    ref = corr
+                else:
+                    if ref is None:
+                        ref = torch.empty((b, c), dtype=self.C.dtype, device=dev)
+                    ref[a_fi] = corr
+                r_ref[a_fi] = ra[fi]
                 ref_err[a_fi] = err[fi]
                 has_ref[a_fi] = True
                 force_full[a_fi] = False
-                T = min(c, K + m_add + int(extra[a_fi].max().item()))
-                if T < c:
-                    topv, topi = corr.topk(T + 1, dim=1)
-                    rest = topv[:, -1].double() + err[fi]
-                    topv, topi = topv[:, :T], topi[:, :T]
-                else:
-                    topv, topi = corr.sort(1, descending=True)
-                    rest = torch.full((fi.numel(),), ninf, dtype=torch.float64, device=dev)
-                groups.append((fi, topi, topv, rest))
-                del corr
+                cap = K + m_add + int(extra[a_fi].max().item())
+                E, vals, rest = self._select(corr, half - err[fi], cap)
+                rest = rest + err[fi]
+                vals = vals.double().masked_fill_(E < 0, ninf)
+                groups.append((fi, E, vals, rest))
             if self.trace is not None:
                 self.trace.append({"round": rnd, "active": int(act.numel()), "K": K,
                                    "full": int(fi.numel()),
-                                   "cheap_T": [int(g[1].shape[1]) for g in groups[:-1 if fi.numel() else None]]})
+                                   "T": [int(g[1].shape[1]) for g in groups]})
 
             # -- certificate and candidates, per group --------------------------------------
             f_act = rn * rn + lam * wa.sum(1)
-            rv = (r * V[act]).sum(1)
+            rv = (ra * V[act]).sum(1)
             rr = rn * rn
+            sup_max = sca.max(1).values if K else torch.full_like(rn, ninf)
             work = []  # (rows into act, candidate indices (n, m))
-            for rows, topi, vals, rest in groups:
-                Ir = Ia[rows]
-                in_sup = (topi[:, :, None] == Ir[:, None, :]).any(2) if K else torch.zeros_like(topi, dtype=torch.bool)
-                v64 = vals.double().masked_fill_(in_sup, ninf)  # concepts outside the support
-                # exact values for the few largest ones, bounds for the others
-                ne = min(4, v64.shape[1])
-                top_v, top_j = v64.topk(ne, dim=1)
-                top_i = torch.gather(topi, 1, top_j).masked_fill_(~torch.isfinite(top_v), -1)
-                top_exact = torch.einsum("ntd,nd->nt", self._gather64(top_i), r[rows])
+            for rows, E, vals, rest in groups:
+                if K:  # support concepts are certified exactly through sup_corr
+                    vals = vals.masked_fill((E[:, :, None] == Ia[rows][:, None, :]).any(2), ninf)
+                ne = min(4, vals.shape[1])
+                top_v, top_j = vals.topk(ne, dim=1)
+                top_i = torch.gather(E, 1, top_j).masked_fill_(~torch.isfinite(top_v), -1)
+                top_exact = torch.einsum("ntd,nd->nt", self._gather64(top_i), ra[rows])
                 top_exact = top_exact.masked_fill_(top_i < 0, ninf)
-                others = v64.scatter(1, top_j, ninf).max(1).values + err[rows]
-                maxc = torch.stack([sup_corr[rows].max(1).values if K else torch.full_like(rest, ninf),
-                                    top_exact.max(1).values, others, rest], 1).max(1).values
+                others = vals.scatter(1, top_j, ninf).max(1).values + err[rows]
+                maxc = torch.stack([sup_max[rows], top_exact.max(1).values, others, rest],
+                                   1).max(1).values
                 fr, rvr, rrr = f_act[rows], rv[rows], rr[rows]
                 if lam > 0:
                     s_max = torch.where(maxc > 0, half / maxc.clamp_min(1e-300),
@@ -466,9 +518,9 @@ class ActiveSetSolver:
                     g = 2 * sc * rvr - sc * sc * rrr
                     gp = (fr - g).clamp_min(0)
                     ok = gp <= self.tol * fr
-                else:  # no l1 term: optimal iff no concept has a positive correlation
-                    ok = maxc <= 1e-9
-                    gp = torch.where(ok, 0.0, math.inf).to(torch.float64)
+                else:  # no l1 term (plain NNLS): KKT, up to the products' rounding
+                    ok = maxc <= 2 * err[rows] + 1e-12
+                    gp = torch.where(ok, 0.0, math.inf).to(f64)
                 a_rows = act[rows]
                 fval[a_rows] = fr
                 gapv[a_rows] = gp
@@ -476,48 +528,72 @@ class ActiveSetSolver:
                 todo = ~ok
                 if not bool(todo.any()):
                     continue
-                # candidates: concepts outside the support that may violate, best first
+                # candidates: concepts outside the support that may violate, largest first
                 tr = rows[todo]
-                ub = v64[todo] + err[tr][:, None]
-                score = torch.where(ub > half, v64[todo], torch.full_like(ub, ninf))
+                vt = vals[todo]
+                if lam > 0:
+                    score = torch.where(vt + err[tr][:, None] > half, vt, torch.full_like(vt, ninf))
+                else:
+                    score = torch.where(vt > err[tr][:, None], vt, torch.full_like(vt, ninf))
                 m = min(m_add, score.shape[1])
                 sv, si = score.topk(m, dim=1)
-                cand = torch.gather(topi[todo], 1, si).masked_fill_(~torch.isfinite(sv), -1)
+                cand = torch.gather(E[todo], 1, si).masked_fill_(~torch.isfinite(sv), -1)
                 none = ~torch.isfinite(sv[:, 0])
                 unresolved = none & (rest[todo] > half)
                 if bool(unresolved.any()):  # the bound is too loose: redo a wider full product
                     ar_ = act[tr[unresolved]]
                     force_full[ar_] = True
                     extra[ar_] = extra[ar_] * 4
+                if bool((none & ~unresolved).any()):
+                    exact_gram = True  # nothing to add, yet not certified: refine in float64
                 work.append((tr, cand))
 
             if not work:
                 continue
             rows = torch.cat([t for t, _ in work])
             M = max(cd.shape[1] for _, cd in work)
-            cand = torch.cat([torch.nn.functional.pad(cd, (0, M - cd.shape[1]), value=-1) for _, cd in work])
+            cand = torch.cat([torch.nn.functional.pad(cd, (0, M - cd.shape[1]), value=-1)
+                              for _, cd in work])
             a_rows = act[rows]
             ws_idx = torch.cat([idx[a_rows], cand], 1)
-            ws_w = torch.cat([w[a_rows], torch.zeros_like(cand, dtype=torch.float64)], 1)
+            ws_w = torch.cat([w[a_rows], torch.zeros(cand.shape, dtype=f64, device=dev)], 1)
             allowed = ws_idx >= 0
-            atoms = self._gather64(ws_idx)  # (n, K', d)
-            G = torch.bmm(atoms, atoms.transpose(1, 2))
-            q = torch.einsum("nkd,nd->nk", atoms, V[a_rows]) - half
-            del atoms
-            q = q.masked_fill_(~allowed, 0.0)
-            G = G.masked_fill_(~(allowed[:, :, None] & allowed[:, None, :]), 0.0)
-            G = G + torch.diag_embed((~allowed).double())
+            if exact_gram or self.C.dtype == torch.float64:
+                atoms = self._gather64(ws_idx)  # (n, K', d)
+                G = torch.bmm(atoms, atoms.transpose(1, 2))
+                q = torch.bmm(atoms, V[a_rows, :, None])[..., 0]
+            else:
+                # float32 Gram matrix and correlations: the subproblem is then solved to
+                # float32 accuracy (~1e-7); the residual and the certificate below are exact,
+                # and a round that cannot certify switches to float64 (exact_gram)
+                a32 = self._gather32(ws_idx)
+                G = torch.bmm(a32, a32.transpose(1, 2)).double()
+                q = torch.bmm(a32, V[a_rows, :, None].float())[..., 0].double()
+                del a32
+            q = (q - half).masked_fill_(~allowed, 0.0)
+            pair = allowed[:, :, None] & allowed[:, None, :]
+            G = G.masked_fill_(~pair, 0.0)
+            G.diagonal(dim1=1, dim2=2).add_((~allowed).to(f64))
             new_w, _ = nnqp(G, q, allowed, ws_w)
-            new_idx, new_w = _compact(ws_idx, new_w, (new_w > 0) & allowed)
+            keep = (new_w > 0) & allowed
+            new_idx, new_w = _compact(ws_idx, keep, new_w)
+            atoms = self._gather64(new_idx)  # the new supports only, exact residuals
+            new_r = V[a_rows] - torch.bmm(new_w[:, None, :], atoms)[:, 0]
+            new_sc = torch.bmm(atoms, new_r[:, :, None])[..., 0].masked_fill_(new_idx < 0, ninf)
+            del atoms
             width = max(idx.shape[1], new_idx.shape[1])
             if width > idx.shape[1]:
-                idx = torch.nn.functional.pad(idx, (0, width - idx.shape[1]), value=-1)
-                w = torch.nn.functional.pad(w, (0, width - w.shape[1]), value=0.0)
-            idx[a_rows] = torch.nn.functional.pad(new_idx, (0, width - new_idx.shape[1]), value=-1)
-            w[a_rows] = torch.nn.functional.pad(new_w, (0, width - new_w.shape[1]), value=0.0)
-            keep = idx >= 0
-            if idx.shape[1] and not bool(keep[:, -1].any()):
-                idx, w = _compact(idx, w, keep)
+                pad = width - idx.shape[1]
+                idx = torch.nn.functional.pad(idx, (0, pad), value=-1)
+                w = torch.nn.functional.pad(w, (0, pad), value=0.0)
+                sup_corr = torch.nn.functional.pad(sup_corr, (0, pad), value=ninf)
+            pad = width - new_idx.shape[1]
+            idx[a_rows] = torch.nn.functional.pad(new_idx, (0, pad), value=-1)
+            w[a_rows] = torch.nn.functional.pad(new_w, (0, pad), value=0.0)
+            sup_corr[a_rows] = torch.nn.functional.pad(new_sc, (0, pad), value=ninf)
+            r[a_rows] = new_r
+            if idx.shape[1] and not bool((idx[:, -1] >= 0).any()):
+                idx, w, sup_corr = _compact(idx, idx >= 0, w, sup_corr)
         return idx, w, fval, gapv, done, rnd, n_full
 
 

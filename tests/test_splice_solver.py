@@ -1,0 +1,188 @@
+"""SpLiCE solvers: the default active-set solver against the reference (scikit-learn Lasso),
+brute force on small problems, its duality-gap certificate, and bad input."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from interp_splice.solvers import (
+    ActiveSetSolver,
+    ADMMSolver,
+    make_solver,
+    nnqp,
+    objective,
+    resolve_solver_name,
+    solve_sklearn,
+)
+from interp_splice.synthetic import synthetic_problem
+from interpcore import InterpError
+
+PENALTIES = (0.1, 0.2, 0.25, 0.3, 0.35)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    # a few thousand concepts at CLIP-like geometry (shared direction removed by centring,
+    # topics, near-synonyms), embeddings that need 5..40 concepts
+    return synthetic_problem(c=2500, d=96, n=20, seed=3)
+
+
+@pytest.mark.parametrize("l1", PENALTIES)
+def test_objective_matches_sklearn_for_every_image(problem, l1):
+    C, V = problem
+    W, info = ActiveSetSolver(C).solve(V, l1)
+    Ws, _ = solve_sklearn(C, V, l1)
+    f = objective(C, V, W, l1)
+    fs = objective(C, V, Ws, l1)
+    rel = (f - fs) / fs
+    print(f"l1={l1}: mean L0 {float((W > 0).sum(1).float().mean()):.1f}, "
+          f"largest relative objective difference {float(rel.abs().max()):.2e}")
+    assert bool(info.converged.all()), "some images were not certified"
+    assert float(rel.abs().max()) <= 1e-4, f"objective differs from sklearn's by {rel.abs().max():.2e}"
+    assert bool((W >= 0).all())
+
+
+def test_solution_satisfies_kkt_conditions(problem):
+    C, V = problem
+    l1 = 0.25
+    W, _ = ActiveSetSolver(C).solve(V, l1)
+    W64, C64, V64 = W.double(), C.double(), V.double()
+    grad = 2 * (W64 @ C64 - V64) @ C64.T + l1  # gradient of ||C^T w - v||^2 + l1 sum(w)
+    on = W64 > 0
+    assert float(grad[on].abs().max()) < 1e-4  # zero on the support (float32 weights)
+    assert float(grad[~on].min()) > -1e-4  # nonnegative off the support
+
+
+def test_certified_gap_bounds_the_true_suboptimality(problem):
+    C, V = problem
+    l1 = 0.2
+    solver = ActiveSetSolver(C, tol=1e-3)  # stop early, so that the gap is not ~0
+    W, info = solver.solve(V, l1)
+    _, best = ActiveSetSolver(C, tol=1e-12).solve(V, l1)
+    assert bool(info.converged.all())
+    # f(w) - f* <= gap <= tol * f(w)
+    assert bool((info.objective - best.objective <= info.gap + 1e-12).all())
+    assert bool((info.gap <= 1e-3 * info.objective).all())
+
+
+def test_batches_and_chunks_do_not_change_the_answer(problem):
+    C, V = problem
+    W_all, _ = ActiveSetSolver(C).solve(V, 0.25)
+    W_chunks, _ = ActiveSetSolver(C, chunk_size=3).solve(V, 0.25)
+    W_one, _ = ActiveSetSolver(C).solve(V[5:6], 0.25)
+    assert torch.allclose(W_all, W_chunks, atol=1e-5)
+    assert torch.allclose(W_all[5:6], W_one, atol=1e-5)
+
+
+def test_large_penalty_gives_all_zero_weights_with_zero_gap(problem):
+    C, V = problem
+    top = float((V @ C.T).max())
+    W, info = ActiveSetSolver(C).solve(V, 2 * top + 0.01)  # every correlation < l1/2
+    assert bool((W == 0).all())
+    assert torch.allclose(info.objective, torch.ones_like(info.objective), atol=1e-6)  # ||v||^2
+    assert float(info.gap.max()) <= 1e-12
+
+
+def test_zero_penalty_is_nonnegative_least_squares():
+    from scipy.optimize import nnls
+
+    C, V = synthetic_problem(c=60, d=24, n=4, seed=5)
+    W, info = ActiveSetSolver(C).solve(V, 0.0)
+    for i in range(V.shape[0]):
+        w_ref, _ = nnls(C.double().T.numpy(), V[i].double().numpy())
+        f_ref = objective(C, V[i : i + 1], torch.from_numpy(w_ref)[None], 0.0)
+        assert float(info.objective[i]) <= float(f_ref) * (1 + 1e-6) + 1e-9
+
+
+def test_nnqp_matches_brute_force_over_all_supports():
+    g = torch.Generator().manual_seed(0)
+    n, K, d = 6, 6, 10
+    A = torch.randn(n, K, d, generator=g, dtype=torch.float64)
+    G = A @ A.transpose(1, 2)
+    q = torch.randn(n, K, generator=g, dtype=torch.float64)
+    allowed = torch.ones(n, K, dtype=torch.bool)
+    allowed[0, 2] = False
+    w, finished = nnqp(G, q, allowed)
+    assert bool(finished.all())
+
+    def f(i, x):
+        return float(x @ G[i] @ x - 2 * q[i] @ x)
+
+    for i in range(n):
+        best = 0.0  # w = 0
+        idx = [j for j in range(K) if allowed[i, j]]
+        for r in range(1, len(idx) + 1):
+            for S in itertools.combinations(idx, r):
+                S = list(S)
+                x = torch.zeros(K, dtype=torch.float64)
+                x[S] = torch.linalg.solve(G[i][S][:, S], q[i][S])
+                if bool((x[S] > 0).all()):
+                    best = min(best, f(i, x))
+        assert f(i, w[i]) <= best + 1e-10
+        assert bool((w[i] >= 0).all()) and float(w[i][~allowed[i]].abs().sum()) == 0
+
+
+def test_nnqp_warm_start_reaches_the_same_optimum():
+    g = torch.Generator().manual_seed(1)
+    A = torch.randn(4, 12, 20, generator=g, dtype=torch.float64)
+    G = A @ A.transpose(1, 2)
+    q = torch.randn(4, 12, generator=g, dtype=torch.float64)
+    allowed = torch.ones(4, 12, dtype=torch.bool)
+    w_cold, _ = nnqp(G, q, allowed)
+    w0 = torch.rand(4, 12, generator=g, dtype=torch.float64)
+    w_warm, _ = nnqp(G, q, allowed, w0)
+    assert torch.allclose(w_cold, w_warm, atol=1e-9)
+
+
+def test_duplicate_concepts_do_not_break_the_solver():
+    C, V = synthetic_problem(c=300, d=32, n=6, seed=7)
+    C = torch.cat([C, C[:50]])  # exact duplicates
+    W, info = ActiveSetSolver(C).solve(V, 0.2)
+    Ws, _ = solve_sklearn(C, V, 0.2)
+    fs = objective(C, V, Ws, 0.2)
+    assert bool(info.converged.all())
+    assert float(((info.objective - fs) / fs).max()) <= 1e-4
+
+
+def test_float64_dictionary_and_admm_agree_with_the_default():
+    C, V = synthetic_problem(c=400, d=32, n=5, seed=11)
+    _, ref = ActiveSetSolver(C).solve(V, 0.25)
+    _, i64 = ActiveSetSolver(C.double()).solve(V, 0.25)
+    assert torch.allclose(ref.objective, i64.objective, rtol=1e-6)
+    W_admm, _ = ADMMSolver(C, tol=1e-8, max_iter=20000).solve(V, 0.25)
+    f_admm = objective(C, V, W_admm, 0.25)
+    assert float(((f_admm - ref.objective) / ref.objective).max()) < 1e-3
+    assert float(((ref.objective - f_admm) / ref.objective).max()) < 1e-6  # never better
+
+
+@pytest.mark.parametrize("name, expected", [(None, "active_set"), ("default", "active_set"),
+                                            ("skl", "sklearn"), ("ADMM", "admm")])
+def test_solver_names(name, expected):
+    assert resolve_solver_name(name) == expected
+
+
+def test_unknown_solver_name_suggests():
+    with pytest.raises(InterpError, match="Did you mean: sklearn"):
+        make_solver("sklearm", torch.eye(3))
+
+
+@pytest.mark.parametrize(
+    "C, V, l1, match",
+    [
+        (torch.eye(4), torch.ones(2, 3), 0.2, "3 dimensions but the concept dictionary has 4"),
+        (torch.eye(4), torch.tensor([[1.0, float("nan"), 0, 0]]), 0.2, "NaN"),
+        (torch.eye(4), torch.ones(1, 4), -0.1, ">= 0"),
+        (torch.eye(4), torch.ones(1, 4), float("inf"), ">= 0"),
+        (torch.zeros(0, 4), torch.ones(1, 4), 0.2, "empty"),
+        (torch.eye(4), torch.ones(4), 0.2, r"\(batch, dim\)"),
+    ],
+)
+def test_bad_input_is_a_clear_error(C, V, l1, match):
+    with pytest.raises(InterpError, match=match):
+        if C.shape[0] == 0:
+            ActiveSetSolver(C)
+        else:
+            ActiveSetSolver(C).solve(V, l1)
