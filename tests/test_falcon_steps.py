@@ -197,3 +197,20 @@ def test_low_activating_images_rule():
     assert len(low3) == 3 and set(low3) <= set(range(10, 20))
     with pytest.raises(InterpError, match="out of range"):
         steps.low_activating_images(reps_n, [8], [0])
+
+
+def test_computed_default_layer_of_a_timm_classifier():
+    """timm backbones' default layer 'pre_logits' is computed, not a module: Grad-CAM then
+    targets the image encoder's pooled features."""
+    timm_backbone = pytest.importorskip("interp_timm.backbone")
+    import timm
+
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=3)
+    bb = timm_backbone.ClassifierBackbone("timm:resnet10t", model, library="timm", device="cpu")
+    assert bb.default_layer == "pre_logits"
+    x = torch.randn(2, 3, 64, 64)  # layer4 gives 2x2 maps (1x1 would normalize to 0)
+    wrapper = steps.LayerOutput(bb)
+    assert wrapper.target_module is None
+    assert torch.allclose(wrapper(x), bb.features(x), atol=1e-5)
+    maps = steps.gradcam_maps(bb, x, [0, 1, 2])
+    assert maps.shape == (2, 64, 64) and 0.99 < maps.max() <= 1.0 + 1e-6

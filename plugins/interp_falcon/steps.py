@@ -220,17 +220,28 @@ class LayerOutput(torch.nn.Module):
         super().__init__()
         self.backbone = backbone
         self.inner = backbone.model
-        self.layer = layer or getattr(backbone, "default_layer", None)
+        default = getattr(backbone, "default_layer", None)
+        self.layer = layer or default
         if self.layer is None:
             raise InterpError(f"backbone '{backbone.name}' has no default feature layer; give a layer")
-        self.target_module = backbone.module(self.layer)
+        try:
+            self.target_module = backbone.module(self.layer)
+        except InterpError:
+            # the default layer may be computed rather than a module (timm's "pre_logits"):
+            # then the backbone's image encoder gives the pooled pre-classifier features
+            if self.layer != default or not hasattr(backbone, "_encode_image"):
+                raise
+            self.target_module = None
 
     def forward(self, pixels):
         from interpcore.torch_backbone import capture
 
-        with torch.enable_grad(), capture(self.target_module) as got:
-            fwd = getattr(self.backbone, "_forward_for_features", None)
-            fwd(pixels) if fwd is not None else self.inner(pixels)
+        with torch.enable_grad():
+            if self.target_module is None:
+                return pool_activations(self.backbone._encode_image(pixels))
+            with capture(self.target_module) as got:
+                fwd = getattr(self.backbone, "_forward_for_features", None)
+                fwd(pixels) if fwd is not None else self.inner(pixels)
         return pool_activations(got[0])
 
 
@@ -264,7 +275,9 @@ def gradcam_maps(backbone, pixels: torch.Tensor, features, *, layer: str | None 
     )
     out = []
     # Not "with cls(...) as cam": pytorch-grad-cam's __exit__ prints and swallows errors.
-    cam = cls(model=wrapper, target_layers=targets_layers)
+    reshape = getattr(backbone, "gradcam_reshape_transform", None)
+    reshape = reshape() if callable(reshape) else None  # ViT tokens -> (N, C, h, w) maps
+    cam = cls(model=wrapper, target_layers=targets_layers, reshape_transform=reshape)
     try:
         for start in range(0, pixels.shape[0], batch_size):
             x = pixels[start : start + batch_size].to(backbone.device, backbone.dtype).clone()
