@@ -102,6 +102,26 @@ def test_batches_are_a_function_of_seed_and_step():
     assert any("hexagon" in x or "circle" in x or "disk" in x or "round shape" in x for x in a[1])
 
 
+def test_contrast_groups_vary_one_attribute_and_name_it():
+    from interp_shapes import world
+
+    rng = np.random.default_rng(0)
+    images, captions, scenes = train._contrast_groups(rng, 200)
+    assert len(images) == len(captions) == len(scenes) == 200
+    phrases = {"position": world.POSITION_PHRASES, "shape": world.SHAPE_SYNONYMS,
+               "size": world.SIZE_SYNONYMS}
+    varied_seen = set()
+    for i in range(len(scenes) - 1):
+        a, b = scenes[i].objects[0].to_dict(), scenes[i + 1].objects[0].to_dict()
+        diff = [k for k in a if a[k] != b[k]]
+        if len(diff) == 1 and diff[0] in phrases and scenes[i].background == scenes[i + 1].background:
+            attr = diff[0]
+            varied_seen.add(attr)
+            for sc, cap in ((a, captions[i]), (b, captions[i + 1])):
+                assert any(p in cap for p in phrases[attr][sc[attr]]), (attr, cap)
+    assert varied_seen == {"position", "shape", "size"}
+
+
 def test_one_cycle_schedule_shape():
     f = [train.one_cycle(s, 100, 0.1) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and max(f) == pytest.approx(1.0) and f[-1] < 0.01

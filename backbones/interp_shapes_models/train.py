@@ -82,7 +82,7 @@ def _contrast_groups(rng, n_slots):
 
     from interp_shapes import world
 
-    images, captions = [], []
+    images, captions, scenes = [], [], []
     probs = np.array([g[1] for g in CONTRAST_GROUPS])
     while len(images) < n_slots:
         attr, _, subset = CONTRAST_GROUPS[rng.choice(len(CONTRAST_GROUPS), p=probs / probs.sum())]
@@ -98,11 +98,12 @@ def _contrast_groups(rng, n_slots):
             scene = world.Scene(bg, [obj])
             img, _ = world.render(scene, rng)
             images.append(img)
+            scenes.append(scene)
             captions.append(world.caption(
                 scene, rng, shape_weight=1.0 if attr == "shape" else 0.8,
                 p_position=1.0 if attr == "position" else 0.65,
                 p_size=1.0 if attr == "size" else 0.5))
-    return images, captions
+    return images, captions, scenes
 
 
 def _clip_batch(step, batch_size, seed, spurious_fraction, contrast_fraction, main_ds, spur_ds):
@@ -111,7 +112,7 @@ def _clip_batch(step, batch_size, seed, spurious_fraction, contrast_fraction, ma
 
     n_hard = int(round(batch_size * contrast_fraction))
     rng = np.random.default_rng([seed, 104729, step])
-    h_img, h_cap = _contrast_groups(rng, n_hard) if n_hard else ([], [])
+    h_img, h_cap, _ = _contrast_groups(rng, n_hard) if n_hard else ([], [], [])
     images, captions, _ = _batch(step, batch_size - n_hard, seed, spurious_fraction, main_ds, spur_ds)
     if n_hard:
         images = np.concatenate([np.stack(h_img), images])
