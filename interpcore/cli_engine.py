@@ -72,7 +72,7 @@ def job_run( dataset, split, backbone, method, kind, verb, inputs, dataset_opts,
     interp job run --method prs -D n=512 --out runs/prs --engine ray --workers 2
     interp job run --dataset folder:photos --backbone open_clip:ViT-B-32 --out runs/emb
     """
-    from .engine import JobSpec, run_job, run_section
+    from .engine import JobSpec, engine_run_args, run_job, run_section
 
     spec = JobSpec(
         dataset=dataset, split=split, backbone=backbone, method=method, kind=kind, verb=verb,
@@ -82,19 +82,12 @@ def job_run( dataset, split, backbone, method, kind, verb, inputs, dataset_opts,
         call_options=_parse_options(call_opts, "--call-option"), adapter=adapter,
         plugins=plugins, batch_size=batch_size, shard_size=engine_kw["shard_size"], limit=limit,
     )
-    result = run_job(spec, engine_kw["job_dir"] or out, engine=engine_kw["engine"],
-                     overwrite=engine_kw["overwrite"], **_engine_args(engine_kw, device))
+    result = run_job(spec, engine_kw["job_dir"] or out, **engine_run_args(engine_kw, device))
     _write_run(out, spec, result, report_path, run_section(result))
     if as_json:
         click.echo(result.to_json())
     else:
         click.echo(str(result))
-
-
-def _engine_args(kw: dict, device: str) -> dict:
-    if kw["engine"] == "ray":
-        return {"address": kw["address"], "num_workers": kw["workers"]}
-    return {"device": device}
 
 
 def _write_run(out, spec, result, report_path, section) -> None:

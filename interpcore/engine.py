@@ -862,6 +862,32 @@ def load_array(out_dir, name: str, mmap: bool = False):
     return np.concatenate(parts) if parts else np.empty((0,))
 
 
+def iter_shards(out_dir, names: Sequence[str], mmap: bool = False):
+    """Yield ``{name: array}`` shard by shard (dataset order) from a finished job folder, so
+    statistics over large outputs never need the whole array in memory."""
+    import numpy as np
+
+    manifest = read_manifest(out_dir)
+    if manifest.get("status") != "complete":
+        raise EngineError(f"the job in {out_dir} is not complete; rerun it to finish")
+    for s in manifest["shards"]:
+        out = {}
+        for name in names:
+            p = Path(out_dir) / "arrays" / name / f"shard-{s['id']:05d}.npy"
+            if not p.exists():
+                raise EngineError(f"no array '{name}' in {out_dir}")
+            out[name] = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+        yield out
+
+
+def default_job_dir(spec: JobSpec) -> Path:
+    """Where a command keeps a job's shards when the user names no folder: the user cache,
+    keyed by the spec hash (so rerunning the same command resumes)."""
+    from .cache import cache_dir
+
+    return cache_dir("jobs", spec.hash)
+
+
 # --------------------------------------------------------------------------------------
 # Engines and the runner
 # --------------------------------------------------------------------------------------
@@ -1006,6 +1032,16 @@ def run_section(result: JobResult) -> dict:
 # --------------------------------------------------------------------------------------
 
 
+def engine_run_args(kw: Mapping, device: str = "auto") -> dict:
+    """``run_job`` keyword arguments from the values of :func:`engine_options`."""
+    args = {"engine": kw.get("engine") or "local", "overwrite": bool(kw.get("overwrite"))}
+    if args["engine"] == "ray":
+        args.update(address=kw.get("address"), num_workers=kw.get("workers"))
+    else:
+        args["device"] = device
+    return args
+
+
 def engine_options(func):
     """Click decorator adding ``--engine/--address/--workers/--shard-size/--job-dir/--overwrite``.
 
@@ -1035,7 +1071,8 @@ def engine_options(func):
 
 __all__ = [
     "EngineError", "JobResult", "JobSpec", "JobStore", "LocalEngine", "Shard", "ShardWorker",
-    "callable_path", "engine_options", "get_engine", "job_result", "load_array", "make_shards",
+    "callable_path", "default_job_dir", "engine_options", "engine_run_args", "get_engine", "iter_shards",
+    "job_result", "load_array", "make_shards",
     "num_samples", "open_dataset", "read_manifest", "read_samples", "run_job", "run_section",
     "to_arrays",
 ]

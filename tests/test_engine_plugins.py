@@ -1,0 +1,112 @@
+"""The SpLiCE and PRS dataset commands' engine path (``--engine`` / ``--job-dir``) gives what
+their single-process path gives, and resumes. Local engine here (the Ray engine runs the same
+ShardWorker code; see test_engine_ray.py). Skipped when the plugins are missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import interpcore
+
+TINY_CLIP = {
+    "embed_dim": 24,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 48, "layers": 2,
+                   "head_width": 12, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4,
+                 "layers": 1},
+}
+
+
+def _names(kind):
+    return interpcore.get_registry().names(kind)
+
+
+needs = pytest.mark.skipif(
+    not {"splice", "prs"} <= set(_names("decomposer")) or "shapes" not in _names("dataset")
+    or "open_clip" not in _names("backbone"),
+    reason="needs the splice, prs, shapes and open_clip plugins")
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A tiny random open_clip CLIP registered by config, its checkpoint, and an image mean."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from interp_open_clip import register_model_config
+
+    root = tmp_path_factory.mktemp("tinyclip")
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**TINY_CLIP)
+    ckpt = root / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    register_model_config("engine-plug-tiny", TINY_CLIP)
+    mean = root / "mean.npy"
+    np.save(mean, np.linspace(-0.1, 0.1, 24, dtype=np.float32))
+    return {"backbone": "open_clip:engine-plug-tiny", "pretrained": str(ckpt), "mean": str(mean),
+            "model_config": TINY_CLIP}
+
+
+def _splice_kw(tiny, tmp_path, **extra):
+    kw = dict(backbone=tiny["backbone"], pretrained=tiny["pretrained"], vocabulary="shapes",
+              vocabulary_size=None, l1_penalty=0.25, solver="active_set", templates=None,
+              image_mean=tiny["mean"], mean_dataset=None, device="cpu", batch_size=16,
+              dataset="shapes", split="test", root=None, limit=40, out=None,
+              engine="local", address=None, workers=None, shard_size=16,
+              job_dir=str(tmp_path / "job"), overwrite=False)
+    kw.update(extra)
+    return kw
+
+
+@needs
+def test_splice_dataset_and_classes_through_the_engine_match_decompose_data(tiny_clip, tmp_path):
+    from interp_splice import engine_job
+    from interp_splice.model import SpliceDecomposer
+
+    kw = _splice_kw(tiny_clip, tmp_path)
+    ds = interpcore.get_dataset("shapes", split="test")
+    bb = interpcore.get_backbone(kw["backbone"], pretrained=kw["pretrained"], device="cpu")
+    dec = SpliceDecomposer(bb, vocabulary="shapes", l1_penalty=0.25, image_mean=kw["image_mean"],
+                           batch_size=16)
+    ref = dec.decompose_dataset(ds, limit=40, batch_size=16, name="shapes")
+    got = engine_job.decompose(kw, "shapes", ds, name="shapes")
+    assert got.count == ref.count == 40 and got.concepts == list(ref.concepts)
+    np.testing.assert_allclose(got.mean_weights.numpy(), ref.mean_weights.numpy(), rtol=1e-4, atol=1e-6)
+    assert got.mean_l0 == pytest.approx(ref.mean_l0)
+    assert got.mean_cosine == pytest.approx(ref.mean_cosine, rel=1e-5)
+
+    ref_c = dec.decompose_classes(ds, limit=40, batch_size=16, name="shapes")
+    got_c = engine_job.decompose(kw, "shapes", ds, by_class=True, name="shapes")  # resumes
+    assert got_c.class_counts == ref_c.class_counts and got_c.class_names == ref_c.class_names
+    for lab in ref_c.class_weights:
+        np.testing.assert_allclose(got_c.class_weights[lab].numpy(), ref_c.class_weights[lab].numpy(),
+                                   rtol=1e-4, atol=1e-6)
+        assert got_c.class_l0[lab] == pytest.approx(ref_c.class_l0[lab])
+    manifest = interpcore.engine.read_manifest(tmp_path / "job")
+    assert manifest["last_run"]["computed"] == []  # the classes run reused every shard
+
+
+@needs
+def test_prs_dataset_through_the_engine_matches_the_prs_store(tiny_clip, tmp_path):
+    from interp_prs import engine_job
+    from interp_prs.decompose import PRSDecomposer, decompose_dataset
+
+    kw = dict(backbone=tiny_clip["backbone"], pretrained=tiny_clip["pretrained"], device="cpu",
+              dataset="shapes", split="test", root=None, limit=40, batch_size=16, out=None,
+              engine="local", address=None, workers=None, shard_size=16,
+              job_dir=str(tmp_path / "job"), overwrite=False)
+    got = engine_job.decompose(kw, per_patch=False, layers=1)
+    bb = interpcore.get_backbone(kw["backbone"], pretrained=kw["pretrained"], device="cpu")
+    ds = interpcore.get_dataset("shapes", split="test")
+    store = decompose_dataset(PRSDecomposer(bb), ds, tmp_path / "store", batch_size=16, limit=40,
+                              layers=1)
+    assert len(got) == len(store) == 40 and got.head_layers == store.head_layers == [1]
+    for name in ("embedding", "embed", "attn", "attn_cls", "mlps", "ln_bias", "heads", "norm"):
+        np.testing.assert_allclose(getattr(got, name), store.array(name, mmap=False), rtol=1e-4,
+                                   atol=1e-6, err_msg=name)
+    np.testing.assert_array_equal(got.label, store.labels)
+    assert Path(got.path) == tmp_path / "job"
