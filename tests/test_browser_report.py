@@ -258,7 +258,10 @@ def assert_clean(seen: dict, min_images: int = 1):
     with Image.open(seen["screenshot"]) as im:
         assert im.size[0] == 1280 and im.size[1] >= 300
         # A blank or broken page would be (almost) one colour.
-        assert len(im.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 50
+        import numpy as np
+
+        pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)[::7]
+        assert len(np.unique(pixels, axis=0)) > 50
 
 
 # --------------------------------------------------------------------------------------
@@ -469,3 +472,57 @@ def test_splice_report_on_toy_clip_renders_in_chromium(tmp_path):
     assert manifest["method"] == "splice" and manifest["sections"]
     seen = check_page(run / "report.html", ARTIFACTS / "report-splice-toy.png", tmp_path)
     assert_clean(seen, min_images=2)
+
+
+# The method owners' own tiny worlds (defined in their CLI tests) let every method's report be
+# checked without the shapes weights. A case whose plugin has moved is skipped, not failed: the
+# shapes-world cases above are the ones the issue asks for.
+TOY_RUN = """
+import importlib, sys
+sys.path.insert(0, {tests!r})
+from interpcore import get_registry
+try:
+    plugin = getattr(importlib.import_module(sys.argv[1]), sys.argv[2])
+except (ImportError, AttributeError) as exc:
+    print(f"SKIP {{exc}}"); sys.exit(0)
+get_registry().register_plugin(plugin, "browser-test-toy")
+from interpcore.cli import main
+main(sys.argv[3:])
+"""
+
+TOY_CASES = {
+    "prs-ablate": ("test_prs_cli", "_Plugin", [
+        "prs", "ablate", "--backbone", "tinyprs:clip", "--dataset", "tinyprs-data", "--batch-size", "8",
+        "--templates", "a photo of a {}."]),
+    "prs-heatmap": ("test_prs_cli", "_Plugin", [
+        "prs", "heatmap", "--backbone", "tinyprs:clip", "--dataset", "tinyprs-data", "--index", "0",
+        "--index", "3", "-t", "a circle", "-t", "grass", "--per-head", "--layers", "2",
+        "--heads", "2.0,2.1"]),
+    "prs-segment": ("test_prs_cli", "_Plugin", [
+        "prs", "segment", "--backbone", "tinyprs:clip", "--dataset", "tinyprs-data", "--batch-size", "8",
+        "--figures", "2"]),
+    "textspan": ("test_prs_cli", "_Plugin", [
+        "textspan", "run", "--backbone", "tinyprs:clip", "--dataset", "tinyprs-data", "--batch-size", "8",
+        "--pool", "{pool}", "--layers", "2", "--texts-per-head", "2", "--rank", "8"]),
+    "falcon": ("test_falcon", "_ToyPlugin", [
+        "falcon", "explain", "--backbone", "toyf:cnn", "--captioner", "toyf:clip",
+        "--dataset", "toy-colours", "--max-images", "6", "--pool", "toy-captions"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TOY_CASES))
+def test_toy_method_report_renders_in_chromium(tmp_path, case):
+    module, plugin, argv = TOY_CASES[case]
+    pool = tmp_path / "pool.txt"
+    pool.write_text("grass\nwater\na circle\na square\nred\nblue\nsnow\n")
+    argv = [a.replace("{pool}", str(pool)) for a in argv]
+    run = tmp_path / f"{case}-run"
+    env = dict(os.environ, INTERP_CACHE_DIR=str(tmp_path / "cache"), INTERP_QUIET="1")
+    proc = subprocess.run([sys.executable, "-c", TOY_RUN.format(tests=str(REPO / "tests")), module, plugin,
+                           "--quiet", *argv, "--out", str(run), "--report", str(run / "report.html")],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    if proc.stdout.startswith("SKIP "):
+        pytest.skip(f"the {case} toy plugin is not available: {proc.stdout[5:].strip()}")
+    assert proc.returncode == 0, f"{' '.join(argv)}:\n{proc.stderr[-3000:]}"
+    seen = check_page(run / "report.html", ARTIFACTS / f"report-toy-{case}.png", tmp_path)
+    assert_clean(seen, min_images=1)
