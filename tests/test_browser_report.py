@@ -487,7 +487,8 @@ except (ImportError, AttributeError) as exc:
     print(f"SKIP {{exc}}"); sys.exit(0)
 get_registry().register_plugin(plugin, "browser-test-toy")
 from interpcore.cli import main
-main(sys.argv[3:])
+sys.argv = ["interp"] + sys.argv[3:]  # so run.json records the command as a user would type it
+main(sys.argv[1:])
 """
 
 TOY_CASES = {
