@@ -303,6 +303,120 @@ def _hook_count(model) -> int:
     )
 
 
+
+def _failures_to_error(kind: str, name: str, failures: list[str]) -> None:
+    if failures:
+        raise ContractError(
+            f"{kind} {name} breaks the contract:\n" + "\n".join(f"  - {f}" for f in failures)
+        )
+
+
+def check_vocabulary(vocabulary, *, sized=None) -> ContractReport:
+    """Contract checks for a :class:`interpcore.Vocabulary` (and, optionally, its loader).
+
+    ``sized``: the loader called with ``size=k`` (e.g. ``lambda k: get_vocabulary("mine",
+    size=k)``) to check that it returns the ``k`` most frequent entries, i.e. the last ``k``.
+    """
+    from .base import Vocabulary
+
+    report = ContractReport(getattr(vocabulary, "name", "?"))
+    failures: list[str] = []
+
+    def check(label, fn):
+        try:
+            fn()
+            report.passed.append(label)
+        except Exception as exc:  # noqa: BLE001 - each failure is reported, not raised
+            failures.append(f"{label}: {type(exc).__name__}: {exc}")
+
+    def is_vocabulary():
+        assert isinstance(vocabulary, Vocabulary), f"got {type(vocabulary).__name__}"
+        assert isinstance(vocabulary.name, str) and vocabulary.name, "empty name"
+
+    def entries_are_text():
+        assert len(vocabulary) > 0, "no entries"
+        bad = [c for c in vocabulary.concepts if not isinstance(c, str) or not c.strip()]
+        assert not bad, f"{len(bad)} entries are empty or not strings, e.g. {bad[:3]!r}"
+
+    def hash_is_stable():
+        assert vocabulary.content_hash == Vocabulary("x", list(vocabulary.concepts)).content_hash
+
+    check("is a Vocabulary with a name", is_vocabulary)
+    check("entries are non-empty strings", entries_are_text)
+    check("content hash depends only on the entries", hash_is_stable)
+    if sized is not None:
+        def size_keeps_last():
+            k = max(1, min(5, len(vocabulary) - 1))
+            small = sized(k)
+            assert list(small.concepts) == list(vocabulary.concepts[-k:]), (
+                f"size={k} gave {list(small.concepts)!r}, expected the last {k} entries"
+            )
+
+        check("size=k keeps the k most frequent (last) entries", size_keeps_last)
+    _failures_to_error("vocabulary", report.name, failures)
+    return report
+
+
+def check_method(method, inputs, *, verb: str | None = None, **kwargs) -> ContractReport:
+    """Contract checks for a decomposer or explainer on ``inputs``.
+
+    The public verb (``decompose`` or ``explain``) must return an :class:`interpcore.Result`
+    that prints and serializes to JSON, and must leave no forward hooks on the backbone's
+    model, whether it succeeds or raises on bad input.
+    """
+    import json
+
+    from .base import Decomposer, Explainer, Result
+
+    report = ContractReport(getattr(method, "name", type(method).__name__))
+    failures: list[str] = []
+    if verb is None:
+        verb = "decompose" if isinstance(method, Decomposer) else "explain"
+    model = getattr(getattr(method, "backbone", None), "model", None)
+    before = _hook_count(model)
+
+    def check(label, fn):
+        try:
+            fn()
+            report.passed.append(label)
+        except Exception as exc:  # noqa: BLE001
+            failures.append(f"{label}: {type(exc).__name__}: {exc}")
+
+    def is_method():
+        assert isinstance(method, (Decomposer, Explainer)), (
+            f"{type(method).__name__} is neither a Decomposer nor an Explainer"
+        )
+
+    result_box = []
+
+    def runs():
+        result_box.append(getattr(method, verb)(inputs, **kwargs))
+
+    def returns_result():
+        assert result_box, "the verb did not return"
+        r = result_box[0]
+        assert isinstance(r, Result), f"{verb}() returned {type(r).__name__}, not a Result"
+        assert str(r), "prints as an empty string"
+        json.loads(r.to_json())
+
+    def no_hooks_left():
+        assert _hook_count(model) == before, "forward hooks were left on the model"
+
+    def bad_input_raises_cleanly():
+        try:
+            getattr(method, verb)(object())
+        except Exception:  # noqa: BLE001 - any error is fine; leftover hooks are not
+            pass
+        assert _hook_count(model) == before, "hooks left behind after an error"
+
+    check("is a Decomposer or Explainer", is_method)
+    check(f"{verb}() runs on the inputs", runs)
+    check("returns a Result that prints and serializes to JSON", returns_result)
+    check("leaves no forward hooks behind", no_hooks_left)
+    check("bad input leaves no hooks behind", bad_input_raises_cleanly)
+    _failures_to_error("method", report.name, failures)
+    return report
+
 if pytest is not None:
 
     @pytest.fixture

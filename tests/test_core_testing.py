@@ -1,0 +1,71 @@
+"""The contract checks shipped for plugin authors catch what they claim to catch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from interpcore import Capability, Decomposer, Result, Vocabulary
+from interpcore.testing import ContractError, check_method, check_vocabulary
+from interpcore.torch_backbone import TorchBackbone, capture
+
+
+class LinearBackbone(TorchBackbone):
+    def __init__(self):
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+        super().__init__("test:linear", model, device="cpu", embed_dim=4,
+                         transform=lambda im: torch.zeros(3, 8, 8),
+                         capabilities=[Capability.IMAGE_ENCODER])
+
+    def _encode_image(self, pixels):
+        return self.model(pixels)
+
+
+@dataclasses.dataclass
+class NormResult(Result):
+    norms: list
+
+    def __str__(self):
+        return f"norms {self.norms}"
+
+
+class NormDecomposer(Decomposer):
+    name = "norms"
+    requires = (Capability.IMAGE_ENCODER,)
+
+    def decompose(self, images, **kwargs):
+        with capture(self.backbone.module("1")):
+            z = self.backbone.encode_image(images)
+        return NormResult(z.norm(dim=-1).tolist())
+
+
+class LeakyDecomposer(NormDecomposer):
+    """Leaves a forward hook behind: the contract must flag it."""
+
+    def decompose(self, images, **kwargs):
+        self.backbone.model.register_forward_hook(lambda *a: None)
+        return NormResult([0.0])
+
+
+def test_check_method_passes_a_well_behaved_decomposer():
+    report = check_method(NormDecomposer(LinearBackbone()), torch.rand(2, 3, 8, 8))
+    assert "leaves no forward hooks behind" in report.passed
+
+
+def test_check_method_flags_leftover_hooks():
+    with pytest.raises(ContractError, match="forward hooks were left"):
+        check_method(LeakyDecomposer(LinearBackbone()), torch.rand(2, 3, 8, 8))
+
+
+def test_check_vocabulary_checks_entries_and_size():
+    words = ["rare", "common", "very common"]
+    report = check_vocabulary(Vocabulary("w", words),
+                              sized=lambda k: Vocabulary("w", words[-k:]))
+    assert len(report.passed) == 4
+    with pytest.raises(ContractError, match="last"):
+        check_vocabulary(Vocabulary("w", words), sized=lambda k: Vocabulary("w", words[:k]))
+    with pytest.raises(ContractError, match="empty"):
+        check_vocabulary(Vocabulary("w", ["a", " "]))
+
