@@ -368,7 +368,8 @@ def add_commands(cli) -> None:
                   help="Ablate heads whose TextSpan texts match this regular expression.")
     @click.option("--match-top", type=int, default=1, show_default=True,
                   help="How many of each head's first TextSpan texts are matched.")
-    @click.option("--textspan-layers", type=int, default=2, show_default=True)
+    @click.option("--textspan-layers", type=int, default=4, show_default=True,
+                  help="With --heads-matching: label the heads of the last k layers.")
     @click.option("--pool", default=None, help="TextSpan text pool (with --heads-matching).")
     @click.option("--probe", is_flag=True, help="Linear probe on the biased training split instead "
                   "of the zero-shot classifier.")
@@ -396,7 +397,7 @@ def add_commands(cli) -> None:
         if heads_matching:
             from .textspan import TextSpanExplainer, default_pool, resolve_pool
 
-            ex = TextSpanExplainer(bb, pool=pool, layers=textspan_layers)
+            ex = TextSpanExplainer(bb, pool=pool, layers=min(textspan_layers, L))
             ts = ex.explain_store(store, resolve_pool(pool or default_pool(store.meta.get("dataset_name"))),
                                   task=False)
             matched = ts.matching_heads(heads_matching, top=match_top)

@@ -60,6 +60,21 @@ def text_category(text: str) -> str | None:
     return next(iter(cats)) if len(cats) == 1 else None
 
 
+def shapes_attribute_pool():
+    """The shapes vocabulary's phrases that name exactly one attribute ("crimson", "on
+    grass", "hexagon", "little", "in the upper left"): one clear label per text, so a head's
+    TextSpan basis reads as the attributes it carries."""
+    import interpcore
+
+    try:
+        vocab = interpcore.get_vocabulary("shapes")
+        texts = list(vocab.concepts)
+    except InterpError:
+        texts = _world().vocabulary_phrases()
+    return interpcore.Vocabulary("shapes-attributes", [t for t in texts if len(text_categories(t)) == 1],
+                                 source="shapes vocabulary, single-attribute phrases")
+
+
 @dataclasses.dataclass
 class GroundTruthResult(Result):
     backbone: str
@@ -104,19 +119,13 @@ def shapes_ground_truth(backbone, *, limit: int = 2000, seg_limit: int = 500, ba
     from .tasks import dataset_tasks, task_weights
     from .textspan import TextSpanExplainer, resolve_pool
 
-    w = _world()
     dec = PRSDecomposer(backbone)
     L = dec.stream.num_layers
     layers = list(range(L))
     ds = interpcore.get_dataset("shapes", split="test")
     store = decompose_dataset(dec, ds, layers=layers, limit=limit, batch_size=batch_size,
                               desc="PRS (shapes)")
-    if pool is None:
-        try:
-            pool = interpcore.get_vocabulary("shapes")
-        except InterpError:
-            pool = interpcore.Vocabulary("shapes-phrases", w.vocabulary_phrases())
-    pool = resolve_pool(pool)
+    pool = shapes_attribute_pool() if pool is None else resolve_pool(pool)
     ts = TextSpanExplainer(backbone, layers=L, texts_per_head=texts_per_head, rank=rank).explain_store(
         store, pool, task=False)
     last_two = {f"L{h['layer']}.H{h['head']}": h["texts"][0] for h in ts.heads if h["layer"] >= L - 2}

@@ -194,11 +194,17 @@ def resolve_pool(pool) -> Vocabulary:
     return interpcore.get_vocabulary(str(pool))
 
 
-def default_pool(dataset_name: str | None) -> str:
-    """The text pool used when none is named: the shapes world's own phrases on shapes
-    datasets, else the paper's general image descriptions."""
+def default_pool(dataset_name: str | None):
+    """The text pool used when none is named: on shapes datasets the shapes vocabulary's
+    single-attribute phrases (clear one-attribute labels), else the paper's general image
+    descriptions (vocabulary ``image_descriptions_general``)."""
     if dataset_name and dataset_name.startswith("shapes"):
-        return "shapes"
+        try:
+            from .groundtruth import shapes_attribute_pool
+
+            return shapes_attribute_pool()
+        except InterpError:
+            return "shapes"
     return "image_descriptions_general"
 
 
