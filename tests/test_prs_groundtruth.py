@@ -48,8 +48,7 @@ def test_shapes_clip_decomposition_is_exact():
 
 @pytest.mark.slow
 def test_shapes_ground_truth_figures(monkeypatch, tmp_path):
-    """Prints every ground-truth figure of issue 7; asserts only what the method guarantees
-    (the figures and their targets are reported in docs/prs.md)."""
+    """Prints every ground-truth figure of issue 7 (targets and measured values: docs/prs.md)."""
     from interp_prs.groundtruth import shapes_ground_truth
 
     monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path))
@@ -57,6 +56,11 @@ def test_shapes_ground_truth_figures(monkeypatch, tmp_path):
     res = shapes_ground_truth(bb, limit=1000, seg_limit=300)
     print(res)
     assert len(res.first_texts_last_two_layers) == 2 * bb.residual_stream().num_heads
-    assert 0 <= res.segmentation_miou <= 1
-    for c in res.checks.values():
-        assert "passed" in c
+    c = res.checks
+    # measured on the shapes CLIP: these four hold; the background-accuracy drop does not
+    # (background is carried redundantly by many heads and MLPs, see docs/prs.md), so it is
+    # printed above and not asserted.
+    assert c["first texts of the last two layers cover >= 3 categories"]["passed"], res
+    assert c["largest shape / colour accuracy change (points)"]["passed"], res
+    assert c["shapes-spurious worst-group gain (points)"]["passed"], res
+    assert c["segmentation mIoU"]["passed"], res
