@@ -155,3 +155,21 @@ def test_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "decompose" in out.stdout and "classes" in out.stdout
     assert out.stdout.strip().endswith("TORCH False"), out.stdout[-300:] + out.stderr[-500:]
+
+
+def test_dataset_through_a_resumable_engine_job_matches_the_local_run(interp, tmp_path):
+    local = interp("splice", "dataset", "-d", "toy-colours", "-n", "20", "--json", *TOY)
+    job = tmp_path / "job"
+    args = ["splice", "dataset", "-d", "toy-colours", "-n", "20", "--json", "--job-dir", str(job),
+            "--shard-size", "8", *TOY]
+    first = interp(*args)
+    assert first.exit_code == 0, first.output
+    again = interp(*args)  # resumes: every shard is already there
+    a, b, c = (json.loads(r.output) for r in (local, first, again))
+    assert a["count"] == b["count"] == c["count"] == 20
+    assert b["mean_l0"] == pytest.approx(a["mean_l0"])
+    assert b["mean_cosine"] == pytest.approx(a["mean_cosine"], rel=1e-5)
+    wa = {x["concept"]: x["weight"] for x in a["concepts"]}
+    wb = {x["concept"]: x["weight"] for x in b["concepts"]}
+    assert wa.keys() == wb.keys() and all(wb[k] == pytest.approx(wa[k], rel=1e-4) for k in wa)
+    assert c == b | {"seconds": c["seconds"]}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from interpcore.engine import engine_options
 from interpcore.errors import InterpError
 
 DEFAULT_BACKBONE = "shapes:clip-vit"
@@ -134,6 +135,32 @@ def _dataset(name, split, root, limit=None):
             alias, opts["root"] = "imagefolder", name
         key = alias or name
     return key, get_dataset(key, split=split, **opts)
+
+
+def _use_engine(kw) -> bool:
+    return (kw.get("engine") or "local") != "local" or bool(kw.get("job_dir"))
+
+
+def _decompose_data(kw, name, ds, *, target=None, by_class=False, dec=None, compare=False):
+    """The dataset decomposition, in this process or as a sharded engine job (--engine /
+    --job-dir; see docs/scaling.md), which gives the same result and can resume."""
+    if _use_engine(kw):
+        from .engine_job import decompose
+
+        if compare:  # the second dataset gets its own job folder
+            kw = dict(kw)
+            if kw.get("job_dir"):
+                kw["job_dir"] = str(Path(kw["job_dir"])) + "-compare"
+            elif kw.get("out"):
+                kw["job_dir"] = str(Path(kw["out"]) / "job-compare")
+        return decompose(kw, name, ds, target_label=target, by_class=by_class, name=name), dec
+    dec = dec or _decomposer(kw)
+    if by_class or target is not None:
+        res = dec.decompose_classes(ds, target_label=target, limit=kw["limit"],
+                                    batch_size=kw["batch_size"], name=name)
+    else:
+        res = dec.decompose_dataset(ds, limit=kw["limit"], batch_size=kw["batch_size"], name=name)
+    return res, dec
 
 
 def _settings(kw, **extra):
@@ -298,16 +325,15 @@ def _parse_label(label, classes):
               help="Only this class (index or name); default: every class.")
 @_data_options
 @_model_options
+@engine_options
 def classes_cmd(class_label, **kw):
     """Per-class concept distributions: the mean SpLiCE weights of each class's images,
     with a bar plot PNG of its top concepts (--plot-topk) per class."""
     _check_common(kw)
     run = _RunDir(kw)
     name, ds = _dataset(kw["dataset"], kw["split"], kw["root"])
-    dec = _decomposer(kw)
     target = _parse_label(class_label, getattr(ds, "classes", None))
-    res = dec.decompose_classes(ds, target_label=target, limit=kw["limit"],
-                                batch_size=kw["batch_size"], name=name)
+    res, _ = _decompose_data(kw, name, ds, target=target, by_class=True)
     sections = []
     if run.path is not None:
         for lab, cname in res.class_names.items():
@@ -348,6 +374,7 @@ def classes_cmd(class_label, **kw):
 @click.option("--compare-root", default=None, help="Root of --compare (default: --root).")
 @_data_options
 @_model_options
+@engine_options
 def dataset_cmd(compare, compare_split, compare_root, **kw):
     """Whole-dataset decomposition: the mean SpLiCE weights over all images, average L0
     and cosine; with --compare, a side-by-side plot of two datasets' concept distributions
@@ -355,19 +382,24 @@ def dataset_cmd(compare, compare_split, compare_root, **kw):
     _check_common(kw)
     run = _RunDir(kw)
     name, ds = _dataset(kw["dataset"], kw["split"], kw["root"])
-    dec = _decomposer(kw)
-    res = dec.decompose_dataset(ds, limit=kw["limit"], batch_size=kw["batch_size"], name=name)
+    res, dec = _decompose_data(kw, name, ds)
     res2 = name2 = None
     if compare:
-        name2, ds2 = _dataset(compare, compare_split or kw["split"], compare_root or kw["root"])
-        res2 = dec.decompose_dataset(ds2, limit=kw["limit"], batch_size=kw["batch_size"], name=name2)
+        split2, root2 = compare_split or kw["split"], compare_root or kw["root"]
+        name2, ds2 = _dataset(compare, split2, root2)
+        kw2 = {**kw, "dataset": compare, "split": split2, "root": root2}
+        res2, _ = _decompose_data(kw2, name2, ds2, dec=dec, compare=True)
+    label1, label2 = f"{name} ({kw['split']})", None
+    if res2 is not None:
+        label2 = f"{name2} ({split2})"
+        res.dataset, res2.dataset = (label1, label2) if name2 == name else (name, name2)
     sections = []
     k = kw["plot_topk"]
     if run.path is not None:
         top = res.top(k)
-        png = _bar(run.path / f"dataset_{_slug(name)}.png", top, f"{name} decomposition")
+        png = _bar(run.path / f"dataset_{_slug(name)}.png", top, f"{label1} decomposition")
         sections.append({
-            "title": f"{name} ({kw['split']})",
+            "title": label1,
             "text": (f"Mean SpLiCE weights over {res.count} image(s): the concepts the dataset's "
                      f"image embeddings are made of, top {k} shown. Average L0 {res.mean_l0:.2f}, "
                      f"average cosine {res.mean_cosine:.4f}."),
@@ -380,7 +412,6 @@ def dataset_cmd(compare, compare_split, compare_root, **kw):
 
             idx = (res.mean_weights + res2.mean_weights).argsort(descending=True)[:k].tolist()
             labels = [res.concepts[i] for i in idx]
-            label1, label2 = name, name2 if name2 != name else f"{name2} (compare)"
             fig = figures.compare_bars(labels, {label1: [float(res.mean_weights[i]) for i in idx],
                                                 label2: [float(res2.mean_weights[i]) for i in idx]},
                                        title=f"{label1} vs {label2}", xlabel="mean weight")
@@ -407,7 +438,7 @@ def dataset_cmd(compare, compare_split, compare_root, **kw):
     else:
         click.echo(res.format(topk=None if kw["verbose"] else k))
         if res2 is not None:
-            click.echo(f"-- {name2} --")
+            click.echo(f"-- {label2} --")
             click.echo(res2.format(topk=None if kw["verbose"] else k))
     results = {"dataset": res.to_dict(topk=100)}
     if res2 is not None:
