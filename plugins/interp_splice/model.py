@@ -692,6 +692,9 @@ def resolve_image_mean(backbone, *, image_mean=None, mean_dataset=None, mean_spl
 
         path = locate(remote, folder=folder, env_var=MEANS_ENV, cache_subdir="downloads")
         return concepts.image_mean(backbone, path=path)
+    shipped = getattr(backbone, "image_mean_file", None)  # a backbone plugin may ship one
+    if shipped is not None and Path(shipped).is_file():
+        return concepts.image_mean(backbone, path=shipped)
     prefix = backbone.name.partition(":")[0]
     if prefix in DATASET_MEANS:
         ds, split, limit = DATASET_MEANS[prefix]
@@ -722,7 +725,8 @@ class SpliceDecomposer(Decomposer):
     (``active_set``), ``solver_options``, ``dictionary`` (a ready ``(c, d)`` tensor, then
     ``vocabulary`` names its rows), and the image mean: ``image_mean`` (tensor or file), else
     ``mean_dataset`` (+ ``mean_split``, ``mean_limit``), else SpLiCE's published mean for its
-    four backbones, else the training split of the shapes world for ``shapes:*``.
+    four backbones, else a file the backbone names in its ``image_mean_file`` attribute, else
+    the mean over 2,000 training images of the shapes world for ``shapes:*``.
     ``decompose(images)`` returns a :class:`SpliceResult`; ``.model`` is the
     :class:`SpliceModel` (the reference API).
     """
