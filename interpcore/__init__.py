@@ -73,7 +73,25 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return get_registry().names("dataset", pattern)
 
 
+_LAZY = {
+    "concept_dictionary": "concepts",
+    "image_mean": "concepts",
+    "text_embeddings": "concepts",
+    "classifier_weights": "zeroshot",
+}
+
+
+def __getattr__(name):
+    """Torch-backed helpers, imported on first use so that ``import interpcore`` stays light."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'interpcore' has no attribute '{name}'")
+
+
 __all__ = [
+    "classifier_weights", "concept_dictionary", "image_mean", "text_embeddings",
     "Backbone", "Capability", "CapabilityError", "Dataset", "Decomposer", "Explainer",
     "InterpError", "Method", "OfflineError", "PluginError", "Result", "UnknownNameError",
     "ViTBlockParts", "ViTResidualStream", "Vocabulary", "get_backbone", "get_dataset",

@@ -137,16 +137,19 @@ def backbones_list(pattern, as_json):
 def _simple_list(kind: str, pattern: str, as_json: bool) -> None:
     reg = _registry()
     reg.ensure_loaded()
+    import fnmatch
+
     rows = [
         (e.name, e.plugin, e.description)
         for n, e in sorted(reg.entries[kind].items())
-        if __import__("fnmatch").fnmatch(n, pattern)
+        if fnmatch.fnmatch(n, pattern)
     ]
     if as_json:
         _echo_json([{"name": n, "plugin": p, "description": d} for n, p, d in rows])
         return
+    width = max((len(n) for n, _, _ in rows), default=0) + 2
     for n, p, d in rows:
-        click.echo(f"{n:<24} {d}  ({p})")
+        click.echo(f"{n:<{width}}{d}  ({p})")
 
 
 @cli.group()
