@@ -358,7 +358,7 @@ def ensure_plugins(spec: JobSpec) -> None:
         obj = import_object(path)
         name = path.replace(":", ".")
         reg = get_registry()
-        if name not in reg.manager.statuses:
+        if name not in reg.manager.statuses and not reg.manager.pm.is_registered(obj):
             status = reg.register_plugin(obj, name)
             if getattr(status, "status", "ok") != "ok":
                 raise EngineError(f"plugin '{path}' failed to register: {status.error}")
@@ -553,7 +553,7 @@ class ShardWorker:
             else:
                 inputs = bb.encode_image(self._pixels(images), batch_size=len(images))
         verb = getattr(self._method, spec.verb_name)
-        result = verb(inputs, **spec.call_options)
+        result = verb(inputs, **spec.call_options)  # outside no_grad: Grad-CAM needs gradients
         return to_arrays(result, len(images), self._adapter)
 
     def compute(self, images: Sequence, fields: Mapping | None = None) -> dict:

@@ -58,6 +58,11 @@ class JobContributions:
         return self._cache[name]
 
 
+def use_engine(kw: dict) -> bool:
+    """True when the command was asked to run through the engine."""
+    return (kw.get("engine") or "local") != "local" or bool(kw.get("job_dir"))
+
+
 def decompose(kw: dict, *, per_patch: bool, layers):
     """Run (or resume) the job; return a :class:`JobContributions`."""
     from interpcore.engine import default_job_dir, engine_run_args, run_job

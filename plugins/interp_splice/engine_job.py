@@ -44,9 +44,18 @@ def dataset_options(kw: dict, key: str) -> dict:
     return {}
 
 
+def use_engine(kw: dict) -> bool:
+    """True when the command was asked to run through the engine."""
+    return (kw.get("engine") or "local") != "local" or bool(kw.get("job_dir"))
+
+
 def decompose(kw: dict, key: str, data, *, target_label=None, by_class: bool = False,
-              name: str | None = None):
-    """Run the job (or resume it) and return a :class:`DatasetDecomposition`."""
+              name: str | None = None, suffix: str = ""):
+    """Run the job (or resume it) and return a :class:`DatasetDecomposition`.
+
+    The job folder is ``--job-dir`` (+ ``suffix``), else ``OUT/job`` (+ ``suffix``), else a
+    folder in the user cache named by the job's hash; rerunning the command resumes it.
+    """
     import time
 
     import numpy as np
@@ -59,7 +68,12 @@ def decompose(kw: dict, key: str, data, *, target_label=None, by_class: bool = F
 
     t0 = time.perf_counter()
     spec = job_spec(kw, key, dataset_options(kw, key))
-    job_dir = kw.get("job_dir") or (Path(kw["out"]) / "job" if kw.get("out") else default_job_dir(spec))
+    if kw.get("job_dir"):
+        job_dir = Path(str(kw["job_dir"]) + suffix)
+    elif kw.get("out"):
+        job_dir = Path(kw["out"]) / f"job{suffix}"
+    else:
+        job_dir = default_job_dir(spec)
     result = run_job(spec, job_dir, **engine_run_args(kw, kw.get("device", "auto")))
     vocab = _load_vocabulary(kw.get("vocabulary") or default_vocabulary(kw["backbone"]),
                              kw.get("vocabulary_size") or None)
