@@ -235,3 +235,16 @@ def test_published_means_are_described_and_missing_offline_is_explained(registry
 
     with pytest.raises(OfflineError, match="clip_RN50_image.pt"):
         resolve_image_mean(Fake())
+
+
+def test_a_mean_file_shipped_with_the_backbone_is_used(registry, tmp_path):
+    import numpy as np
+
+    from interpcore import get_backbone, get_decomposer
+
+    bb = get_backbone("toy:clip")
+    mean = np.linspace(-0.2, 0.2, bb.embed_dim).astype(np.float32)
+    np.save(tmp_path / "mean.npy", mean)
+    bb.image_mean_file = str(tmp_path / "mean.npy")
+    dec = get_decomposer("splice", bb, vocabulary="toy-words")
+    assert torch.allclose(dec.model.image_mean.cpu(), torch.from_numpy(mean))
