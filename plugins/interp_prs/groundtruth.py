@@ -87,6 +87,7 @@ class GroundTruthResult(Result):
     spurious_worst_before: float
     spurious_worst_after: float
     segmentation_miou: float
+    search_agreement: dict  # category -> {"head": "Lx.Hy", "agreement_at_8": float, "chance": float}
     checks: dict  # name -> {"value": ..., "target": str, "passed": bool}
 
     def __str__(self) -> str:
@@ -103,6 +104,9 @@ class GroundTruthResult(Result):
         lines.append(f"  shapes-spurious worst group {self.spurious_worst_before:6.2f}% -> "
                      f"{self.spurious_worst_after:6.2f}%")
         lines.append(f"  zero-shot segmentation mIoU {self.segmentation_miou:.3f}")
+        for cat, a in self.search_agreement.items():
+            lines.append(f"  image search in {a['head']} (first text a {cat}): {100 * a['agreement_at_8']:.0f}% "
+                         f"of 8 neighbours share the query's {cat} (chance {100 * a['chance']:.0f}%)")
         lines.append("  checks:")
         for name, c in self.checks.items():
             lines.append(f"    [{'PASS' if c['passed'] else 'MISS'}] {name}: {c['value']} (target {c['target']})")
@@ -152,6 +156,20 @@ def shapes_ground_truth(backbone, *, limit: int = 2000, seg_limit: int = 500, ba
                          backbone=backbone.name)
     seg = segment_dataset(dec, ds, task_weights(backbone, tasks["shape"]), limit=seg_limit,
                           batch_size=32, n_figures=0)
+    from .search import agreement_at_k
+
+    search = {}
+    for cat in ("color", "size", "background"):
+        heads = [(h["layer"], h["head"]) for h in ts.heads if text_category(h["texts"][0]) == cat]
+        if not heads:
+            continue
+        li, hi = heads[-1]  # the latest layer's head labelled with this category
+        vals = [(s_.get("attributes") or {}).get(cat) for s_ in store.samples]
+        vals = [v for v in vals if v is not None]
+        chance = float(sum((vals.count(v) / len(vals)) ** 2 for v in set(vals))) if vals else 0.0
+        search[cat] = {"head": f"L{li}.H{hi}", "chance": chance,
+                       "agreement_at_8": agreement_at_k(store, [(li, hi)], cat, k=8,
+                                                        queries=range(0, len(store), 5))}
     d_bg = before["background"] - after["background"]
     moves = max(abs(before[k] - after[k]) for k in ("shape", "color"))
     checks = {
@@ -170,5 +188,5 @@ def shapes_ground_truth(backbone, *, limit: int = 2000, seg_limit: int = 500, ba
         backbone=backbone.name, n_images=len(store), first_texts_last_two_layers=last_two,
         categories_covered=covered, background_heads=[list(h) for h in bg_heads],
         zero_shot_before=before, zero_shot_after=after, spurious_worst_before=spr.before["worst"],
-        spurious_worst_after=spr.after["worst"], segmentation_miou=seg.miou, checks=checks,
+        spurious_worst_after=spr.after["worst"], segmentation_miou=seg.miou, search_agreement=search, checks=checks,
     )
