@@ -17,8 +17,10 @@ image::
        ``R @ C^T`` (later rounds usually skip even that: see "cheap rounds" below);
     2. derives a duality-gap certificate from it (the stopping rule, below);
     3. adds the most violating concepts to each image's working set and solves the
-       problem restricted to the working set *exactly*, with a batched Lawson-Hanson
-       active-set method on the small Gram matrices (float64, padded across images).
+       problem restricted to the working set exactly, with batched block principal
+       pivoting on the small Gram matrices (padded across images; the Gram matrices are
+       formed in float32 and solved in float64, and a round that cannot certify redoes
+       them in float64). Residuals and support correlations are always exact (float64).
 
     **Stopping rule.** For any ``theta`` with ``C theta <= l1/2`` (dual feasible),
     ``g(theta) = 2 theta.v - ||theta||^2 <= f(w*)``, so ``gap = f(w) - g(theta)`` bounds
@@ -31,10 +33,13 @@ image::
     error of a length-``d`` dot product (``gamma_{d+2} * ||c_j|| * ||r||``).
 
     **Cheap rounds.** Once an image has a full product ``C r_ref``, later rounds bound
-    ``c_j.r <= c_j.r_ref + ||c_j|| ||r - r_ref||`` (Cauchy-Schwarz) and recompute in
-    float64 only the few concepts whose bound can reach the threshold; a full product is
-    redone only when that set grows large. In practice an image needs about two full
-    products: one to choose the working set, one to certify it.
+    ``c_j.r <= c_j.r_ref + ||c_j|| ||r - r_ref||`` (Cauchy-Schwarz) and recompute only
+    the few concepts whose bound can reach the threshold; a full product is redone only
+    when that set grows large. In practice an image needs about two full products: one to
+    choose the working set, one to certify it.
+
+    On the CPU, chunks of images are solved in parallel threads with single-threaded
+    operations (most of the work is small tensor operations that release the GIL).
 
 ``sklearn``
     scikit-learn's ``Lasso(positive=True, fit_intercept=False)`` one image at a time with
