@@ -66,6 +66,10 @@ class Backbone:
     def gradcam_target_layers(self) -> list:
         raise CapabilityError(self.name, Capability.FEATURE_MAPS, "gradcam_target_layers")
 
+    def gradcam_reshape_transform(self):
+        """pytorch-grad-cam's ``reshape_transform`` for the target layers (None: CNN maps)."""
+        return None
+
     def residual_stream(self) -> ViTResidualStream:
         raise CapabilityError(self.name, Capability.VIT_RESIDUAL_STREAM, "residual_stream")
 

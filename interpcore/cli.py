@@ -350,7 +350,14 @@ def main(argv=None) -> None:
             raise
         click.echo(f"interp: error: {exc}", err=True)
         sys.exit(1)
-    cli.main(args=argv, prog_name="interp")
+    try:
+        cli.main(args=argv, prog_name="interp")
+    except BrokenPipeError:  # `interp backbones list | head`: the reader left, not an error
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
 
 
 if __name__ == "__main__":
