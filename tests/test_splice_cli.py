@@ -173,3 +173,19 @@ def test_dataset_through_a_resumable_engine_job_matches_the_local_run(interp, tm
     wb = {x["concept"]: x["weight"] for x in b["concepts"]}
     assert wa.keys() == wb.keys() and all(wb[k] == pytest.approx(wa[k], rel=1e-4) for k in wa)
     assert c == b | {"seconds": c["seconds"]}
+
+
+@pytest.mark.parametrize("seed_name, ours", [("CIFAR10", "cifar10"), ("CIFAR100", "cifar100"),
+                                             ("ImageNetVal", "imagenet-val"),
+                                             ("Waterbirds", "waterbirds")])
+def test_reference_dataset_names_map_to_registered_datasets(monkeypatch, seed_name, ours):
+    import interpcore
+
+    from interp_splice.cli import _dataset
+
+    asked = {}
+    monkeypatch.setattr(interpcore, "list_datasets", lambda: [ours, "shapes"])
+    monkeypatch.setattr(interpcore, "get_dataset",
+                        lambda name, split="test", **o: asked.update(name=name, split=split, **o))
+    key, _ = _dataset(seed_name, "test", "/data/x")
+    assert key == ours and asked == {"name": ours, "split": "test", "root": "/data/x"}
