@@ -292,7 +292,8 @@ def add_commands(cli) -> None:
         written = []
         for i, (img, nm) in enumerate(zip(pics, names)):
             fig = figures.heatmap_grid(img, {t: maps[i, j] for j, t in enumerate(texts)},
-                                       title=f"{nm}: where each text is found")
+                                       title=f"{nm}: where each text is found",
+                                       shared_scale=len(texts) > 1 and not no_contrast)
             written += figures.save_figure(fig, out / f"heatmap_{i:02d}.png")
             if per_head:
                 for j, t in enumerate(texts):
