@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-TIME_LIMIT = 900
+TIME_LIMIT = 600
 THREADS = 2
 N_IMAGES, DIM, N_CONCEPTS = 2048, 512, 10_000
 ROUNDS = 4
@@ -52,7 +52,7 @@ def main() -> str:
     V = synthetic_embeddings(C, N_IMAGES, seed=1)
     solver = ActiveSetSolver(C)
     solver.solve(V[:64], 0.25)  # warm-up (allocations, BLAS threads)
-    n_sk = int(os.environ.get("SPLICE_BENCH_SKLEARN_IMAGES", "64"))
+    n_sk = int(os.environ.get("SPLICE_BENCH_SKLEARN_IMAGES", "32"))
     subset = torch.linspace(0, N_IMAGES - 1, n_sk).round().long()
 
     rows = []
