@@ -29,16 +29,16 @@ import time
 from pathlib import Path
 
 CLIP_DEFAULTS = {
-    "steps": 3000,
+    "steps": 2800,
     "batch_size": 128,
-    "lr": 1e-3,
+    "lr": 1.5e-3,
     "weight_decay": 0.1,
     "betas": [0.9, 0.98],
     "eps": 1e-6,
     "warmup_fraction": 0.1,
     "grad_clip": 1.0,
-    "spurious_fraction": 0.2,
-    "contrast_fraction": 0.4,
+    "spurious_fraction": 0.08,
+    "contrast_fraction": 0.5,
     "eval_n": 1000,
 }
 RESNET_DEFAULTS = {
@@ -66,10 +66,10 @@ def one_cycle(step: int, total: int, warmup_fraction: float) -> float:
 #: Contrast groups: (attribute varied, probability, values); every member of a group is the
 #: same single-object scene except for that attribute, and its caption names the attribute.
 CONTRAST_GROUPS = (
-    ("position", 0.5, None),
+    ("position", 0.45, None),
     ("shape", 0.2, None),
-    ("shape", 0.15, ("circle", "hexagon", "square", "star")),
-    ("size", 0.15, None),
+    ("shape", 0.3, ("circle", "hexagon", "triangle", "star")),
+    ("size", 0.05, None),
 )
 
 
