@@ -25,8 +25,12 @@ def test_text_categories_of_shapes_phrases():
 
 
 def _shapes_clip():
+    # INTERP_PRS_SHAPES_CLIP=path/to/clip-vit.safetensors checks other weights of the model
+    import os
+
     try:
-        return interpcore.get_backbone("shapes:clip-vit", device="cpu")
+        return interpcore.get_backbone("shapes:clip-vit", device="cpu",
+                                       pretrained=os.environ.get("INTERP_PRS_SHAPES_CLIP") or None)
     except interpcore.InterpError as exc:
         pytest.skip(f"shapes:clip-vit is not available yet: {exc}")
 
