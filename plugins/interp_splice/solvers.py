@@ -191,14 +191,9 @@ def _solve_on_set(G: torch.Tensor, q: torch.Tensor, F: torch.Tensor) -> torch.Te
     M = G.masked_fill(~(F[:, :, None] & F[:, None, :]), 0.0)
     M.diagonal(dim1=1, dim2=2).copy_(torch.where(F, gd + ridge, torch.ones_like(gd)))
     rhs = torch.where(F, q, 0.0)[..., None]
-    if M.shape[-1] > 96 and M.device.type == "cpu":
-        # torch's batched CPU Cholesky is unblocked and slow for large matrices; LU is faster
-        z, info = torch.linalg.solve_ex(M, rhs)
-        z = z[..., 0]
-    else:
-        chol, info = torch.linalg.cholesky_ex(M)
-        z = None if bool((info != 0).any()) else torch.cholesky_solve(rhs, chol)[..., 0]
-    if z is None or bool((info != 0).any()):  # numerically singular (near duplicates)
+    chol, info = torch.linalg.cholesky_ex(M)
+    z = None if bool((info != 0).any()) else torch.cholesky_solve(rhs, chol)[..., 0]
+    if z is None:  # numerically singular (near-duplicate concepts): least squares
         z = torch.linalg.lstsq(M, rhs).solution[..., 0]
     return torch.where(F, z, 0.0)
 
