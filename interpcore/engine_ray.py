@@ -139,6 +139,29 @@ class _ShardActor:
 _pools: dict[tuple, list] = {}
 
 
+def _address_host(address: str) -> str | None:
+    rest = address.split("://", 1)[-1]
+    host, sep, _port = rest.rpartition(":")
+    return host.strip("[]") if sep else None
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast (Ray itself retries for minutes) when a host:port address does not answer."""
+    if address in ("auto", "local"):
+        return
+    rest = address.split("://", 1)[-1]
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise EngineError(
+            f"cannot reach the Ray cluster at {address} ({exc}); start one with 'ray start "
+            "--head' there, or leave out --address for a local cluster"
+        ) from None
+
+
 def _unwrap(ray, exc: BaseException) -> BaseException:
     """The worker's own error where there is one (an InterpError keeps its message)."""
     cause = getattr(exc, "cause", None)
@@ -180,6 +203,18 @@ class RayEngine:
         if ray.is_initialized():
             return False
         if self.address:
+            _check_reachable(self.address)
+            host = _address_host(self.address)
+            if host in ("127.0.0.1", "localhost", "::1"):
+                _loopback_only(ray)  # else ray swaps 127.0.0.1 for this machine's address
+            try:  # clusters started with token auth: use this user's token (~/.ray/auth_token)
+                from ray._private.authentication.authentication_token_setup import (
+                    maybe_enable_token_auth_if_token_available,
+                )
+
+                maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+            except Exception:  # noqa: BLE001 - other Ray versions: RAY_AUTH_MODE as the user set it
+                pass
             try:
                 ray.init(address=self.address, log_to_driver=bool(os.environ.get("INTERP_RAY_LOGS")),
                          logging_level="warning")
