@@ -110,3 +110,30 @@ def test_prs_dataset_through_the_engine_matches_the_prs_store(tiny_clip, tmp_pat
                                    atol=1e-6, err_msg=name)
     np.testing.assert_array_equal(got.label, store.labels)
     assert Path(got.path) == tmp_path / "job"
+
+
+@needs
+def test_prs_decompose_command_with_job_dir_matches_the_local_command(tiny_clip, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from interpcore import cli as cli_mod
+
+    cli_mod._add_plugin_commands()
+    base = ["prs", "decompose", "-b", tiny_clip["backbone"], "--pretrained", tiny_clip["pretrained"],
+            "--device", "cpu", "-d", "shapes", "-n", "32", "--batch-size", "16", "--json"]
+    runner = CliRunner()
+    local = runner.invoke(cli_mod.cli, base + ["--out", str(tmp_path / "local")])
+    assert local.exit_code == 0, local.output
+    job = runner.invoke(cli_mod.cli, base + ["--shard-size", "16", "--job-dir", str(tmp_path / "job")])
+    assert job.exit_code == 0, job.output
+    a, b = json.loads(local.stdout), json.loads(job.stdout)
+    assert a["images"] == b["images"] == 32 and b["max_abs_error_of_sum"] < 1e-4
+    np.testing.assert_allclose(b["mean_norm"]["attn"], a["mean_norm"]["attn"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b["mean_norm"]["mlps"], a["mean_norm"]["mlps"], rtol=1e-4, atol=1e-5)
+    again = runner.invoke(cli_mod.cli, base + ["--shard-size", "16", "--job-dir", str(tmp_path / "job")])
+    assert again.exit_code == 0, again.output
+    assert interpcore.engine.read_manifest(tmp_path / "job")["last_run"]["computed"] == []
+    bad = runner.invoke(cli_mod.cli, ["prs", "decompose", "x.png", "--engine", "ray"])
+    assert bad.exit_code != 0 and "leave out IMAGES" in bad.output

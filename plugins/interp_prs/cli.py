@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from interpcore import InterpError
+from interpcore.engine import engine_options
 
 DEFAULT_BACKBONE = "shapes:clip-vit"
 DEFAULT_DATASET = "shapes"
@@ -137,6 +138,7 @@ def add_commands(cli) -> None:
     @_common
     @click.option("--per-patch", is_flag=True, help="Per source patch, not only per head.")
     @click.option("--layers", default=None, help="Layers whose heads to record: k (last k) or 0,3,5.")
+    @engine_options  # dataset mode only: sharded, resumable, local or on Ray (docs/scaling.md)
     def decompose_cmd(images, per_patch, layers, **kw):
         """Decompose IMAGES (or, without images, a whole dataset into a memory-mapped store).
 
@@ -145,10 +147,16 @@ def add_commands(cli) -> None:
         contributions.safetensors; a dataset's store is written to OUT/store.
         """
         _check_report(kw)
+        from . import engine_job as _engine_job
         from .decompose import PRSDecomposer, decompose_dataset
 
-        bb = _backbone(kw)
-        dec = PRSDecomposer(bb, per_patch=per_patch, layers=_parse_layers(layers))
+        if images and _engine_job.use_engine(kw):
+            raise InterpError("--engine / --job-dir apply to a whole dataset: leave out IMAGES")
+        if not images and _engine_job.use_engine(kw):
+            dec = None  # the workers build the model
+        else:
+            bb = _backbone(kw)
+            dec = PRSDecomposer(bb, per_patch=per_patch, layers=_parse_layers(layers))
         if images:
             res = dec.decompose(list(images), batch_size=kw["batch_size"])
             files = []
@@ -163,6 +171,11 @@ def add_commands(cli) -> None:
                                  {"head_layers": res.head_layers, "per_patch": res.per_patch})
                 files.append(str(p))
             inputs = list(images)
+        elif _engine_job.use_engine(kw):  # --engine ray / --job-dir: sharded, resumable
+            store = _engine_job.decompose(kw, per_patch=per_patch, layers=_parse_layers(layers))
+            click.echo(f"PRS job folder: {store.path}", err=True)
+            res = _store_summary(store)
+            inputs = [kw["dataset"]]
         else:
             ds = _dataset(kw)
             out = Path(kw["out"]) / "store" if kw["out"] else None
