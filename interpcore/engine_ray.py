@@ -174,6 +174,13 @@ def _unwrap(ray, exc: BaseException) -> BaseException:
     return EngineError(f"a Ray worker failed: {exc}")
 
 
+def _kill(ray, actor) -> None:
+    try:
+        ray.kill(actor)
+    except Exception:  # noqa: BLE001 - best effort clean-up of an actor that may be gone
+        pass
+
+
 class RayEngine:
     """Shards on a Ray cluster: reader actors feeding a pool of model actors."""
 
@@ -229,6 +236,7 @@ class RayEngine:
         t_start = time.perf_counter()
         started = self._connect(ray)
         owned: list = []
+        inflight: dict = {}  # compute ref -> (shard, worker index)
         try:
             resources = ray.cluster_resources()
             gpus = float(resources.get("GPU", 0))
@@ -266,7 +274,7 @@ class RayEngine:
                 for stale in _pools.values():
                     for pair in stale:
                         for a in pair:
-                            ray.kill(a)
+                            _kill(ray, a)
                 _pools.clear()
             pool = [] if started else _pools.setdefault(key, [])
             actor_opts = dict(num_cpus=self.cpus_per_worker, num_gpus=gpw, max_restarts=0)
@@ -290,7 +298,6 @@ class RayEngine:
             self.setup_seconds = time.perf_counter() - t_start
 
             queue = collections.deque(shards)
-            inflight: dict = {}
 
             def submit(ai: int) -> None:
                 shard = queue.popleft()
@@ -323,10 +330,12 @@ class RayEngine:
             if error is not None:
                 raise error
         finally:
-            for a in owned:
+            for ref in inflight:  # interrupted (Ctrl-C, an error): drop the queued shards
                 try:
-                    ray.kill(a)
+                    ray.cancel(ref)
                 except Exception:  # noqa: BLE001 - best effort clean-up
                     pass
+            for a in owned:
+                _kill(ray, a)
             if started:
                 ray.shutdown()
