@@ -282,6 +282,10 @@ def machine_info() -> dict:
     if limit is not None:
         cores += f", cgroup quota {limit:g}"
     threads = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}
+    try:
+        load = ", ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        load = "unknown"
     return {
         "CPU": cpu_model(),
         "cores": cores,
@@ -289,6 +293,7 @@ def machine_info() -> dict:
         "GPU": "; ".join(gpus()) or "none",
         "OS": f"{platform.system()} {platform.release()} ({platform.machine()})",
         "thread settings": ", ".join(f"{k}={v}" for k, v in threads.items()) or "library defaults",
+        "load average (1, 5, 15 min) when written": load,
     }
 
 
