@@ -125,6 +125,12 @@ class FalconResult(Result):
             f"threshold {self.threshold:.4f}, {len(self.groups)} groups, "
             f"{len(self.interpretable)} interpretable"
         ]
+        if not self.groups:
+            lines.append(
+                f"  no group of at least {self.settings.get('min_images', 10)} images at sigma "
+                f"{self.settings.get('sigma', 5.0)}: the reference's 5-sigma rule suits wide, "
+                "sparse layers; for a narrow or dense layer lower --sigma (e.g. 3) or --min-images"
+            )
         for g in self.groups:
             score = "   -  " if g.score is None else f"{g.score:.3f}"
             mark = "*" if g.interpretable else " "
