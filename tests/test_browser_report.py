@@ -371,7 +371,7 @@ METHOD_COMMANDS = {
     "prs-heatmap": [["prs", "heatmap", "{examples}"]],
     "prs-ablate": [["prs", "ablate", "--limit", "200"]],
     "textspan": [["textspan", "run", "--limit", "200"]],
-    "falcon": [["falcon", "explain", "--limit", "600"]],
+    "falcon": [["falcon", "explain"]],  # 600 images find no group: use the whole test split
 }
 
 
@@ -435,8 +435,8 @@ def test_method_report_renders_in_chromium(tmp_path, method):
         pytest.skip(f"the shapes world models (the methods' offline defaults) do not load yet: {missing}")
     run = tmp_path / f"{method}-run"
     env = dict(os.environ, INTERP_QUIET="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    proc = subprocess.run([sys.executable, "-c", "from interpcore.cli import main; main()", "--quiet",
-                           *argv, "--out", str(run)],
+    proc = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'interp'\n"
+                           "from interpcore.cli import main; main()", "--quiet", *argv, "--out", str(run)],
                           capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
     assert proc.returncode == 0, f"interp {' '.join(argv)} failed:\n{proc.stderr[-3000:]}"
     assert (run / "run.json").is_file(), f"interp {' '.join(argv)} --out wrote no run.json"
