@@ -23,12 +23,11 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    import os
-
-    os.environ.setdefault("INTERP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     import interp_splice as splice
 
-    return splice.load("shapes:clip-vit", "shapes", l1_penalty=0.25, device="cpu")
+    with pytest.MonkeyPatch.context() as mp:  # a private cache, restored afterwards
+        mp.setenv("INTERP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield splice.load("shapes:clip-vit", "shapes", l1_penalty=0.25, device="cpu")
 
 
 def _names(words):
