@@ -27,11 +27,7 @@ from backbone_tiny import (  # noqa: E402
 )
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    # never touch the network: weight lookups must fail fast with the offline message
-    monkeypatch.setenv("INTERP_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def _save_open_clip(tmp_path, cfg=OC_VIT, name="tiny.safetensors", half=False, seed=0):

@@ -6,26 +6,12 @@ import pytest
 import interpcore
 from interp_prs.ablation import mean_ablation_study, plot_ablation
 from interp_prs.decompose import PRSDecomposer, decompose_dataset
-from interp_prs.tiny import tiny_open_clip_backbone
+from interp_prs.tiny import TinyImages, tiny_open_clip_backbone
 from interpcore import InterpError
 
 
-class _Images(interpcore.Dataset):
-    name = "tiny-images"
-    classes = ["a", "b", "c"]
-
-    def __init__(self, n=30):
-        from PIL import Image
-
-        rng = np.random.default_rng(2)
-        self.items = [{"image": Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)),
-                       "label": i % 3} for i in range(n)]
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
+def _Images(n=30):
+    return TinyImages(n, seed=2)
 
 
 @pytest.fixture(scope="module")

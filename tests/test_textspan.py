@@ -7,7 +7,7 @@ import torch
 import interpcore
 from interp_prs.decompose import PRSDecomposer, decompose_dataset
 from interp_prs.textspan import TextSpanExplainer, greedy_text_basis, head_statistics, load_result
-from interp_prs.tiny import tiny_open_clip_backbone
+from interp_prs.tiny import TinyImages, tiny_open_clip_backbone
 from interpcore import InterpError
 
 
@@ -62,22 +62,8 @@ def test_basis_input_checks():
         head_statistics(iter([np.zeros((1, 2, 4))]), 2, 4)
 
 
-class _Images(interpcore.Dataset):
-    name = "tiny-images"
-    classes = ["a", "b", "c"]
-
-    def __init__(self, n=24):
-        from PIL import Image
-
-        rng = np.random.default_rng(1)
-        self.items = [{"image": Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)),
-                       "label": i % 3} for i in range(n)]
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
+def _Images(n=24):
+    return TinyImages(n, seed=1)
 
 
 def test_explainer_end_to_end(tmp_path):

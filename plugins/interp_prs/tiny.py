@@ -2,6 +2,8 @@
 
 import torch
 
+from interpcore import Dataset
+
 
 def tiny_open_clip_visual(seed=0, custom=False, ls=None, image_size=32, patch=8, width=48,
                           layers=3, heads=4, output_dim=24, **kw):
@@ -112,3 +114,24 @@ def tiny_hf_backbone(seed=0, name="tiny:hf-clip-vit"):
 
     return _TinyHF(name, tiny_hf_clip(seed), device="cpu", embed_dim=24,
                    capabilities=[Capability.IMAGE_ENCODER, Capability.VIT_RESIDUAL_STREAM])
+
+
+class TinyImages(Dataset):
+    """A dataset of ``n`` random 32 x 32 RGB images with labels cycling over three classes."""
+
+    name = "tiny-images"
+    classes = ["a", "b", "c"]
+
+    def __init__(self, n=24, seed=1):
+        import numpy as np
+        from PIL import Image
+
+        rng = np.random.default_rng(seed)
+        self.items = [{"image": Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)),
+                       "label": i % 3} for i in range(n)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
