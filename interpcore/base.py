@@ -230,6 +230,15 @@ class Dataset:
         for i in range(len(self)):
             yield self[i]
 
+    def check_index(self, index: int) -> int:
+        """``index`` with negative values counted from the end; IndexError when out of range."""
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"index {index} out of range for {n} samples")
+        return index
+
 
 # --------------------------------------------------------------------------------------
 # Methods

@@ -55,10 +55,7 @@ class _CIFAR(Dataset):
         return self.n
 
     def __getitem__(self, index: int) -> dict:
-        if index < 0:
-            index += self.n
-        if not 0 <= index < self.n:
-            raise IndexError(f"index {index} out of range for {self.n} samples")
+        index = self.check_index(index)
         image, label = self._ds[index]
         return {"image": image.convert("RGB"), "label": int(label), "index": index}
 

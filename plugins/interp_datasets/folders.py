@@ -188,10 +188,7 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        index = self.check_index(index)
         s = self.samples[index]
         image = _open_rgb(s["path"])
         out = {"image": image, "path": str(s["path"]), "index": index}
@@ -351,10 +348,7 @@ class ImageNetDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        index = self.check_index(index)
         path, label = self.samples[index]
         return {"image": _open_rgb(path), "label": label, "path": str(path), "index": index,
                 "wnid": self.wnids[label]}
@@ -431,10 +425,7 @@ class WaterbirdsDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        index = self.check_index(index)
         rel, y, place = self.samples[index]
         path = self.root / rel
         if not path.is_file():

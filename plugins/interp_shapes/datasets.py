@@ -59,10 +59,7 @@ class ShapesDataset(Dataset):
         return world.random_scene(rng, self.one_object_prob)
 
     def __getitem__(self, index: int) -> dict:
-        if index < 0:
-            index += self.n
-        if not 0 <= index < self.n:
-            raise IndexError(f"index {index} out of range for {self.n} samples")
+        index = self.check_index(index)
         rng = world.sample_rng(self.seed, self.split, index)
         scene = world.random_scene(rng, self.one_object_prob)
         s = world.make_sample(scene, rng, self.image_size)
@@ -103,10 +100,7 @@ class SpuriousShapesDataset(Dataset):
         return self.n
 
     def __getitem__(self, index: int) -> dict:
-        if index < 0:
-            index += self.n
-        if not 0 <= index < self.n:
-            raise IndexError(f"index {index} out of range for {self.n} samples")
+        index = self.check_index(index)
         rng = world.sample_rng(self.seed, self.split, index, _SPURIOUS_STREAM_OFFSET)
         if self.split == "train":
             label = int(rng.integers(2))
