@@ -130,12 +130,12 @@ def locate(
         raise OfflineError(f"{remote.label} is not available locally and {why}: {hint}.")
     try:
         fetch_url(url, target, sha256=remote.sha256, timeout=timeout, what=remote.label)
-    except _DownloadFailed as exc:
+    except DownloadFailed as exc:
         raise OfflineError(f"{remote.label} could not be downloaded ({exc.reason}): {hint}.") from None
     return target
 
 
-class _DownloadFailed(OfflineError):
+class DownloadFailed(OfflineError):
     def __init__(self, reason: str):
         self.reason = reason
         super().__init__(reason)
@@ -143,7 +143,8 @@ class _DownloadFailed(OfflineError):
 
 def fetch_url(url: str, dest, *, sha256: str | None = None, timeout: float = 60.0,
               what: str = "") -> Path:
-    """Download ``url`` to ``dest`` atomically, verifying ``sha256`` before the rename.
+    """Download ``url`` to ``dest`` atomically, verifying ``sha256`` (the full hex digest, or
+    a prefix of it as some model hubs publish) before the rename.
 
     Raises :class:`ChecksumError` on a hash mismatch and an :class:`OfflineError` (with a
     ``reason`` attribute) when the URL cannot be read. Nothing is left at ``dest`` (nor any
@@ -158,7 +159,8 @@ def fetch_url(url: str, dest, *, sha256: str | None = None, timeout: float = 60.
         try:
             req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
             with urllib.request.urlopen(req, timeout=timeout) as src, open(tmp, "wb") as out:
-                length = src.headers.get("Content-Length") if src.headers else None
+                headers = getattr(src, "headers", None)
+                length = headers.get("Content-Length") if headers else None
                 total = int(length) if length and str(length).isdigit() else None
                 bar = progress(total=total, desc=f"downloading {label}", unit="B")
                 try:
@@ -172,15 +174,15 @@ def fetch_url(url: str, dest, *, sha256: str | None = None, timeout: float = 60.
                 finally:
                     bar.close()
                 if total is not None and out.tell() != total:
-                    raise _DownloadFailed(
+                    raise DownloadFailed(
                         f"connection closed after {out.tell()} of {total} bytes from {url}"
                     )
         except urllib.error.HTTPError as exc:
-            raise _DownloadFailed(f"HTTP {exc.code} {exc.reason} from {url}") from None
+            raise DownloadFailed(f"HTTP {exc.code} {exc.reason} from {url}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
-            raise _DownloadFailed(f"{reason} ({url})") from None
-        if sha256 and h.hexdigest() != sha256:
+            raise DownloadFailed(f"{reason} ({url})") from None
+        if sha256 and not h.hexdigest().startswith(sha256.lower()):
             raise ChecksumError(
                 f"the file downloaded from {url} has SHA-256 {h.hexdigest()[:12]}..., not "
                 f"the published {sha256[:12]}...; nothing was saved (the file may have "

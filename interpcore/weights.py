@@ -20,7 +20,6 @@ Only the functions that need torch import it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import zipfile
 from pathlib import Path
@@ -122,7 +121,7 @@ def url_file(
     The download goes to a temporary file that is checked against ``sha256_prefix`` (when
     known) and renamed into place only when complete and correct.
     """
-    from .cache import atomic_path, file_sha256
+    from .cache import file_sha256
 
     filename = os.path.basename(url.split("?")[0])
     dirs = list(dict.fromkeys([Path(cache_dir).expanduser()] + [Path(d).expanduser() for d in extra_dirs]))
@@ -146,34 +145,19 @@ def url_file(
             f"cannot get the weights for {what}: {filename} is not in {looked} and offline mode "
             f"is on. {hint}"
         )
-    import urllib.request
+    from .download import ChecksumError, DownloadFailed, fetch_url
 
     try:
-        with atomic_path(target) as tmp:
-            h = hashlib.sha256()
-            with urllib.request.urlopen(url, timeout=timeout) as src, open(tmp, "wb") as out:
-                total = int(src.headers.get("Content-Length") or 0) or None
-                from .progress import progress
-
-                with progress(total=total, desc=f"downloading {filename}", unit="B") as bar:
-                    while True:
-                        block = src.read(1 << 20)
-                        if not block:
-                            break
-                        out.write(block)
-                        h.update(block)
-                        bar.update(len(block))
-            if sha256_prefix and not h.hexdigest().startswith(sha256_prefix):
-                raise InterpError(
-                    f"the download of {url} for {what} is corrupt (SHA256 {h.hexdigest()[:12]}... "
-                    f"does not start with {sha256_prefix[:12]}); nothing was written to {dirs[0]}."
-                )
-    except InterpError:
-        raise
-    except Exception as exc:  # noqa: BLE001
+        fetch_url(url, target, sha256=sha256_prefix, timeout=timeout, what=filename)
+    except ChecksumError:
+        raise InterpError(
+            f"the download of {url} for {what} is corrupt (its SHA256 does not start with "
+            f"{sha256_prefix[:12]}); nothing was written to {dirs[0]}."
+        ) from None
+    except DownloadFailed as exc:
         raise OfflineError(
             f"cannot get the weights for {what}: {filename} is not in {looked} and downloading "
-            f"it failed ({_short(exc)}). {hint}"
+            f"it failed ({exc.reason}). {hint}"
         ) from None
     return str(target)
 
