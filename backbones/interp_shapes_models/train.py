@@ -168,7 +168,7 @@ def train_clip(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=Non
     from interpcore.progress import progress
 
     from . import evaluate
-    from .models import CLIP_CONFIG, build_clip, clip_tokenizer, pixels_from_uint8, read_json, save_state_dict
+    from .models import CLIP_CONFIG, build_clip, clip_tokenizer, pixels_from_uint8, read_json
 
     hp = dict(CLIP_DEFAULTS)
     for k, v in {"steps": steps, "batch_size": batch_size, "lr": lr,
@@ -231,31 +231,16 @@ def train_clip(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=Non
     metrics["final_loss"] = float(np.mean(losses[-100:]))
     _log(f"clip metrics (val): {json.dumps(metrics)}", quiet)
 
-    weights = save_state_dict(model, out / "clip-vit.safetensors",
-                              metadata={"model": "shapes:clip-vit", "seed": seed})
-    _write_json(out / "clip-vit-config.json", cfg)
-    record = {
-        "model": "shapes:clip-vit",
-        "command": f"python -m interp_shapes_models.train clip --out {out} --seed {seed}",
-        "seed": seed,
-        "hyperparameters": hp,
-        "optimizer": "AdamW (no weight decay on gains, biases, embeddings, logit scale)",
-        "schedule": "one-cycle: linear warm-up then cosine decay to 0, stepped per batch",
-        "loss": "symmetric contrastive (InfoNCE) with learned temperature, clamped at 100",
-        "data": ("per batch: contrast_fraction of contrast groups (one scene varied in position, "
-                 "shape or size, captions naming it), the rest shapes train split (seed) mixed "
-                 "with shapes-spurious train split (spurious_fraction); generated on the fly, "
-                 "step s uses samples s*rest..(s+1)*rest-1"),
-        "config": cfg,
-        "train_seconds": round(train_s, 1),
-        "threads": torch.get_num_threads(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
-        "metrics": metrics,
-        "weights": weights.name,
-    }
-    _write_json(out / "clip-vit.json", record)
-    return record
+    return _save_run(
+        out, model, name="clip-vit", kind="clip", seed=seed, hp=hp, cfg=cfg, metrics=metrics,
+        train_s=train_s,
+        optimizer="AdamW (no weight decay on gains, biases, embeddings, logit scale)",
+        loss="symmetric contrastive (InfoNCE) with learned temperature, clamped at 100",
+        data=("per batch: contrast_fraction of contrast groups (one scene varied in position, "
+              "shape or size, captions naming it), the rest shapes train split (seed) mixed "
+              "with shapes-spurious train split (spurious_fraction); generated on the fly, "
+              "step s uses samples s*rest..(s+1)*rest-1"),
+    )
 
 
 def train_resnet(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=None,
@@ -268,7 +253,7 @@ def train_resnet(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=N
     from interpcore.progress import progress
 
     from . import evaluate
-    from .models import RESNET_CONFIG, build_resnet, pixels_from_uint8, read_json, resnet_label_names, save_state_dict
+    from .models import RESNET_CONFIG, build_resnet, pixels_from_uint8, read_json, resnet_label_names
 
     hp = dict(RESNET_DEFAULTS)
     for k, v in {"steps": steps, "batch_size": batch_size, "lr": lr, "eval_n": eval_n}.items():
@@ -314,19 +299,35 @@ def train_resnet(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=N
     metrics = evaluate.resnet_accuracy(model, n=hp["eval_n"], split="val")
     metrics["final_loss"] = float(np.mean(losses[-100:]))
     _log(f"resnet metrics (val): {json.dumps(metrics)}", quiet)
-    weights = save_state_dict(model, out / "resnet.safetensors",
-                              metadata={"model": "shapes:resnet", "seed": seed})
-    cfg = dict(cfg, labels=resnet_label_names())
-    _write_json(out / "resnet-config.json", cfg)
+    return _save_run(
+        out, model, name="resnet", kind="resnet", seed=seed, hp=hp,
+        cfg=dict(cfg, labels=resnet_label_names()), metrics=metrics, train_s=train_s,
+        optimizer="AdamW (no weight decay on norms and biases)",
+        loss="binary cross-entropy, one sigmoid per colour and per shape",
+        data="shapes train split (seed), 1-2 objects, generated on the fly",
+    )
+
+
+def _save_run(out, model, *, name, kind, seed, hp, cfg, metrics, train_s, optimizer, loss,
+              data) -> dict:
+    """Write a trained model's weights, config and JSON record (hyperparameters, versions,
+    metrics) atomically into ``out``; return the record."""
+    import torch
+
+    from .models import save_state_dict
+
+    weights = save_state_dict(model, out / f"{name}.safetensors",
+                              metadata={"model": f"shapes:{name}", "seed": seed})
+    _write_json(out / f"{name}-config.json", cfg)
     record = {
-        "model": "shapes:resnet",
-        "command": f"python -m interp_shapes_models.train resnet --out {out} --seed {seed}",
+        "model": f"shapes:{name}",
+        "command": f"python -m interp_shapes_models.train {kind} --out {out} --seed {seed}",
         "seed": seed,
         "hyperparameters": hp,
-        "optimizer": "AdamW (no weight decay on norms and biases)",
+        "optimizer": optimizer,
         "schedule": "one-cycle: linear warm-up then cosine decay to 0, stepped per batch",
-        "loss": "binary cross-entropy, one sigmoid per colour and per shape",
-        "data": "shapes train split (seed), 1-2 objects, generated on the fly",
+        "loss": loss,
+        "data": data,
         "config": cfg,
         "train_seconds": round(train_s, 1),
         "threads": torch.get_num_threads(),
@@ -335,7 +336,7 @@ def train_resnet(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=N
         "metrics": metrics,
         "weights": weights.name,
     }
-    _write_json(out / "resnet.json", record)
+    _write_json(out / f"{name}.json", record)
     return record
 
 
