@@ -17,6 +17,15 @@ from pathlib import Path
 
 import interpcore
 
+#: A tiny open_clip config the engine tests build random CLIPs from.
+TINY_CLIP = {
+    "embed_dim": 24,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 48, "layers": 2,
+                   "head_width": 12, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4,
+                 "layers": 1},
+}
+
 EMBED_DIM = 8
 _calls = {"n": 0}
 

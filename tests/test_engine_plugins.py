@@ -10,14 +10,7 @@ import numpy as np
 import pytest
 
 import interpcore
-
-TINY_CLIP = {
-    "embed_dim": 24,
-    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 48, "layers": 2,
-                   "head_width": 12, "mlp_ratio": 2.0},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4,
-                 "layers": 1},
-}
+from engine_toy import TINY_CLIP
 
 
 def _names(kind):

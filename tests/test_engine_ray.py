@@ -24,18 +24,11 @@ from interpcore.engine import JobSpec, run_job  # noqa: E402
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
 import engine_toy  # noqa: E402
+from engine_toy import TINY_CLIP  # noqa: E402
 
 interpcore.get_registry().register_plugin(engine_toy, "engine_toy")
 
 SHAPES_WEIGHTS = Path(interpcore.__file__).parents[1] / "backbones" / "interp_shapes_models" / "weights"
-
-TINY_CLIP = {
-    "embed_dim": 24,
-    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 48, "layers": 2,
-                   "head_width": 12, "mlp_ratio": 2.0},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4,
-                 "layers": 1},
-}
 
 
 @pytest.fixture(scope="module")
