@@ -122,6 +122,30 @@ def test_contrast_groups_vary_one_attribute_and_name_it():
     assert varied_seen == {"position", "shape", "size"}
 
 
+def test_contrast_groups_follow_the_given_mix():
+    rng = np.random.default_rng(0)
+    _, _, scenes = train._contrast_groups(rng, 40, groups=(("size", 1.0, None),))
+    for i in range(0, 40, 2):  # groups of two (small, large), differing in size only
+        a, b = scenes[i].objects[0].to_dict(), scenes[i + 1].objects[0].to_dict()
+        assert [k for k in a if a[k] != b[k]] == ["size"]
+
+
+def test_recipe_overrides_are_used_and_recorded(tmp_path):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(TINY_CLIP))
+    groups = [["size", 1.0, None]]
+    rec = train.train_clip(tmp_path / "run", steps=1, batch_size=8, eval_n=8, config=cfg,
+                           quiet=True, device="cpu",
+                           overrides={"contrast_groups": groups, "init_logit_scale": 30.0,
+                                      "lr": 0.0})
+    hp = rec["hyperparameters"]
+    assert hp["contrast_groups"] == groups and hp["init_logit_scale"] == 30.0
+    assert rec["device"] == "cpu" and "--device" not in rec["command"]
+    # lr 0 leaves the initial temperature untouched: the override reached the model
+    state = models.load_state_dict(tmp_path / "run" / "clip-vit.safetensors")
+    assert float(state["logit_scale"].float().exp()) == pytest.approx(30.0, rel=1e-3)
+
+
 def test_one_cycle_schedule_shape():
     f = [train.one_cycle(s, 100, 0.1) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and max(f) == pytest.approx(1.0) and f[-1] < 0.01

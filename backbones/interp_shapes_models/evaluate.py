@@ -31,15 +31,17 @@ SPURIOUS_TEMPLATES = ["a photo of a {}", "a {}", "an image of a {}"]
 class RawCLIP:
     """Adapter: a bare open_clip CLIP + tokenizer with the encode_* interface used here."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, device="cpu"):
         self.model = model
         self.tokenizer = tokenizer
+        self.device = torch.device(device)
 
     @torch.no_grad()
     def encode_text(self, texts, *, normalize: bool = False, batch_size: int = 256):
         out = []
         for i in range(0, len(texts), batch_size):
-            out.append(self.model.encode_text(self.tokenizer(list(texts[i:i + batch_size]))).float())
+            tokens = self.tokenizer(list(texts[i:i + batch_size])).to(self.device)
+            out.append(self.model.encode_text(tokens).float().cpu())
         z = torch.cat(out)
         return torch.nn.functional.normalize(z, dim=-1) if normalize else z
 
@@ -47,7 +49,7 @@ class RawCLIP:
     def encode_image(self, pixels, *, normalize: bool = False, batch_size: int = 256):
         out = []
         for i in range(0, len(pixels), batch_size):
-            out.append(self.model.encode_image(pixels[i:i + batch_size]).float())
+            out.append(self.model.encode_image(pixels[i:i + batch_size].to(self.device)).float().cpu())
         z = torch.cat(out)
         return torch.nn.functional.normalize(z, dim=-1) if normalize else z
 
