@@ -245,13 +245,7 @@ def shipped_quality():
 
 
 @needs_weights
-@pytest.mark.parametrize("attr", [
-    "color", "shape", "size",
-    # Known shortfall of the shipped CLIP (run 3): position is at chance (~22%). Issue 4 stays
-    # open for it; the test keeps the real threshold and reports the measured figure.
-    pytest.param("position", marks=pytest.mark.xfail(
-        strict=False, reason="shipped shapes CLIP: zero-shot position at chance (~22%), target 85%")),
-])
+@pytest.mark.parametrize("attr", ["color", "shape", "size", "position"])
 def test_shipped_clip_zero_shot_meets_threshold(shipped_quality, attr):
     acc = shipped_quality["clip"]["zero_shot"][attr]
     assert acc >= evaluate.THRESHOLDS[attr], f"zero-shot {attr} accuracy {acc:.3f}"
