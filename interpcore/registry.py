@@ -138,7 +138,7 @@ class Registry:
             other = "explainer" if kind == "decomposer" else "decomposer"
             if name in self.entries[other]:
                 raise InterpError(
-                    f"'{name}' is a{'n' if other[0] == 'e' else ''} {other}, not a {kind}: "
+                    f"'{name}' is {_a(other)} {other}, not {_a(kind)} {kind}: "
                     f"use get_{other}('{name}')."
                 )
         raise UnknownNameError(kind, name, known, LIST_COMMANDS[kind], self.manager.failed())
@@ -238,6 +238,10 @@ class Registry:
 
 _registry: Registry | None = None
 _registry_lock = threading.Lock()
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def get_registry() -> Registry:

@@ -158,7 +158,7 @@ def test_decomposer_asked_as_explainer_says_so(reg):
     reg.register_plugin(make_plugin(
         "d", register_decomposers=lambda register: register("dec", lambda bb, **o: ("dec", bb, o))))
     assert reg.get_decomposer("dec", None, k=1) == ("dec", None, {"k": 1})
-    with pytest.raises(InterpError, match="is a decomposer"):
+    with pytest.raises(InterpError, match="is a decomposer, not an explainer: use get_decomposer"):
         reg.get_explainer("dec")
 
 
