@@ -146,6 +146,12 @@ def test_recipe_overrides_are_used_and_recorded(tmp_path):
     assert float(state["logit_scale"].float().exp()) == pytest.approx(30.0, rel=1e-3)
 
 
+def test_a_misspelt_override_is_refused(tmp_path):
+    with pytest.raises(interpcore.InterpError, match=r"unknown CLIP training hyperparameter.*'stpes'"):
+        train.train_clip(tmp_path / "run", overrides={"stpes": 10}, quiet=True)
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
 def test_one_cycle_schedule_shape():
     f = [train.one_cycle(s, 100, 0.1) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and max(f) == pytest.approx(1.0) and f[-1] < 0.01

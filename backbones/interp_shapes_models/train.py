@@ -175,6 +175,11 @@ def train_clip(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=Non
                  "spurious_fraction": spurious_fraction, "eval_n": eval_n}.items():
         if v is not None:
             hp[k] = v
+    unknown = sorted(set(overrides or {}) - set(hp))
+    if unknown:
+        from interpcore import InterpError
+
+        raise InterpError(f"unknown CLIP training hyperparameter(s) {unknown}; known: {sorted(hp)}")
     hp.update(overrides or {})
     cfg = dict(config) if isinstance(config, dict) else read_json(config or CLIP_CONFIG)
     out = Path(out)
