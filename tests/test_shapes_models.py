@@ -42,19 +42,14 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _tiny_clip_run(tmp_path, name="clip", seed=0):
+def _tiny_run(tmp_path, kind, name=None, seed=0):
+    """Train a tiny ``clip`` or ``resnet`` for 2 steps into ``tmp_path / name``."""
+    name = name or kind
     cfg = tmp_path / f"{name}-cfg.json"
-    cfg.write_text(json.dumps(TINY_CLIP))
+    cfg.write_text(json.dumps(TINY_CLIP if kind == "clip" else TINY_RESNET))
     out = tmp_path / name
-    rec = train.train_clip(out, seed=seed, steps=2, batch_size=8, eval_n=8, config=cfg, quiet=True)
-    return out, rec
-
-
-def _tiny_resnet_run(tmp_path, name="resnet", seed=0):
-    cfg = tmp_path / f"{name}-cfg.json"
-    cfg.write_text(json.dumps(TINY_RESNET))
-    out = tmp_path / name
-    rec = train.train_resnet(out, seed=seed, steps=2, batch_size=8, eval_n=8, config=cfg, quiet=True)
+    trainer = train.train_clip if kind == "clip" else train.train_resnet
+    rec = trainer(out, seed=seed, steps=2, batch_size=8, eval_n=8, config=cfg, quiet=True)
     return out, rec
 
 
@@ -159,7 +154,7 @@ def test_one_cycle_schedule_shape():
 
 
 def test_train_clip_writes_weights_config_and_record_that_load(tmp_path):
-    out, rec = _tiny_clip_run(tmp_path)
+    out, rec = _tiny_run(tmp_path, "clip")
     assert sorted(p.name for p in out.iterdir()) == ["clip-vit-config.json", "clip-vit.json",
                                                      "clip-vit.safetensors"]
     saved = json.loads((out / "clip-vit.json").read_text())
@@ -182,9 +177,9 @@ def test_train_clip_writes_weights_config_and_record_that_load(tmp_path):
 
 
 def test_train_clip_is_reproducible_for_a_seed(tmp_path):
-    a, _ = _tiny_clip_run(tmp_path, "a", seed=1)
-    b, _ = _tiny_clip_run(tmp_path, "b", seed=1)
-    c, _ = _tiny_clip_run(tmp_path, "c", seed=2)
+    a, _ = _tiny_run(tmp_path, "clip", "a", seed=1)
+    b, _ = _tiny_run(tmp_path, "clip", "b", seed=1)
+    c, _ = _tiny_run(tmp_path, "clip", "c", seed=2)
     ta = models.load_state_dict(a / "clip-vit.safetensors")
     tb = models.load_state_dict(b / "clip-vit.safetensors")
     tc = models.load_state_dict(c / "clip-vit.safetensors")
@@ -193,7 +188,7 @@ def test_train_clip_is_reproducible_for_a_seed(tmp_path):
 
 
 def test_train_resnet_loads_as_a_gradcam_capable_backbone(tmp_path):
-    out, rec = _tiny_resnet_run(tmp_path)
+    out, rec = _tiny_run(tmp_path, "resnet")
     assert {"exact_match", "per_label"} <= set(rec["metrics"])
     bb = interpcore.get_backbone("shapes:resnet", pretrained=out / "resnet.safetensors", device="cpu")
     assert bb.has(Capability.IMAGE_ENCODER) and bb.has(Capability.FEATURE_MAPS)
