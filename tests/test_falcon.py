@@ -167,21 +167,11 @@ class _ToyPlugin:
 
 
 @pytest.fixture
-def cli(monkeypatch, tmp_path):
-    from click.testing import CliRunner
-
-    from interpcore import cli as icli
-    from interpcore.registry import get_registry
-
-    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "cache"))
-    reg = get_registry()
-    if "toyf" not in reg.entries["backbone"]:
-        reg.register_plugin(_ToyPlugin, "falcon-test-toy")
-    icli._add_plugin_commands()
-    runner = CliRunner()
+def cli(plugin_cli):
+    invoke = plugin_cli(_ToyPlugin, "falcon-test-toy", "toyf")
     base = ["--backbone", "toyf:cnn", "--captioner", "toyf:clip", "--dataset", "toy-colours",
             "--max-images", "6"]
-    return lambda *args: runner.invoke(icli.cli, ["-q", "falcon", *args, *base])
+    return lambda *args: invoke("falcon", *args, *base)
 
 
 def test_cli_find_groups_then_explain(cli, tmp_path):

@@ -60,23 +60,13 @@ class _Plugin:
 
 
 @pytest.fixture
-def cli(monkeypatch, tmp_path):
-    from click.testing import CliRunner
-
-    from interpcore import cli as icli
-    from interpcore.registry import get_registry
-
-    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "cache"))
-    reg = get_registry()
-    if "tinyprs" not in reg.entries["backbone"]:
-        reg.register_plugin(_Plugin, "prs-test-tiny")
-    icli._add_plugin_commands()
-    runner = CliRunner()
+def cli(plugin_cli):
+    invoke = plugin_cli(_Plugin, "prs-test-tiny", "tinyprs")
     base = ["--backbone", "tinyprs:clip"]
 
     def run(group, cmd, *args, data=True):
         extra = ["--dataset", "tinyprs-data", "--batch-size", "8"] if data else []
-        return runner.invoke(icli.cli, ["-q", group, cmd, *base, *extra, *args])
+        return invoke(group, cmd, *base, *extra, *args)
 
     return run
 
