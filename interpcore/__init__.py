@@ -7,6 +7,8 @@ The core knows no model, vocabulary, dataset or method by name: plugins register
 from __future__ import annotations
 
 from .base import (
+    BACKBONE_ROLES,
+    DEFAULT_KEYS,
     Backbone,
     Capability,
     Dataset,
@@ -17,6 +19,7 @@ from .base import (
     ViTBlockParts,
     ViTResidualStream,
     Vocabulary,
+    default_for,
 )
 from .errors import (
     CapabilityError,
@@ -34,6 +37,11 @@ __version__ = "0.1.0"
 def get_backbone(name: str, pretrained=None, device: str = "auto", dtype=None, **options) -> Backbone:
     """Load a backbone by ``"library:model"`` name, e.g. ``open_clip:ViT-B-32``."""
     return get_registry().get_backbone(name, pretrained=pretrained, device=device, dtype=dtype, **options)
+
+
+def default_backbone(role: str) -> str:
+    """The backbone name advertised as the default for a role (``vision-language``, ``vision``)."""
+    return get_registry().default_backbone(role)
 
 
 def list_backbones(pattern: str = "*"):
@@ -91,6 +99,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "BACKBONE_ROLES", "DEFAULT_KEYS", "default_backbone", "default_for",
     "classifier_weights", "concept_dictionary", "image_mean", "text_embeddings",
     "Backbone", "Capability", "CapabilityError", "Dataset", "Decomposer", "Explainer",
     "InterpError", "Method", "OfflineError", "PluginError", "Result", "UnknownNameError",

@@ -26,6 +26,42 @@ class Capability:
     ALL = (IMAGE_ENCODER, TEXT_ENCODER, VIT_RESIDUAL_STREAM, FEATURE_MAPS)
 
 
+#: The keys of ``Backbone.defaults`` / ``Dataset.defaults`` the built-in methods read. A
+#: plugin may advertise other keys for its own methods. Values are registry names.
+DEFAULT_KEYS = {
+    "vocabulary": "concept vocabulary (SpLiCE)",
+    "image_mean": "dataset whose train-split image mean centres embeddings (SpLiCE)",
+    "dataset": "probe / evaluation dataset (PRS, TextSpan, FALCON, SpLiCE dataset)",
+    "spurious_dataset": "group-robustness dataset with a spurious feature (PRS spurious)",
+    "text_pool": "text pool for head labels (TextSpan)",
+    "caption_pool": "caption pool for retrieval (FALCON)",
+    "captioner": "vision-language backbone that captions crops (FALCON)",
+    "zeroshot_task": "zero-shot task name on a dataset (PRS, TextSpan)",
+}
+
+#: Roles a backbone family can advertise a default model for (``register(...,
+#: default_models={role: model})``); a method asks for one with
+#: :meth:`interpcore.registry.Registry.default_backbone`.
+BACKBONE_ROLES = {
+    "vision-language": "image and text encoders in one space (CLIP-like)",
+    "vision": "an image model with feature maps (a classifier such as a ResNet)",
+}
+
+
+def default_for(key: str, *sources, fallback=None):
+    """The first ``defaults[key]`` advertised by ``sources`` (backbones, datasets, dicts),
+    else ``fallback``. ``None`` sources are skipped. Methods call this instead of naming
+    models, datasets or vocabularies."""
+    for src in sources:
+        if src is None:
+            continue
+        d = src if isinstance(src, dict) else getattr(src, "defaults", None) or {}
+        value = d.get(key)
+        if value is not None:
+            return value
+    return fallback
+
+
 # --------------------------------------------------------------------------------------
 # Backbones
 # --------------------------------------------------------------------------------------
@@ -43,6 +79,10 @@ class Backbone:
     pretrained: str | None = None  #: weights tag, file or folder the model was loaded from
     capabilities: frozenset[str] = frozenset()
     embed_dim: int | None = None  #: size of ``encode_image`` / ``encode_text`` outputs
+    #: What this backbone is used with when the user names nothing (see :data:`DEFAULT_KEYS`).
+    #: The registry fills it from the family's ``register(..., defaults=...)``; a backbone
+    #: may set its own entries, which win over the family's.
+    defaults: dict = {}
 
     # -- the interface (TorchBackbone implements these) --------------------------------
     def preprocess(self, image):  # PIL image or path -> (C, H, W) float tensor
@@ -219,6 +259,9 @@ class Dataset:
 
     name: str = "?"
     classes: list[str] | None = None
+    #: What methods use with this dataset when the user names nothing (see
+    #: :data:`DEFAULT_KEYS`); a dataset's entry wins over the backbone's.
+    defaults: dict = {}
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -229,6 +272,31 @@ class Dataset:
     def __iter__(self):
         for i in range(len(self)):
             yield self[i]
+
+    def zeroshot_tasks(self, templates=None) -> dict:
+        """The zero-shot tasks this dataset offers, by name (``ZeroShotTask`` values).
+
+        The base class offers ``label`` when the dataset has :attr:`classes` (class names
+        put into OpenAI's 80 ImageNet templates, or ``templates``). Datasets with more labels
+        per sample (attributes) override this and add one task per attribute; the task a
+        method uses by default is ``defaults["zeroshot_task"]``, else ``label``.
+        """
+        from .zeroshot import ZeroShotTask, templates_from
+
+        if not self.classes:
+            return {}
+        names = list(self.classes)
+        return {"label": ZeroShotTask("label", names, names, templates_from(templates))}
+
+    def zeroshot_task(self, name: str | None = None, templates=None):
+        """One task by name (default: the dataset's advertised one, else ``label``)."""
+        tasks = self.zeroshot_tasks(templates)
+        name = name or self.defaults.get("zeroshot_task") or "label"
+        if name not in tasks:
+            have = ", ".join(tasks) or "none (the dataset has no class names)"
+            raise InterpError(f"no zero-shot task '{name}' on dataset '{self.name}'; "
+                              f"available: {have}")
+        return tasks[name]
 
     def check_index(self, index: int) -> int:
         """``index`` with negative values counted from the end; IndexError when out of range."""

@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 
-from .base import Backbone, check_capabilities
+from .base import BACKBONE_ROLES, Backbone, check_capabilities
 from .errors import InterpError, UnknownNameError
 from .plugins import PluginManager
 
@@ -42,6 +42,8 @@ class Entry:
     description: str = ""
     requires: tuple[str, ...] = ()
     list_models: Callable[[], Iterable] | None = None
+    defaults: dict = dataclasses.field(default_factory=dict)  # backbones: family defaults
+    default_models: dict = dataclasses.field(default_factory=dict)  # backbones: role -> model
 
 
 @dataclasses.dataclass
@@ -104,9 +106,17 @@ class Registry:
                 self.manager.fail(plugin_name, exc, during=hook_name)
 
     def _registrar(self, kind: str, plugin: str):
-        def register(name, factory, *, description="", requires=(), list_models=None):
+        def register(name, factory, *, description="", requires=(), list_models=None,
+                     defaults=None, default_models=None):
             if not isinstance(name, str) or not name or (kind == "backbone" and ":" in name):
                 raise InterpError(f"invalid {kind} name {name!r} registered by '{plugin}'")
+            if kind != "backbone" and (defaults or default_models):
+                raise InterpError(f"defaults= and default_models= are for backbones, not for "
+                                  f"{kind} '{name}' (registered by '{plugin}')")
+            bad_roles = sorted(set(default_models or {}) - set(BACKBONE_ROLES))
+            if bad_roles:
+                raise InterpError(f"unknown backbone role {bad_roles[0]!r} in default_models of "
+                                  f"'{name}' (roles: {', '.join(BACKBONE_ROLES)})")
             table = self.entries[kind]
             if name in table:
                 first = table[name].plugin
@@ -120,7 +130,8 @@ class Registry:
                 print(f"interp: {msg}", file=sys.stderr)
                 return
             table[name] = Entry(
-                kind, name, factory, plugin, description, tuple(requires), list_models
+                kind, name, factory, plugin, description, tuple(requires), list_models,
+                dict(defaults or {}), dict(default_models or {}),
             )
 
         return register
@@ -163,7 +174,25 @@ class Registry:
                 self.manager.failed(),
             )
         entry = self.entry("backbone", prefix)
-        return entry.factory(model, pretrained=pretrained, device=device, dtype=dtype, **options)
+        backbone = entry.factory(model, pretrained=pretrained, device=device, dtype=dtype, **options)
+        if entry.defaults:
+            # the family's defaults, under the backbone's own (instance attribute: the class
+            # attribute is a shared empty dict)
+            backbone.defaults = {**entry.defaults, **(getattr(backbone, "defaults", None) or {})}
+        return backbone
+
+    def default_backbone(self, role: str) -> str:
+        """The backbone name a plugin advertises as the default for ``role`` (see
+        :data:`interpcore.base.BACKBONE_ROLES`): what a method uses when the user names none.
+        Families are asked in registration order; the first that advertises the role wins."""
+        if role not in BACKBONE_ROLES:
+            raise InterpError(f"unknown backbone role '{role}'; roles: {', '.join(BACKBONE_ROLES)}")
+        self.ensure_loaded()
+        for prefix, entry in self.entries["backbone"].items():
+            if role in entry.default_models:
+                return f"{prefix}:{entry.default_models[role]}"
+        raise InterpError(f"no installed plugin advertises a default {role} backbone; name one "
+                          "(-b library:model, see 'interp backbones list')")
 
     def unknown_model(self, prefix: str, model: str) -> UnknownNameError:
         """The error a backbone loader raises for a model its library does not know."""

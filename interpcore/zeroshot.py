@@ -12,6 +12,7 @@ interface (``encode_text``). torch is imported inside the functions so that impo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from .errors import InterpError
@@ -103,6 +104,64 @@ OPENAI_IMAGENET_TEMPLATES: tuple[str, ...] = (
 
 #: A single neutral template, for quick runs and small synthetic worlds.
 SIMPLE_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
+
+
+@dataclasses.dataclass
+class ZeroShotTask:
+    """A zero-shot classification task a dataset offers (see :meth:`Dataset.zeroshot_tasks`).
+
+    ``classes`` are the canonical class values, ``prompt_names`` the text put into the
+    ``templates`` for each of them. Labels come from ``sample["label"]`` or, when
+    ``attribute`` is set, from ``sample["attributes"][attribute]`` (matched against
+    ``classes``).
+    """
+
+    name: str
+    classes: list
+    prompt_names: list
+    templates: list
+    attribute: str | None = None
+
+    def labels(self, samples) -> "np.ndarray":
+        """Class index per sample (-1 where the sample has no label for this task)."""
+        import numpy as np
+
+        out = np.full(len(samples), -1, dtype=np.int64)
+        for i, s in enumerate(samples):
+            if self.attribute is None:
+                lab = s.get("label")
+                out[i] = -1 if lab is None else int(lab)
+            else:
+                v = (s.get("attributes") or {}).get(self.attribute)
+                if v in self.classes:
+                    out[i] = self.classes.index(v)
+        return out
+
+
+def templates_from(spec, default=None) -> list:
+    """Templates from 'openai', 'simple', a .txt file (one template with {} a line), one
+    template string with {}, or a list; ``None`` gives ``default`` (else OpenAI's 80)."""
+    from pathlib import Path
+
+    if spec is None:
+        return list(default) if default is not None else list(OPENAI_IMAGENET_TEMPLATES)
+    if isinstance(spec, (list, tuple)):
+        return list(spec)
+    if spec == "openai":
+        return list(OPENAI_IMAGENET_TEMPLATES)
+    if spec == "simple":
+        return list(SIMPLE_TEMPLATES)
+    p = Path(spec)
+    if p.is_file():
+        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        bad = [ln for ln in lines if "{}" not in ln]
+        if not lines or bad:
+            raise InterpError(f"{p}: every line must be a template with '{{}}' (bad: {bad[:1]})")
+        return lines
+    if "{}" in str(spec):
+        return [str(spec)]
+    raise InterpError(f"templates '{spec}': use openai, simple, a file of templates, or a "
+                      "template with {}")
 
 
 def fill_templates(classname: str, templates: Sequence[str]) -> list[str]:

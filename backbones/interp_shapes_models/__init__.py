@@ -37,4 +37,16 @@ def register_backbones(register):
         _load,
         list_models=_list_models,
         description="models trained on the synthetic shapes world (shipped weights, offline)",
+        # What the shapes models are used with: the methods read these instead of names.
+        defaults={
+            "vocabulary": "shapes",
+            "image_mean": "shapes",
+            "dataset": "shapes",
+            "spurious_dataset": "shapes-spurious",
+            "text_pool": "shapes",
+            "caption_pool": "shapes-captions",
+            "captioner": "shapes:clip-vit",
+        },
+        # The offline default of every method when the user names no backbone.
+        default_models={"vision-language": "clip-vit", "vision": "resnet"},
     )
