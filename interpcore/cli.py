@@ -13,7 +13,8 @@ import sys
 
 import click
 
-from . import __version__
+from . import __version__, cli_engine, cli_report, cli_vocabularies
+from .commands import echo_json as _echo_json
 from .errors import InterpError
 from .progress import set_quiet
 
@@ -58,12 +59,6 @@ def _registry():
     return get_registry()
 
 
-def _echo_json(data) -> None:
-    from .base import to_jsonable
-
-    click.echo(json.dumps(to_jsonable(data), indent=2))
-
-
 # -- plugins ----------------------------------------------------------------------------------
 
 
@@ -73,6 +68,7 @@ def plugins(as_json):
     """Show every plugin: status, distribution, version, hooks and errors."""
     statuses = list(_registry().manager.statuses.values())
     if as_json:
+        # a list of plugins, as before; clashes are in each plugin's warnings
         _echo_json([s.to_dict() for s in statuses])
         return
     if not statuses:
@@ -85,6 +81,12 @@ def plugins(as_json):
             click.echo(f"{'':<16} error: {s.error}")
         for w in s.warnings:
             click.echo(f"{'':<16} warning: {w}")
+    clashes = _registry().clashes()
+    if clashes:
+        click.echo("\nname clashes (the plugin loaded first keeps the name):")
+        for c in clashes:
+            click.echo(f"  {c['kind']} '{c['name']}': kept by {c['kept_by']}, ignored from "
+                       f"{', '.join(c['ignored'])}")
 
 
 @cli.command()
@@ -334,11 +336,40 @@ def _add_plugin_commands() -> None:
         return
     _commands_added = True
     reg = _registry()
-    reg.manager.call_each("register_commands", lambda _name: {"cli": cli})
+    # A command name belongs to whoever added it first (the core, then plugins in load
+    # order, like every other name): a later plugin cannot replace it.
+    owners = {name: "interpcore" for name in cli.commands}
+    before: dict = {}
+
+    def bind(plugin_name):
+        before["commands"] = dict(cli.commands)
+        return {"cli": cli}
+
+    def check_after(plugin_name):
+        if reg.manager.statuses[plugin_name].status == "failed":
+            # a plugin that fails keeps none of its commands
+            cli.commands.clear()
+            cli.commands.update(before["commands"])
+            return
+        old = before["commands"]
+        for name, command in list(cli.commands.items()):
+            if name in old and command is not old[name]:
+                cli.commands[name] = old[name]
+                msg = (f"command '{name}' belongs to '{owners[name]}'; '{plugin_name}' may not "
+                       "replace it (its version was ignored)")
+                reg.manager.statuses[plugin_name].warnings.append(msg)
+                click.echo(f"interp: {msg}", err=True)
+            elif name not in old:
+                owners[name] = plugin_name
+
+    reg.manager.call_each("register_commands", bind, after=check_after)
 
 
-# Core commands kept in their own modules; they attach themselves to the groups above.
-from . import cli_engine, cli_report, cli_vocabularies  # noqa: E402,F401
+# Core commands kept in their own modules (they do not import this one: no cycle).
+cli.add_command(cli_engine.job)
+cli.add_command(cli_report.report)
+vocabularies.add_command(cli_vocabularies.vocabularies_show)
+vocabularies.add_command(cli_vocabularies.vocabularies_fetch)
 
 
 def main(argv=None) -> None:

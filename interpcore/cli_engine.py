@@ -1,5 +1,5 @@
 """``interp job run|status``: any registered backbone + method over a dataset, sharded and
-resumable, in this process or on Ray (attached to the top-level group defined in cli.py).
+resumable, in this process or on Ray (cli.py adds the ``job`` group to ``interp``).
 
 Nothing heavy is imported at module level (no torch, no numpy, no ray).
 """
@@ -10,8 +10,9 @@ import json
 
 import click
 
-from .cli import cli
+from .commands import backbone_options
 from .engine import engine_options
+from .errors import InterpError
 
 
 def _parse_options(pairs, what: str) -> dict:
@@ -28,16 +29,16 @@ def _parse_options(pairs, what: str) -> dict:
     return out
 
 
-@cli.group()
+@click.group()
 def job():
     """Sharded, resumable dataset jobs (local or Ray): backbone + method over a dataset."""
 
 
 @job.command("run")
-@click.option("--dataset", default="shapes", show_default=True,
+@click.option("--dataset", default=None, show_default="the backbone's advertised dataset",
               help="Dataset name, folder:DIR, or webdataset:'PATTERN*.tar'.")
 @click.option("--split", default="test", show_default=True)
-@click.option("--backbone", default="shapes:clip-vit", show_default=True)
+@backbone_options("vision-language", names=("--backbone",), pretrained=False, device=False)
 @click.option("--method", default=None,
               help="Decomposer / explainer name (e.g. prs, splice); none: image embeddings.")
 @click.option("--kind", type=click.Choice(["decomposer", "explainer"]), default="decomposer",
@@ -74,6 +75,12 @@ def job_run( dataset, split, backbone, method, kind, verb, inputs, dataset_opts,
     """
     from .engine import JobSpec, engine_run_args, run_job, run_section
 
+    if dataset is None:
+        from .registry import get_registry
+
+        dataset = get_registry().family_defaults(backbone).get("dataset")
+        if dataset is None:
+            raise InterpError(f"backbone '{backbone}' advertises no default dataset: give --dataset")
     spec = JobSpec(
         dataset=dataset, split=split, backbone=backbone, method=method, kind=kind, verb=verb,
         inputs=inputs, dataset_options=_parse_options(dataset_opts, "--dataset-option"),

@@ -1,13 +1,11 @@
-"""``interp report RUN_DIR`` (attached to the top-level group defined in cli.py)."""
+"""``interp report RUN_DIR`` (cli.py adds it to ``interp``)."""
 
 from __future__ import annotations
 
 import click
 
-from .cli import cli
 
-
-@cli.command("report")
+@click.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=True, dir_okay=True))
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=True),
               help="HTML file to write (default: RUN_DIR/report.html).")

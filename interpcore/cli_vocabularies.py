@@ -1,4 +1,4 @@
-"""``interp vocabularies show|fetch`` (attached to the group defined in cli.py).
+"""``interp vocabularies show|fetch`` (cli.py adds them to its ``vocabularies`` group).
 
 Neither command imports torch: vocabularies are plain text.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from .cli import _echo_json, vocabularies
+from .commands import echo_json as _echo_json
 
 
 def _parse_options(pairs) -> dict:
@@ -47,7 +47,7 @@ def _summary(vocab) -> dict:
             "description": vocab.description, "content_hash": vocab.content_hash}
 
 
-@vocabularies.command("show")
+@click.command("show")
 @click.argument("name")
 @click.option("--size", type=int, default=None,
               help="Keep K entries (the K most frequent for frequency-sorted vocabularies).")
@@ -113,7 +113,7 @@ def vocabularies_show(name, size, head, tail, show_all, folder, options, as_json
             click.echo(f"  {i:>{width}}  {concepts[i]}")
 
 
-@vocabularies.command("fetch")
+@click.command("fetch")
 @click.argument("names", nargs=-1)
 @click.option("--all", "fetch_all", is_flag=True, help="Fetch every vocabulary that has a file.")
 @click.option("--folder", type=click.Path(file_okay=False), default=None,

@@ -41,7 +41,7 @@ from .base import BACKBONE_ROLES
 from .errors import InterpError
 from .progress import set_quiet
 
-__all__ = ["Run", "backbone_options", "batch_size_option", "check_writable", "output_options",
+__all__ = ["Run", "backbone_options", "batch_size_option", "check_writable", "echo_json", "output_options",
            "quiet_option"]
 
 
@@ -92,6 +92,13 @@ def batch_size_option(default: int = 64):
 
     return click.option("--batch-size", type=int, default=default, show_default=True,
                         callback=check, help="Images per forward pass.")
+
+
+def echo_json(data) -> None:
+    """Print ``data`` (results, dataclasses, arrays, tensors) as indented JSON."""
+    from .base import to_jsonable
+
+    click.echo(json.dumps(to_jsonable(data), indent=2))
 
 
 def check_writable(folder: Path, what: str) -> None:

@@ -15,13 +15,20 @@ Environment switches (read when plugins are first loaded):
     load all but these (they show as ``disabled``).
 ``INTERP_STRICT_PLUGINS=1``
     raise :class:`~interpcore.errors.PluginError` on the first plugin failure.
+
+Precedence (the same from the CLI and the Python API, in any working directory): the
+built-in plugins (entry points of the ``interpcore`` distribution) load first, in the order
+``pyproject.toml`` lists them; then third-party plugins sorted by distribution name, then
+entry-point name; plugins registered in-process (``Registry.register_plugin``) last. When two
+plugins register the same name, the one loaded first keeps it and the clash is reported
+(stderr and ``interp plugins``); disable the winner (``INTERP_DISABLE_PLUGINS``) to let the
+other take over. A plugin that fails in any hook keeps none of its names.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import os
 import sys
 import traceback
@@ -33,6 +40,7 @@ from . import hookspecs
 from .errors import PluginError
 
 ENTRY_POINT_GROUP = "interpcore"
+CORE_DISTRIBUTION = "interpcore"
 
 
 @dataclasses.dataclass
@@ -89,10 +97,7 @@ class PluginManager:
         only = _env_list("INTERP_PLUGINS")
         disabled = set(_env_list("INTERP_DISABLE_PLUGINS") or ())
         seen: set[str] = set()
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            dist = getattr(ep, "dist", None)
-            dist_name = dist.metadata["Name"] if dist is not None else "-"
-            version = dist.version if dist is not None else "-"
+        for ep, dist_name, version in _ordered_entry_points():
             if ep.name in seen:
                 # pluggy's own loader silently skips this case; say it instead.
                 self.statuses[ep.name].warnings.append(
@@ -108,6 +113,10 @@ class PluginManager:
                 self.pm.set_blocked(ep.name)
                 continue
             self._load_one(ep.name, ep.load, ep.value, dist_name, version)
+
+    def is_builtin(self, name: str) -> bool:
+        status = self.statuses.get(name)
+        return status is not None and _canonical(status.distribution) == CORE_DISTRIBUTION
 
     def register(self, plugin, name: str | None = None) -> PluginStatus:
         """Register an in-process plugin (a module or object with hook implementations)."""
@@ -154,17 +163,21 @@ class PluginManager:
             )
 
     # -- calling hooks, one implementation at a time -------------------------------------
-    def call_each(self, hook_name: str, bind) -> None:
-        """Call every implementation of a hook separately, isolating failures.
+    def call_each(self, hook_name: str, bind, only: str | None = None, after=None) -> None:
+        """Call every implementation of a hook separately, in load order, isolating failures.
 
         ``bind(plugin_name)`` returns the keyword arguments for that plugin's call, so that
         what a plugin registers can be attributed to it. Implementations may accept fewer
         arguments than the spec (pluggy's rule), so the specs can grow without breaking
-        old plugins.
+        old plugins. ``only``: call just that plugin's implementation. ``after(plugin_name)``
+        runs after each call, also a failed one (e.g. to check or undo what it changed).
         """
         hook = getattr(self.pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        # get_hookimpls() is in registration order (pluggy *calls* them in reverse).
+        for impl in hook.get_hookimpls():
             name = self.pm.get_name(impl.plugin)
+            if only is not None and name != only:
+                continue
             if self.statuses.get(name) and self.statuses[name].status == "failed":
                 continue
             kwargs = bind(name)
@@ -173,13 +186,28 @@ class PluginManager:
                 impl.function(**args)
             except Exception as exc:  # noqa: BLE001
                 self.fail(name, exc, during=hook_name)
+            if after is not None:
+                after(name)
 
     def failed(self) -> dict[str, str]:
         return {n: s.error for n, s in self.statuses.items() if s.status == "failed"}
 
 
-def import_string(path: str):
-    """Import ``package.module:attr`` or ``package.module``."""
-    module, _, attr = path.partition(":")
-    mod = importlib.import_module(module)
-    return getattr(mod, attr) if attr else mod
+def _canonical(dist_name: str) -> str:
+    return dist_name.lower().replace("_", "-").replace(".", "-")
+
+
+def _ordered_entry_points():
+    """``(entry point, distribution name, version)`` in the documented precedence order."""
+    core, others = [], []
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        dist_name = dist.metadata["Name"] if dist is not None else "-"
+        version = dist.version if dist is not None else "-"
+        item = (ep, dist_name, version)
+        (core if _canonical(dist_name) == CORE_DISTRIBUTION else others).append(item)
+    # sorted() is stable: the core keeps pyproject.toml's order; others by distribution,
+    # then entry-point name, whatever order sys.path (and so the working directory) gives.
+    others.sort(key=lambda item: (_canonical(item[1]), item[0].name))
+    return core + others
+

@@ -59,6 +59,7 @@ class Registry:
         self.manager = manager or PluginManager()
         self._load_entry_points = load_entry_points
         self.entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+        self._losers: dict[tuple[str, str], list[Entry]] = {}  # clashes: entries not used
         self._filled = False
         self._lock = threading.RLock()
 
@@ -85,25 +86,34 @@ class Registry:
         for kind, hook in HOOKS.items():
 
             def bind(plugin_name, kind=kind):
-                if only is not None and plugin_name != only:
-                    return {"register": lambda *a, **k: None}
                 return {"register": self._registrar(kind, plugin_name)}
 
-            if only is None:
-                self.manager.call_each(hook, bind)
-            else:
-                self._call_one(hook, only, bind)
+            self.manager.call_each(hook, bind, only=only)
+        self._drop_failed()
 
-    def _call_one(self, hook_name, plugin_name, bind):
-        hook = getattr(self.manager.pm.hook, hook_name)
-        for impl in hook.get_hookimpls():
-            if self.manager.pm.get_name(impl.plugin) != plugin_name:
-                continue
-            kwargs = bind(plugin_name)
-            try:
-                impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
-            except Exception as exc:  # noqa: BLE001
-                self.manager.fail(plugin_name, exc, during=hook_name)
+    def _drop_failed(self) -> None:
+        """A plugin that failed in any hook keeps none of its names; where it had won a
+        clash, the next plugin that registered the name takes it."""
+        failed = set(self.manager.failed())
+        if not failed:
+            return
+        for kind, table in self.entries.items():
+            for name in list(table):
+                if table[name].plugin not in failed:
+                    continue
+                rest = [e for e in self._losers.get((kind, name), []) if e.plugin not in failed]
+                if rest:
+                    table[name] = rest[0]
+                    self._losers[(kind, name)] = rest[1:]
+                else:
+                    del table[name]
+
+    def clashes(self) -> list[dict]:
+        """Names registered by more than one plugin: who kept each, and who lost."""
+        return [{"kind": kind, "name": name, "kept_by": self.entries[kind][name].plugin,
+                 "ignored": [e.plugin for e in losers]}
+                for (kind, name), losers in sorted(self._losers.items())
+                if losers and name in self.entries[kind]]
 
     def _registrar(self, kind: str, plugin: str):
         def register(name, factory, *, description="", requires=(), list_models=None,
@@ -118,21 +128,26 @@ class Registry:
                 raise InterpError(f"unknown backbone role {bad_roles[0]!r} in default_models of "
                                   f"'{name}' (roles: {', '.join(BACKBONE_ROLES)})")
             table = self.entries[kind]
-            if name in table:
-                first = table[name].plugin
-                msg = (
-                    f"{kind} '{name}' is registered by both '{first}' and '{plugin}'; "
-                    f"using '{first}'"
-                )
-                status = self.manager.statuses.get(plugin)
-                if status is not None:
-                    status.warnings.append(msg)
-                print(f"interp: {msg}", file=sys.stderr)
-                return
-            table[name] = Entry(
+            entry = Entry(
                 kind, name, factory, plugin, description, tuple(requires), list_models,
                 dict(defaults or {}), dict(default_models or {}),
             )
+            if name in table:
+                first = table[name].plugin
+                if first == plugin:
+                    raise InterpError(f"{kind} '{name}' is registered twice by '{plugin}'")
+                msg = (
+                    f"{kind} '{name}' is registered by both '{first}' and '{plugin}'; "
+                    f"using '{first}' (loaded first; see 'interp plugins')"
+                )
+                for who in (first, plugin):
+                    status = self.manager.statuses.get(who)
+                    if status is not None:
+                        status.warnings.append(msg)
+                self._losers.setdefault((kind, name), []).append(entry)
+                print(f"interp: {msg}", file=sys.stderr)
+                return
+            table[name] = entry
 
         return register
 
@@ -175,11 +190,19 @@ class Registry:
             )
         entry = self.entry("backbone", prefix)
         backbone = entry.factory(model, pretrained=pretrained, device=device, dtype=dtype, **options)
+        _check_returned(backbone, Backbone, entry)
         if entry.defaults:
             # the family's defaults, under the backbone's own (instance attribute: the class
             # attribute is a shared empty dict)
             backbone.defaults = {**entry.defaults, **(getattr(backbone, "defaults", None) or {})}
         return backbone
+
+    def family_defaults(self, name: str) -> dict:
+        """The defaults a backbone's family advertises, without loading the backbone."""
+        prefix = name.partition(":")[0]
+        self.ensure_loaded()
+        entry = self.entries["backbone"].get(prefix)
+        return dict(entry.defaults) if entry is not None else {}
 
     def default_backbone(self, role: str) -> str:
         """The backbone name a plugin advertises as the default for ``role`` (see
@@ -227,7 +250,11 @@ class Registry:
             backbone = self.get_backbone(backbone)
         if backbone is not None:
             check_capabilities(name, backbone, entry.requires)
-        return entry.factory(backbone, **options)
+        from .base import Decomposer, Explainer
+
+        method = entry.factory(backbone, **options)
+        _check_returned(method, Decomposer if kind == "decomposer" else Explainer, entry)
+        return method
 
     def get_decomposer(self, name: str, backbone=None, **options):
         return self._method("decomposer", name, backbone, **options)
@@ -259,14 +286,30 @@ class Registry:
                 "a vocabulary is a registered name, a path to a text file, a list of strings "
                 f"or a Vocabulary, not a {type(name).__name__}"
             )
-        return self.entry("vocabulary", name).factory(size=size, **options)
+        entry = self.entry("vocabulary", name)
+        return _check_returned(entry.factory(size=size, **options), Vocabulary, entry)
 
     def get_dataset(self, name: str, split: str = "test", **options):
-        return self.entry("dataset", name).factory(split=split, **options)
+        from .base import Dataset
+
+        entry = self.entry("dataset", name)
+        return _check_returned(entry.factory(split=split, **options), Dataset, entry)
 
 
 _registry: Registry | None = None
 _registry_lock = threading.Lock()
+
+
+def _check_returned(obj, cls, entry: Entry):
+    """A loader's result must be the documented type: say whose loader broke that rule."""
+    if not isinstance(obj, cls):
+        from .errors import PluginError
+
+        raise PluginError(
+            f"the {entry.kind} loader for '{entry.name}' (plugin '{entry.plugin}') returned "
+            f"{type(obj).__name__}, not an interpcore.{cls.__name__}"
+        )
+    return obj
 
 
 def _a(word: str) -> str:

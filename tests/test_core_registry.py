@@ -10,6 +10,8 @@ from interpcore import (
     Backbone,
     Capability,
     CapabilityError,
+    Dataset,
+    Decomposer,
     Explainer,
     InterpError,
     PluginError,
@@ -154,10 +156,26 @@ def test_method_on_backbone_without_capability_names_both(reg):
         NeedsStream(FakeBackbone("lib:x"))
 
 
+class _Dec(Decomposer):
+    name = "dec"
+
+    def __init__(self, backbone, **options):  # no backbone check: the test passes None
+        self.backbone, self.options = backbone, options
+
+
+class _Toy(Dataset):
+    def __init__(self, split, **options):
+        self.split, self.options = split, options
+
+    def __len__(self):
+        return 0
+
+
 def test_decomposer_asked_as_explainer_says_so(reg):
     reg.register_plugin(make_plugin(
-        "d", register_decomposers=lambda register: register("dec", lambda bb, **o: ("dec", bb, o))))
-    assert reg.get_decomposer("dec", None, k=1) == ("dec", None, {"k": 1})
+        "d", register_decomposers=lambda register: register("dec", _Dec)))
+    dec = reg.get_decomposer("dec", None, k=1)
+    assert isinstance(dec, _Dec) and dec.options == {"k": 1}
     with pytest.raises(InterpError, match="is a decomposer, not an explainer: use get_decomposer"):
         reg.get_explainer("dec")
 
@@ -167,12 +185,13 @@ def test_vocabulary_and_dataset_lookup(reg):
         register("words", lambda size=None, **o: Vocabulary("words", ["a", "b", "c"][-size:] if size else ["a", "b", "c"]))
 
     def register_datasets(register):
-        register("toy", lambda split="test", **o: ("toy", split, o))
+        register("toy", lambda split="test", **o: _Toy(split, **o))
 
     reg.register_plugin(make_plugin("v", register_vocabularies=register_vocabularies,
                                     register_datasets=register_datasets))
     assert reg.get_vocabulary("words", size=2).concepts == ["b", "c"]
-    assert reg.get_dataset("toy", split="train", n=3) == ("toy", "train", {"n": 3})
+    ds = reg.get_dataset("toy", split="train", n=3)
+    assert (ds.split, ds.options) == ("train", {"n": 3})
     with pytest.raises(UnknownNameError, match="interp datasets list"):
         reg.get_dataset("toyy")
     assert reg.names("vocabulary", "w*") == ["words"]
