@@ -72,13 +72,27 @@ class Backbone:
 
     Concrete backbones usually subclass :class:`interpcore.torch_backbone.TorchBackbone`,
     which implements device and dtype handling, batching and layer features on top of a
-    handful of model-specific methods. The attributes below are the contract methods rely on.
+    handful of model-specific methods. The attributes and methods below are the whole
+    contract the built-in methods rely on (docs/plugins.md, "The backbone contract"):
+
+    * always: ``name``, ``pretrained``, ``capabilities``, ``device``, ``dtype``, ``defaults``,
+      ``preprocess(image)``, ``to_pixels(images)``;
+    * ``image_encoder``: ``embed_dim``, ``encode_image`` (no gradients) and ``forward``
+      (the same computation with autograd on, for gradient-based explainers);
+    * ``text_encoder``: ``tokenize``, ``encode_text`` (same space and size as images);
+    * ``feature_maps``: ``default_layer``, ``feature_layers()``, ``module(layer)``,
+      ``features(images, layer)``, ``forward_features(pixels, layer)`` (autograd on),
+      ``gradcam_target_layers()`` and ``gradcam_reshape_transform()``;
+    * ``vit_residual_stream``: ``residual_stream()`` (a :class:`ViTResidualStream`).
     """
 
     name: str = "?"  #: full registry name, e.g. ``open_clip:ViT-B-32``
     pretrained: str | None = None  #: weights tag, file or folder the model was loaded from
     capabilities: frozenset[str] = frozenset()
     embed_dim: int | None = None  #: size of ``encode_image`` / ``encode_text`` outputs
+    device = None  #: ``torch.device`` the model runs on (``to_pixels`` moves inputs there)
+    dtype = None  #: ``torch.dtype`` of the model's weights and of ``to_pixels``' output
+    default_layer: str | None = None  #: layer ``features()`` uses by default (pooled, (N, F))
     #: What this backbone is used with when the user names nothing (see :data:`DEFAULT_KEYS`).
     #: The registry fills it from the family's ``register(..., defaults=...)``; a backbone
     #: may set its own entries, which win over the family's.
@@ -86,6 +100,11 @@ class Backbone:
 
     # -- the interface (TorchBackbone implements these) --------------------------------
     def preprocess(self, image):  # PIL image or path -> (C, H, W) float tensor
+        raise NotImplementedError
+
+    def to_pixels(self, images):
+        """A ``(N, C, H, W)`` batch on :attr:`device` / :attr:`dtype` from paths, PIL images,
+        ``(C, H, W)`` / ``(N, C, H, W)`` tensors or lists of them (preprocessed here)."""
         raise NotImplementedError
 
     def tokenize(self, texts: Sequence[str]):
@@ -96,6 +115,19 @@ class Backbone:
 
     def encode_text(self, texts, *, normalize: bool = False, batch_size: int = 256):
         raise CapabilityError(self.name, Capability.TEXT_ENCODER, "encode_text")
+
+    def forward(self, pixels):
+        """The image forward pass with autograd on (``encode_image`` runs without it): for
+        explainers that need gradients. ``pixels`` come from :meth:`to_pixels`; returns the
+        ``(N, embed_dim)`` embedding (a backbone without an image encoder: the model's own
+        output, e.g. logits)."""
+        raise CapabilityError(self.name, Capability.IMAGE_ENCODER, "forward")
+
+    def forward_features(self, pixels, layer: str | None = None):
+        """The activations of ``layer`` (default :attr:`default_layer`) on a pixel batch,
+        with autograd on and not pooled: ``(N, C, H, W)`` maps, ``(N, T, C)`` tokens or
+        ``(N, F)`` vectors, as the layer gives them."""
+        raise CapabilityError(self.name, Capability.FEATURE_MAPS, "forward_features")
 
     def features(self, images, layer: str | None = None, *, batch_size: int = 64):
         raise NotImplementedError

@@ -70,7 +70,9 @@ def check_backbone(backbone, *, rtol: float | None = None) -> ContractReport:
     paths to ``(3, H, W)`` float tensors), ``encode_image`` (shape ``(N, embed_dim)``, float32,
     finite, no gradient, independent of the batch size, unit norm with ``normalize=True``,
     PIL / path / tensor inputs agree, empty input gives ``(0, embed_dim)``),
-    ``features()`` with the default layer (``(N, F)``, finite, hooks removed afterwards),
+    ``forward`` (the same embedding with autograd on: a gradient reaches the pixels),
+    ``features()`` with the default layer (``(N, F)``, finite, hooks removed afterwards;
+    checked when the backbone has a ``default_layer``), ``forward_features`` (autograd on),
     ``tokenize`` / ``encode_text`` (same embedding size as images, batch-size independent,
     deterministic), Grad-CAM target layers (modules that produce spatial maps, directly or
     through ``gradcam_reshape_transform()``), and the ViT residual stream (its reference
@@ -180,6 +182,20 @@ def check_backbone(backbone, *, rtol: float | None = None) -> ContractReport:
             )
 
         check("encode_image: PIL, path and tensor inputs agree; empty input", inputs_agree)
+
+        def forward_grad():
+            z = state.get("z")
+            assert z is not None, "encode_image failed"
+            x = backbone.to_pixels(pixels).clone().requires_grad_(True)
+            out = backbone.forward(x)
+            err = _rel(out.detach().float(), z)
+            assert err <= batch_tol, f"forward() differs from encode_image by {err:.2e} relative"
+            out.float().sum().backward()
+            assert x.grad is not None and torch.isfinite(x.grad).all(), (
+                "forward() gives no finite gradient with respect to the pixels"
+            )
+
+        check("forward(): encode_image with autograd on (gradient reaches the pixels)", forward_grad)
     elif Capability.IMAGE_ENCODER not in caps:
 
         def no_image():
@@ -192,6 +208,9 @@ def check_backbone(backbone, *, rtol: float | None = None) -> ContractReport:
         check("encode_image raises CapabilityError (not declared)", no_image)
 
     def features_default():
+        if getattr(backbone, "default_layer", None) is None:
+            assert Capability.FEATURE_MAPS not in caps, "feature_maps declared but no default_layer"
+            return
         if pixels is None:
             raise AssertionError("preprocess failed")
         model = getattr(backbone, "model", None)
@@ -250,7 +269,7 @@ def check_backbone(backbone, *, rtol: float | None = None) -> ContractReport:
             from .torch_backbone import capture
 
             with capture(layers[0]) as got, torch.no_grad():
-                backbone._forward_for_features(backbone.to_pixels(pixels))
+                backbone.forward(backbone.to_pixels(pixels))
             assert got, "the first Grad-CAM target layer did not run in a forward pass"
             act = got[0]
             maps = reshape(act) if reshape is not None else act
@@ -261,6 +280,17 @@ def check_backbone(backbone, *, rtol: float | None = None) -> ContractReport:
             )
 
         check("Grad-CAM target layers give (N, C, H, W) maps", gradcam)
+
+        def forward_features_grad():
+            x = backbone.to_pixels(pixels).clone().requires_grad_(True)
+            act = backbone.forward_features(x)
+            assert act.shape[0] == len(images), f"forward_features gave shape {tuple(act.shape)}"
+            act.float().sum().backward()
+            assert x.grad is not None and torch.isfinite(x.grad).all(), (
+                "forward_features() gives no finite gradient with respect to the pixels"
+            )
+
+        check("forward_features(): default layer with autograd on", forward_features_grad)
 
     if Capability.VIT_RESIDUAL_STREAM in caps and pixels is not None:
 

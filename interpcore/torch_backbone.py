@@ -112,7 +112,11 @@ class TorchBackbone(Backbone):
         self.tokenizer = tokenizer
         self.embed_dim = embed_dim
         caps = set(capabilities)
-        if tokenizer is None:
+        if tokenizer is None and Capability.TEXT_ENCODER in caps:
+            import warnings
+
+            warnings.warn(f"backbone '{name}' declares text_encoder but was given no tokenizer: "
+                          "text encoding is off", stacklevel=2)
             caps.discard(Capability.TEXT_ENCODER)
         self.capabilities = frozenset(caps)
         self.default_layer = default_layer
@@ -200,6 +204,35 @@ class TorchBackbone(Backbone):
         if Capability.IMAGE_ENCODER in self.capabilities:
             return self._encode_image(pixels)
         return self.model(pixels)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The image forward pass with autograd on (see :meth:`Backbone.forward`)."""
+        with torch.enable_grad():
+            if Capability.IMAGE_ENCODER in self.capabilities:
+                return self._encode_image(pixels)
+            return self.model(pixels)
+
+    def forward_features(self, pixels: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+        """Activations of ``layer`` with autograd on, unpooled (see :meth:`Backbone.forward_features`).
+
+        A default layer that is computed rather than a module (e.g. timm's ``pre_logits``)
+        is the image encoder's own output.
+        """
+        layer = layer or self.default_layer
+        if layer is None:
+            raise InterpError(f"backbone '{self.name}' has no default feature layer; pass layer=")
+        try:
+            mod = self.module(layer)
+        except InterpError:
+            if layer != self.default_layer or Capability.IMAGE_ENCODER not in self.capabilities:
+                raise
+            return self.forward(pixels)
+        with torch.enable_grad(), capture(mod) as got:
+            self._forward_for_features(pixels)
+        if not got:
+            raise InterpError(f"layer '{layer}' of backbone '{self.name}' did not run in the "
+                              "image forward pass")
+        return got[0]
 
     @torch.no_grad()
     def features(self, images, layer: str | None = None, *, batch_size: int = 64, pool: bool | None = None):

@@ -210,7 +210,8 @@ def test_computed_default_layer_of_a_timm_classifier():
     assert bb.default_layer == "pre_logits"
     x = torch.randn(2, 3, 64, 64)  # layer4 gives 2x2 maps (1x1 would normalize to 0)
     wrapper = steps.LayerOutput(bb)
-    assert wrapper.target_module is None
+    # the computed layer is the image encoder's output, through the public contract
+    assert torch.allclose(bb.forward_features(x).detach(), bb.features(x), atol=1e-5)
     assert torch.allclose(wrapper(x), bb.features(x), atol=1e-5)
     maps = steps.gradcam_maps(bb, x, [0, 1, 2])
     assert maps.shape == (2, 64, 64) and 0.99 < maps.max() <= 1.0 + 1e-6

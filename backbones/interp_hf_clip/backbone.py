@@ -261,6 +261,8 @@ class HFClipBackbone(TorchBackbone):
         vision = model.vision_model
         layers = len(vision.encoder.layers)
         caps = {Capability.IMAGE_ENCODER, Capability.TEXT_ENCODER, Capability.FEATURE_MAPS}
+        if kwargs.get("tokenizer") is None:
+            caps.discard(Capability.TEXT_ENCODER)  # the loader has already warned, with why
         if family == "CLIP":
             caps.add(Capability.VIT_RESIDUAL_STREAM)
             default = "visual_projection"

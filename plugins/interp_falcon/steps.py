@@ -213,51 +213,32 @@ class FeatureGroupTarget:
 
 
 class LayerOutput(torch.nn.Module):
-    """The backbone's model with its output replaced by the pooled activations of ``layer``
-    (default: the backbone's default feature layer), for pytorch-grad-cam."""
+    """The backbone's image forward with its output replaced by the pooled activations of
+    ``layer`` (default: the backbone's default feature layer), for pytorch-grad-cam. Uses
+    only the public backbone contract (``forward_features``)."""
 
     def __init__(self, backbone, layer: str | None = None):
         super().__init__()
         self.backbone = backbone
-        self.inner = backbone.model
-        default = getattr(backbone, "default_layer", None)
-        self.layer = layer or default
+        self.layer = layer or backbone.default_layer
         if self.layer is None:
             raise InterpError(f"backbone '{backbone.name}' has no default feature layer; give a layer")
-        try:
-            self.target_module = backbone.module(self.layer)
-        except InterpError:
-            # the default layer may be computed rather than a module (timm's "pre_logits"):
-            # then the backbone's image encoder gives the pooled pre-classifier features
-            if self.layer != default or not hasattr(backbone, "_encode_image"):
-                raise
-            self.target_module = None
+        # pytorch-grad-cam finds the device from the wrapper's first parameter
+        self._device = torch.nn.Parameter(torch.empty(0, device=backbone.device), requires_grad=False)
 
     def forward(self, pixels):
-        from interpcore.torch_backbone import capture
-
-        with torch.enable_grad():
-            if self.target_module is None:
-                return pool_activations(self.backbone._encode_image(pixels))
-            with capture(self.target_module) as got:
-                fwd = getattr(self.backbone, "_forward_for_features", None)
-                fwd(pixels) if fwd is not None else self.inner(pixels)
-        return pool_activations(got[0])
+        return pool_activations(self.backbone.forward_features(pixels, self.layer))
 
 
 def cam_target_layers(backbone, layer: str | None = None, probe=None) -> list:
     """Where Grad-CAM looks: the chosen ``layer`` itself when its output is a spatial map
     (checked on ``probe`` pixels), else the backbone's default Grad-CAM layers
     (``backbone.gradcam_target_layers()``)."""
-    if layer is not None and layer != getattr(backbone, "default_layer", None) and probe is not None:
-        from interpcore.torch_backbone import capture
-
-        mod = backbone.module(layer)
-        with torch.no_grad(), capture(mod) as got:
-            fwd = getattr(backbone, "_forward_for_features", None)
-            fwd(probe) if fwd is not None else backbone.model(probe)
-        if got and got[0].dim() == 4:
-            return [mod]
+    if layer is not None and layer != backbone.default_layer and probe is not None:
+        with torch.no_grad():
+            act = backbone.forward_features(probe, layer)
+        if act.dim() == 4:
+            return [backbone.module(layer)]
     return backbone.gradcam_target_layers()
 
 
@@ -287,7 +268,9 @@ def gradcam_maps(backbone, pixels: torch.Tensor, features, *, layer: str | None 
             out.append(np.asarray(maps, dtype=np.float32))
     finally:
         cam.activations_and_grads.release()
-        wrapper.inner.zero_grad(set_to_none=True)
+        model = getattr(backbone, "model", None)  # TorchBackbone's module: drop CAM's grads
+        if isinstance(model, torch.nn.Module):
+            model.zero_grad(set_to_none=True)
     return np.concatenate(out) if out else np.zeros((0,) + tuple(pixels.shape[-2:]), np.float32)
 
 
