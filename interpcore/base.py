@@ -252,6 +252,10 @@ class Vocabulary:
     concepts: list[str]
     source: str = ""  #: where the texts came from (URL, file, "generated")
     description: str = ""
+    #: Which end of ``concepts`` holds the most frequent entries, i.e. what ``size=k`` keeps:
+    #: ``"first"`` (TextSpan's pools, custom lists) or ``"last"`` (SpLiCE's files, sorted
+    #: from least to most frequent).
+    keep: str = "first"
 
     def __post_init__(self):
         if not isinstance(self.concepts, list):

@@ -345,7 +345,8 @@ def check_vocabulary(vocabulary, *, sized=None) -> ContractReport:
     """Contract checks for a :class:`interpcore.Vocabulary` (and, optionally, its loader).
 
     ``sized``: the loader called with ``size=k`` (e.g. ``lambda k: get_vocabulary("mine",
-    size=k)``) to check that it returns the ``k`` most frequent entries, i.e. the last ``k``.
+    size=k)``) to check that it returns the ``k`` most frequent entries: the first ``k`` or
+    the last ``k``, as the vocabulary's ``keep`` says.
     """
     from .base import Vocabulary
 
@@ -375,14 +376,19 @@ def check_vocabulary(vocabulary, *, sized=None) -> ContractReport:
     check("entries are non-empty strings", entries_are_text)
     check("content hash depends only on the entries", hash_is_stable)
     if sized is not None:
-        def size_keeps_last():
+        keep = getattr(vocabulary, "keep", "first")
+
+        def size_keeps_most_frequent():
+            assert keep in ("first", "last"), f"keep is {keep!r}, expected 'first' or 'last'"
             k = max(1, min(5, len(vocabulary) - 1))
             small = sized(k)
-            assert list(small.concepts) == list(vocabulary.concepts[-k:]), (
-                f"size={k} gave {list(small.concepts)!r}, expected the last {k} entries"
+            want = vocabulary.concepts[:k] if keep == "first" else vocabulary.concepts[-k:]
+            assert list(small.concepts) == list(want), (
+                f"size={k} gave {list(small.concepts)!r}, expected the {keep} {k} entries "
+                f"(keep={keep!r})"
             )
 
-        check("size=k keeps the k most frequent (last) entries", size_keeps_last)
+        check(f"size=k keeps the k most frequent entries (the {keep} ones)", size_keeps_most_frequent)
     _failures_to_error("vocabulary", report.name, failures)
     return report
 

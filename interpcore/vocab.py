@@ -37,7 +37,6 @@ class TextVocabulary(Vocabulary):
     path: str | None = None  #: the file the entries were read from, if any
     total: int = 0  #: entries available after cleaning, before ``size`` was applied
     size: int | None = None  #: the ``size`` asked for (None: everything)
-    keep: str = "first"  #: which end ``size`` keeps: "first" or "last"
     blank_dropped: int = 0
     duplicates_dropped: int = 0
 
@@ -186,12 +185,12 @@ def resize(vocab: Vocabulary, size: int | None) -> Vocabulary:
     """``vocab`` cut to ``size`` at the end its ``keep`` says (the start for plain ones)."""
     if size is None:
         return vocab
-    keep = getattr(vocab, "keep", "first")
+    keep = vocab.keep
     kept = take(list(vocab.concepts), size, keep, vocab.name)
     if isinstance(vocab, TextVocabulary):
         return dataclasses.replace(vocab, concepts=kept, size=size)
     return TextVocabulary(name=vocab.name, concepts=kept, source=vocab.source,
-                          description=vocab.description, total=len(vocab), size=size)
+                          description=vocab.description, keep=keep, total=len(vocab), size=size)
 
 
 def looks_like_path(name) -> bool:

@@ -60,12 +60,18 @@ def test_check_method_flags_leftover_hooks():
 
 
 def test_check_vocabulary_checks_entries_and_size():
-    words = ["rare", "common", "very common"]
-    report = check_vocabulary(Vocabulary("w", words),
-                              sized=lambda k: Vocabulary("w", words[-k:]))
+    words = ["rare", "common", "very common"]  # least to most frequent: keep="last"
+    report = check_vocabulary(Vocabulary("w", words, keep="last"),
+                              sized=lambda k: Vocabulary("w", words[-k:], keep="last"))
     assert len(report.passed) == 4
-    with pytest.raises(ContractError, match="last"):
-        check_vocabulary(Vocabulary("w", words), sized=lambda k: Vocabulary("w", words[:k]))
+    with pytest.raises(ContractError, match="expected the last 2 entries"):
+        check_vocabulary(Vocabulary("w", words, keep="last"),
+                         sized=lambda k: Vocabulary("w", words[:k], keep="last"))
+    # most frequent first (TextSpan's google_3498_english, custom lists): the first k
+    ranked = ["the", "of", "and"]
+    check_vocabulary(Vocabulary("r", ranked), sized=lambda k: Vocabulary("r", ranked[:k]))
+    with pytest.raises(ContractError, match="expected the first 2 entries"):
+        check_vocabulary(Vocabulary("r", ranked), sized=lambda k: Vocabulary("r", ranked[-k:]))
     with pytest.raises(ContractError, match="empty"):
         check_vocabulary(Vocabulary("w", ["a", " "]))
 
