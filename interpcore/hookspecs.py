@@ -21,13 +21,16 @@ hookimpl = pluggy.HookimplMarker("interpcore")
 def register_backbones(register):
     """Register backbone families.
 
-    ``register(prefix, loader, *, list_models=None, description="")``
+    ``register(prefix, loader, *, list_models=None, description="", defaults=None, default_models=None)``
 
     ``prefix`` is the part of a backbone name before the first colon (``open_clip`` in
     ``open_clip:ViT-B-32``). ``loader(model, *, pretrained=None, device="auto", dtype=None,
     **options)`` returns an :class:`interpcore.Backbone`. ``list_models()`` returns the model
     names the family knows (strings, or ``(name, [pretrained tags])`` pairs) and must not
-    import torch.
+    import torch. ``defaults``: what the family's backbones are used with when the user names
+    nothing (keys in :data:`interpcore.DEFAULT_KEYS`); ``default_models``: ``{role: model}``
+    for the roles in :data:`interpcore.BACKBONE_ROLES`, when the family offers the default
+    backbone of a role.
     """
 
 
