@@ -140,3 +140,28 @@ def test_example_plugin_adds_backbone_and_explainer(site):
     assert out.returncode == 0, out.stderr
     # the red patch sits in the top-left cell: occluding it changes the histogram most
     assert out.stdout.split() == ["0", "512"]
+
+
+def test_example_plugin_vit_has_a_residual_stream_that_prs_and_textspan_use(site, tmp_path):
+    """The example's tiny ViT, written from docs/plugins.md only, meets the contract and the
+    built-in PRS and TextSpan run on it through the registry (and the CLI)."""
+    code = (
+        "import interpcore, json\n"
+        "from interpcore.testing import check_backbone\n"
+        "bb = interpcore.get_backbone('toyvit:tiny', device='cpu')\n"
+        "report = check_backbone(bb)\n"
+        "parts = interpcore.get_decomposer('prs', bb).decompose(['examples/red_circle.png'])\n"
+        "print(json.dumps({'checks': len(report.passed), 'error': float(parts.max_relative_error())}))\n"
+    )
+    e = dict(os.environ, PYTHONPATH=str(site))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["checks"] == 10 and got["error"] < 1e-5, got
+    r = interp(site, "textspan", "run", "-b", "toyvit:tiny", "-d", "shapes", "-n", "48",
+               "--layers", "1", "--texts-per-head", "3", "--rank", "8", "--pool", "shapes",
+               "--out", str(tmp_path / "ts"))
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.strip().startswith("L1.H")]
+    assert len(rows) == 4 and all(line.count("|") == 2 for line in rows), r.stdout  # 4 heads, 3 texts
