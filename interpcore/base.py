@@ -364,6 +364,28 @@ class Method:
         self.backbone = backbone
         self.options = options
 
+    def __init_subclass__(cls, **kwargs):
+        """Options are checked at construction: an unknown one names the valid ones."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_checks_options", False):
+            return
+        import functools
+        import inspect
+
+        sig = inspect.signature(init)
+
+        @functools.wraps(init)
+        def checked(self, *args, **options):
+            try:
+                sig.bind(self, *args, **options)
+            except TypeError:
+                _raise_bad_options(type(self), sig, args, options)
+            return init(self, *args, **options)
+
+        checked._checks_options = True
+        cls.__init__ = checked
+
 
 class Decomposer(Method):
     """Splits a representation into parts; the public verb is :meth:`decompose`."""
@@ -379,6 +401,22 @@ class Explainer(Method):
         raise NotImplementedError
 
 
+def _raise_bad_options(cls, sig, args, options) -> None:
+    from .errors import close_matches
+
+    valid = [n for n, prm in sig.parameters.items()
+             if n != "self" and prm.kind in (prm.KEYWORD_ONLY, prm.POSITIONAL_OR_KEYWORD)][1:]
+    what = f"{cls.__name__} (method '{getattr(cls, 'name', '?')}')"
+    unknown = [k for k in options if k not in sig.parameters]
+    if unknown:
+        near = close_matches(unknown[0], valid)
+        hint = f" Did you mean: {', '.join(near)}?" if near else ""
+        raise InterpError(f"unknown option '{unknown[0]}' for {what}.{hint} Valid options: "
+                          f"{', '.join(valid) or 'none'}")
+    raise InterpError(f"{what} takes the backbone and then options by name "
+                      f"({', '.join(valid) or 'none'}); got {len(args)} positional argument(s)")
+
+
 def check_capabilities(method: str, backbone: Backbone, requires: Iterable[str]) -> None:
     missing = [c for c in requires if c not in backbone.capabilities]
     if missing:
@@ -390,12 +428,40 @@ def check_capabilities(method: str, backbone: Backbone, requires: Iterable[str])
 # --------------------------------------------------------------------------------------
 
 
-class Result:
-    """Base for method results: small dataclasses that print and serialize to JSON.
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    """How a result checks itself: one figure under one name across methods.
 
-    Subclasses are dataclasses; tensors and arrays in fields are converted to lists by
-    :meth:`to_dict`.
+    ``name`` says what was measured (e.g. "max relative error of the sum of contributions",
+    "largest relative duality gap"), ``value`` the figure, ``tolerance`` the bound it must
+    stay under, ``passed`` whether it does.
     """
+
+    name: str
+    value: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.value <= self.tolerance)
+
+    def __str__(self) -> str:
+        mark = "ok" if self.passed else "FAILED"
+        return f"{self.name}: {self.value:.2e} (tolerance {self.tolerance:g}) {mark}"
+
+
+class Result:
+    """Base for method results: small dataclasses that print and serialize.
+
+    Every result has :meth:`to_dict` / :meth:`to_json`, :meth:`to_arrays` (the numeric
+    fields, which the job runner stores), :meth:`save` / :meth:`load` (a folder holding
+    ``result.json`` and one ``.npy`` per array field) and :attr:`verification` (how the
+    result checks itself, or ``None`` for a method with nothing to verify). Subclasses are
+    dataclasses; tensors and arrays in fields are converted to lists by :meth:`to_dict`.
+    """
+
+    #: file names inside a saved result folder
+    JSON_FILE: ClassVar[str] = "result.json"
 
     def to_dict(self) -> dict:
         if not dataclasses.is_dataclass(self):
@@ -405,6 +471,68 @@ class Result:
     def to_json(self, **kwargs) -> str:
         kwargs.setdefault("indent", 2)
         return json.dumps(self.to_dict(), **kwargs)
+
+    @property
+    def verification(self) -> Verification | None:
+        """The result's own check (see :class:`Verification`); ``None`` when it has none."""
+        return None
+
+    def to_arrays(self) -> dict:
+        """The fields that are arrays or tensors, as numpy arrays by field name."""
+        import numpy as np
+
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if hasattr(value, "detach"):
+                value = value.detach().cpu().numpy()
+            if isinstance(value, np.ndarray):
+                out[f.name] = value
+        return out
+
+    def save(self, folder) -> "Path":
+        """Write the result into ``folder`` (created): array fields as ``NAME.npy``, the
+        rest as ``result.json``; every file written atomically. Returns the folder."""
+        import numpy as np
+        from pathlib import Path
+
+        from .cache import atomic_path
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = self.to_arrays()
+        for name, arr in arrays.items():
+            with atomic_path(folder / f"{name}.npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, arr, allow_pickle=False)
+        rest = {k: v for k, v in self.to_dict().items() if k not in arrays}
+        doc = {"type": f"{type(self).__module__}:{type(self).__qualname__}",
+               "arrays": sorted(arrays), "fields": rest}
+        with atomic_path(folder / self.JSON_FILE) as tmp:
+            tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(cls, folder):
+        """Read a result written by :meth:`save` (array fields come back as numpy arrays)."""
+        import numpy as np
+        from pathlib import Path
+
+        folder = Path(folder)
+        path = folder / cls.JSON_FILE
+        if not path.is_file():
+            raise InterpError(f"{folder} holds no saved result ({cls.JSON_FILE} is missing)")
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InterpError(f"{path} is not valid JSON ({exc})") from None
+        want = f"{cls.__module__}:{cls.__qualname__}"
+        if cls is not Result and doc.get("type") != want:
+            raise InterpError(f"{folder} holds a {doc.get('type')}, not a {want}")
+        values = dict(doc.get("fields", {}))
+        for name in doc.get("arrays", []):
+            values[name] = np.load(folder / f"{name}.npy", allow_pickle=False)
+        return cls(**values)
 
 
 def to_jsonable(value):
