@@ -40,6 +40,7 @@ from interpcore import Capability, Decomposer, InterpError, Result
 from interpcore.progress import progress
 
 STORE_VERSION = 1
+CONVENTIONS = ("centred", "reference")
 
 
 # --------------------------------------------------------------------------------------
@@ -67,7 +68,7 @@ class _Folded:
         self.ln_bias = (
             torch.zeros(proj.shape[1], **f32) if beta is None else beta.detach().to(**f32) @ proj
         )
-        self.G, self.bias, self.ls2 = [], [], []
+        self.G, self.bias, self.ls2, self.Gm, self.bias_mean = [], [], [], [], []
         H, dh = stream.num_heads, stream.head_dim
         for i in range(stream.num_layers):
             b = stream.block(i)
@@ -81,6 +82,10 @@ class _Folded:
             Wh = Wo.T.reshape(H, dh, W) * ls1  # (H, dh, W)
             self.G.append(Wh @ self.M)  # (H, dh, D)
             self.bias.append((b.out_proj_bias.detach().to(**f32) * ls1) @ self.M)
+            # for the reference's split: each head's channel mean is v_h @ Gm[l][h]
+            self.Gm.append(Wh.mean(dim=-1))  # (H, dh)
+            self.bias_mean.append(float((b.out_proj_bias.detach().to(**f32) * ls1).mean()))
+        self.gamma_proj = gamma @ proj  # (D,): what a unit shift of every channel adds
 
 
 def _layer_scale_vector(fn, width, device, what):
@@ -140,6 +145,7 @@ class PRSDecomposition(Result):
     per_patch: bool = False
     normalized: bool = False
     grid_size: tuple = ()
+    convention: str = "centred"  #: "centred" or "reference" (see PRSDecomposer.decompose)
 
     # -- sums -------------------------------------------------------------------------
     def total(self):
@@ -150,6 +156,20 @@ class PRSDecomposition(Result):
         """Heads summed over tokens (per-patch mode) and heads: (N, len(head_layers), D)."""
         h = self.heads.sum(3) if self.per_patch else self.heads
         return h.sum(2)
+
+    def reference_arrays(self) -> dict:
+        """The arrays the reference's ``compute_prs.py`` stores, for comparison with them:
+        ``attentions`` (N, L, H, D) (patches summed), ``mlps`` (N, L + 1, D) (the input
+        first), ``cls_attn`` (N, L, D) (class token to itself, heads summed; per-patch runs
+        only). Needs ``convention="reference"``."""
+        if self.convention != "reference":
+            raise InterpError("reference_arrays() needs decompose(..., convention='reference')")
+        heads = self.heads.sum(3) if self.per_patch else self.heads
+        out = {"attentions": heads.numpy(),
+               "mlps": torch.cat([self.embed[:, None], self.mlps], dim=1).numpy()}
+        if self.per_patch:
+            out["cls_attn"] = self.attn_cls.numpy()
+        return out
 
     def max_relative_error(self) -> float:
         """max over images of |sum of contributions - embedding| / |embedding|."""
@@ -292,8 +312,25 @@ class PRSDecomposer(Decomposer):
 
     @torch.no_grad()
     def decompose(self, images, *, per_patch: bool | None = None, layers=None,
-                  normalize: bool = False, batch_size: int = 32) -> PRSDecomposition:
-        """Decompose images (tensor batch, PIL images or paths) into direct contributions."""
+                  normalize: bool = False, batch_size: int = 32,
+                  convention: str = "centred") -> PRSDecomposition:
+        """Decompose images (tensor batch, PIL images or paths) into direct contributions.
+
+        ``convention``: ``"centred"`` (default) centres each term by its own channel mean and
+        keeps the final LayerNorm's bias and each layer's out-projection bias as terms of
+        their own; ``"reference"`` splits the LayerNorm's mean and bias, and each layer's
+        out-projection bias, evenly over the terms as the PRS authors' code does, and divides
+        by ``|embedding|`` as their stored values are (docs/prs.md, "Two conventions").
+        """
+        if convention not in CONVENTIONS:
+            raise InterpError(f"unknown PRS convention '{convention}'; use one of "
+                              f"{', '.join(CONVENTIONS)}")
+        if convention == "reference":
+            if layers is not None and resolve_layers(layers, self.stream.num_layers) != list(range(self.stream.num_layers)):
+                raise InterpError("the reference convention splits over every layer's heads: "
+                                  "leave layers unset")
+            return self._decompose_reference(images, per_patch=bool(per_patch or False),
+                                             batch_size=batch_size)
         per_patch = self.per_patch if per_patch is None else bool(per_patch)
         layers = self.layers if layers is None else resolve_layers(layers, self.stream.num_layers)
         if not isinstance(images, (torch.Tensor, list, tuple)):
@@ -319,14 +356,21 @@ class PRSDecomposer(Decomposer):
         )
         return res.normalize() if normalize else res
 
-    def _decompose_pixels(self, pixels, per_patch: bool, layers) -> dict:
-        """The core: one forward pass, class-token rows only, folded projections."""
+    def _decompose_pixels(self, pixels, per_patch: bool, layers, means: bool = False) -> dict:
+        """The core: one forward pass, class-token rows only, folded projections. ``means``:
+        also record every term's channel mean before the final LayerNorm (the reference's
+        split needs them)."""
         s, fo = self.stream, self.folded
         x = s.embed(pixels)
         N, T, W = x.shape
         L, H = s.num_layers, s.num_heads
         M = fo.M
         embed = x[:, 0].float() @ M
+        mean = {}
+        if means:
+            mean["embed"] = x[:, 0].float().mean(-1)
+            mean["mlps"] = torch.empty(N, L, device=M.device)
+            mean["heads"] = torch.empty((N, L, H, T) if per_patch else (N, L, H), device=M.device)
         attn = torch.empty(N, L, M.shape[1], device=M.device)
         attn_bias = torch.empty_like(attn)
         attn_cls = torch.empty_like(attn)
@@ -345,6 +389,12 @@ class PRSDecomposer(Decomposer):
             a = ((q[:, :, :1].float() @ k.float().transpose(-1, -2)) * b.scale).softmax(-1)[:, :, 0]
             vf = v.float()
             G = fo.G[i]
+            if means:
+                Gm = fo.Gm[i]  # (H, dh)
+                if per_patch:
+                    mean["heads"][:, i] = torch.einsum("nhtd,hd->nht", vf, Gm) * a
+                else:
+                    mean["heads"][:, i] = torch.einsum("nhd,hd->nh", torch.einsum("nht,nhtd->nhd", a, vf), Gm)
             if per_patch and i in rec:
                 vg = torch.einsum("nhtd,hde->nhte", vf, G)  # (N, H, T, D)
                 pp = vg.mul_(a[..., None])
@@ -362,6 +412,8 @@ class PRSDecomposer(Decomposer):
             x = x + b.ls_1(o)
             m = b.ls_2(b.mlp(b.ln_2(x)))
             mlps[:, i] = m[:, 0].float() @ M
+            if means:
+                mean["mlps"][:, i] = m[:, 0].float().mean(-1)
             x = x + m
         xc = x[:, 0].float()
         std = torch.sqrt(xc.var(dim=-1, unbiased=False) + s.ln_post_eps)
@@ -379,7 +431,66 @@ class PRSDecomposer(Decomposer):
         }
         if heads is not None:
             out["heads"] = heads.mul_(inv.reshape(-1, *([1] * (heads.dim() - 1))))
+        if means:
+            out.update({f"mean_{k}": v for k, v in mean.items()})
+            out["mean_total"] = xc.mean(-1)
         return {k: v.cpu() for k, v in out.items()}
+
+    def _decompose_reference(self, images, *, per_patch: bool, batch_size: int) -> PRSDecomposition:
+        """The reference's split (see :meth:`decompose`), from the centred terms and the
+        terms' channel means: a term ``t`` of ``k`` equal shares contributes
+        ``(gamma * (t - mean(x) / k) / std + beta / k) @ proj``, where the centred version is
+        ``(gamma * (t - mean(t)) / std) @ proj``; the difference is
+        ``(mean(t) - mean(x) / k) / std * (gamma @ proj) + (beta @ proj) / k``."""
+        if not isinstance(images, (torch.Tensor, list, tuple)):
+            images = [images]
+        elif isinstance(images, torch.Tensor) and images.dim() == 3:
+            images = images[None]
+        if len(images) == 0:
+            raise InterpError("no images to decompose")
+        L, H = self.stream.num_layers, self.stream.num_heads
+        layers = list(range(L))
+        parts = [self._decompose_pixels(self._pixels(images[b : b + batch_size]), per_patch,
+                                        layers, means=True)
+                 for b in range(0, len(images), batch_size)]
+        d = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        fo = self.folded
+        gp, beta = fo.gamma_proj.cpu(), fo.ln_bias.cpu()
+        std, mu = d["std"], d["mean_total"]
+        K = 2 * L + 1  # the input and L MLPs, plus L attention layers (split over heads)
+
+        def share(t, t_mean, k, shape):
+            """t: centred contribution; t_mean: its channel mean; k: number of shares."""
+            shift = (t_mean - mu.reshape(shape) / k) / std.reshape(shape)
+            return t + shift[..., None] * gp + beta / k
+
+        n1 = (-1, 1)
+        embed = share(d["embed"], d["mean_embed"], K, (-1,))
+        mlps = share(d["mlps"], d["mean_mlps"], K, n1)
+        bias_mean = torch.tensor(fo.bias_mean)  # (L,)
+        if per_patch:
+            T = d["heads"].shape[3]
+            k = K * H * T
+            c = d["heads"] + (d["attn_bias"] / (H * T))[:, :, None, None, :]
+            m = d["mean_heads"] + (bias_mean / (H * T))[None, :, None, None]
+            heads = share(c, m, k, (-1, 1, 1, 1))
+            attn = heads.sum(dim=(2, 3))
+            cls_self = heads[:, :, :, 0].sum(2)
+        else:
+            k = K * H
+            c = d["heads"] + (d["attn_bias"] / H)[:, :, None, :]
+            m = d["mean_heads"] + (bias_mean / H)[None, :, None]
+            heads = share(c, m, k, (-1, 1, 1))
+            attn = heads.sum(2)
+            cls_self = None
+        res = PRSDecomposition(
+            backbone=self.backbone.name, embedding=d["embedding"], embed=embed, attn=attn,
+            attn_bias=torch.zeros_like(attn), attn_cls=d["attn_cls"] if cls_self is None else cls_self,
+            mlps=mlps, heads=heads, head_layers=layers, ln_bias=torch.zeros_like(beta),
+            std=std, norm=d["norm"], per_patch=per_patch, grid_size=tuple(self.stream.grid_size),
+            convention="reference",
+        )
+        return res.normalize()
 
     # -- whole datasets -----------------------------------------------------------------
     def decompose_dataset(self, dataset, out=None, **kwargs) -> PRSStore:
