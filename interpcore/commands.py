@@ -159,12 +159,13 @@ class Run:
 
     def finish(self, result=None, *, text: str | None = None, data=None, method: str = "",
                title: str = "", sections=(), settings: Mapping | None = None, inputs=None,
-               figures=()) -> Path | None:
+               figures=(), results=None) -> Path | None:
         """Print the result and, with a run folder, write ``run.json`` (+ the report).
 
         ``text``: what to print (default ``str(result)``); ``data``: what ``--json`` prints and
         ``run.json`` stores as results (default ``result.to_dict()``). ``sections``: report
-        sections (see :mod:`interpcore.report`). Returns the report path, if any.
+        sections (see :mod:`interpcore.report`). ``results``: what ``run.json`` stores when it
+        should differ from ``data`` (e.g. a shorter or a longer form). Returns the report path.
         """
         from .base import to_jsonable
 
@@ -179,7 +180,8 @@ class Run:
                 manifest = {"method": method, "title": title or method,
                             "command": current_command(), "settings": dict(settings or {}),
                             "inputs": inputs if inputs is not None else [],
-                            "sections": list(sections), "results": data}
+                            "sections": list(sections),
+                            "results": data if results is None else to_jsonable(results)}
                 if figures:
                     manifest["figures"] = list(figures)
                 rep = finish_run(self.out, manifest, self.report)
@@ -200,9 +202,12 @@ class Run:
         return rep
 
 
-def output_options(*, out: bool = True, report: bool = True, out_required: bool = False):
+def output_options(*, out: bool = True, report: bool = True, out_required: bool = False,
+                   out_names=("--out",), quiet_names=("-q", "--quiet")):
     """``--out DIR``, ``--report PATH.html``, ``--json`` and ``-q/--quiet``, handed to the
-    command as one ``run`` argument (a :class:`Run`), checked before the command runs."""
+    command as one ``run`` argument (a :class:`Run`), checked before the command runs.
+    ``out_names`` / ``quiet_names``: the spellings of ``--out`` and ``--quiet`` (e.g.
+    ``("--out", "-o")`` to keep an alias, ``("--quiet",)`` where ``-q`` means something else)."""
 
     def deco(f):
         @functools.wraps(f)
@@ -216,7 +221,7 @@ def output_options(*, out: bool = True, report: bool = True, out_required: bool 
 
         opts = []
         if out:
-            opts.append(click.option("--out", "out", type=click.Path(file_okay=False),
+            opts.append(click.option(*out_names, "out", type=click.Path(file_okay=False),
                                      default=None, required=out_required,
                                      help="Write results, figures and run.json into this folder."))
         if report:
@@ -224,7 +229,7 @@ def output_options(*, out: bool = True, report: bool = True, out_required: bool 
                                      help="Also write a self-contained HTML report (PATH.html)."))
         opts.append(click.option("--json", "as_json", is_flag=True,
                                  help="Print the result as JSON."))
-        opts.append(click.option("-q", "--quiet", is_flag=True, help="No progress bars."))
+        opts.append(click.option(*quiet_names, "quiet", is_flag=True, help="No progress bars."))
         for o in reversed(opts):
             wrapper = o(wrapper)
         return wrapper

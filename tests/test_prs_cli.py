@@ -133,8 +133,19 @@ def test_errors_are_one_line(cli, tmp_path):
     assert r.exit_code == 1 and "--heads" in r.output and "Traceback" not in r.output
     r = cli("prs", "search", "--heads", "9.0")
     assert r.exit_code == 1 and "does not exist" in r.output
-    r = cli("prs", "ablate", "--report", str(tmp_path / "r.html"))
-    assert r.exit_code == 1 and "--report needs --out" in r.output
+    r = cli("prs", "ablate", "--out", str(tmp_path / "r.html"), "--report", str(tmp_path / "r.txt"))
+    assert r.exit_code == 1 and "give a path ending in .html" in r.output
+
+
+def test_report_without_out_uses_a_temporary_run_folder(cli, tmp_path):
+    # the same behaviour as every method command: --report alone builds the report from a
+    # temporary run folder, which is removed afterwards
+    rep = tmp_path / "rep" / "r.html"
+    r = cli("prs", "ablate", "--templates", "a photo of a {}.", "--report", str(rep))
+    assert r.exit_code == 0, r.output
+    html = rep.read_text()
+    assert "Mean-ablation study" in html and "data:image/png" in html  # the figure, inlined
+    assert [p.name for p in rep.parent.iterdir()] == ["r.html"]
 
 
 def test_cli_module_does_not_import_torch():

@@ -52,6 +52,8 @@ def register_datasets(register):
 
 @interpcore.hookimpl
 def register_commands(cli):
-    from .cli import add_commands
+    from .cli import show
 
-    add_commands(cli)
+    group = cli.commands.get("datasets")  # the core's 'interp datasets' group
+    if group is not None:
+        group.add_command(show)

@@ -28,6 +28,6 @@ def register_explainers(register):
 
 @interpcore.hookimpl
 def register_commands(cli):
-    from .cli import register
+    from .cli import falcon
 
-    register(cli)
+    cli.add_command(falcon)

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import click
 
+from interpcore.commands import backbone_options, batch_size_option, output_options
+
 
 def _common(f):
     opts = [
-        click.option("--backbone", "-b", default="shapes:resnet", show_default=True,
-                     help="Target model (needs feature maps), 'library:model'."),
-        click.option("--pretrained", default=None, help="Weights tag, file or folder of the target."),
-        click.option("--captioner", "-c", default="shapes:clip-vit", show_default=True,
+        backbone_options("vision", names=("--backbone", "-b"),
+                         help="Target model (needs feature maps), 'library:model'."),
+        click.option("--captioner", "-c", default=None,
+                     show_default="the one the backbone advertises, else the default "
+                                  "vision-language backbone",
                      help="CLIP backbone that embeds crops and captions."),
-        click.option("--dataset", "-d", default="shapes", show_default=True, help="Probe dataset."),
+        click.option("--dataset", "-d", default=None,
+                     show_default="the one the backbone advertises", help="Probe dataset."),
         click.option("--split", default="test", show_default=True),
         click.option("--limit", type=int, default=None, help="Use only the first N probe images."),
         click.option("--layer", default=None,
@@ -35,13 +39,8 @@ def _common(f):
                      help="Images cropped and captioned per group (most activating first)."),
         click.option("--score-threshold", type=float, default=0.8, show_default=True,
                      help="Interpretability threshold on the mean pairwise crop cosine."),
-        click.option("--device", default="auto", show_default=True),
-        click.option("--batch-size", type=int, default=32, show_default=True),
-        click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
-                     help="Write JSON, CSV, PNGs and run.json to this folder."),
-        click.option("--report", type=click.Path(dir_okay=False), default=None,
-                     help="Also render an HTML report (needs --out)."),
-        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        batch_size_option(32),
+        output_options(out_names=("--out", "-o")),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -49,11 +48,21 @@ def _common(f):
 
 
 def _explainer(kw, **extra):
+    """The explainer for the command's options; ``kw["dataset"]`` is set to the probe dataset
+    (the one the target backbone advertises when none was named)."""
     import interpcore
 
     backbone = interpcore.get_backbone(kw["backbone"], pretrained=kw["pretrained"],
                                        device=kw["device"])
-    captioner = interpcore.get_backbone(kw["captioner"], device=kw["device"])
+    if kw["dataset"] is None:
+        kw["dataset"] = interpcore.default_for("dataset", backbone)
+        if kw["dataset"] is None:
+            raise interpcore.InterpError(f"backbone '{backbone.name}' advertises no probe "
+                                         "dataset; name one with --dataset")
+    name = kw["captioner"] or interpcore.default_for("captioner", backbone)
+    if name is None:
+        name = interpcore.default_backbone("vision-language")
+    captioner = interpcore.get_backbone(name, device=kw["device"])
     return interpcore.get_explainer(
         "falcon", backbone, captioner=captioner, layer=kw["layer"], cam=kw["cam"],
         grouping=kw["grouping"], sigma=kw["sigma"], min_images=kw["min_images"],
@@ -61,79 +70,77 @@ def _explainer(kw, **extra):
         batch_size=kw["batch_size"], limit=kw["limit"], split=kw["split"], **extra)
 
 
-def _finish(res, kw, command, features=None):
+def _finish(res, run, command, features=None):
+    """Write the run folder's files (with --out or --report), then print and write run.json."""
     import json as _json
 
-    if kw["report"] and not kw["out"]:
-        from interpcore import InterpError
+    sections, manifest = (), {}
+    if run.out is not None:
+        from .output import write_outputs
 
-        raise InterpError("--report needs --out DIR (the report is built from the run folder)")
-    if kw["out"]:
-        from .output import write_run_dir
-
-        write_run_dir(res, kw["out"], command=command, report=kw["report"], features=features)
-    if kw["as_json"]:
-        click.echo(_json.dumps(res.to_dict(), indent=2))
-    else:
-        click.echo(str(res))
+        sections, manifest = write_outputs(res, run.out, command=command, features=features,
+                                           report=run.report)
+    run.finish(res, data=res.to_dict(), results=_json.loads(res.to_json()), sections=sections,
+               **manifest)
 
 
-def register(cli: click.Group) -> None:
-    @cli.group()
-    def falcon():
-        """FALCON: explain feature groups of a vision model with captions (Kalibhat et al. 2023).
+@click.group()
+def falcon():
+    """FALCON: explain feature groups of a vision model with captions (Kalibhat et al. 2023).
 
-        \b
-        interp falcon find-groups -o runs/groups
-        interp falcon explain --from runs/groups -o runs/explained
-        """
+    \b
+    interp falcon find-groups -o runs/groups
+    interp falcon explain --from runs/groups -o runs/explained
+    """
 
-    @falcon.command("find-groups")
-    @_common
-    def find_groups(**kw):
-        """Find feature groups and score how interpretable each one is."""
-        f = _explainer(kw)
-        res = f.find_groups(kw["dataset"])
-        _finish(res, kw, "find-groups", features=f.features(kw["dataset"]) if kw["out"] else None)
 
-    @falcon.command("explain")
-    @_common
-    @click.option("--group", "-g", "groups", multiple=True,
-                  help="Group id (e.g. 3) or the group's comma-separated features (e.g. "
-                       "12,40; one feature: 12,). Repeatable. Default: every interpretable "
-                       "group.")
-    @click.option("--all-groups", is_flag=True, help="Explain every group, interpretable or not.")
-    @click.option("--from", "from_dir", type=click.Path(exists=True, file_okay=False), default=None,
-                  help="Reuse the groups and features of a 'find-groups --out DIR' run.")
-    @click.option("--pool", "-p", default="shapes-captions", show_default=True,
-                  help="Caption pool: vocabulary name, text file (one caption a line) or a "
-                       "folder of LAION-style text_emb_<n>.npy shards with captions.")
-    @click.option("--top-k", type=int, default=5, show_default=True, help="Captions per image.")
-    @click.option("--weights", type=click.Choice(["pool", "topk", "cosine"]), default="pool",
-                  show_default=True, help="Caption weights used to score words.")
-    @click.option("--concepts", "n_concepts", type=int, default=8, show_default=True,
-                  help="Words and phrases kept per group.")
-    def explain(groups, all_groups, from_dir, pool, top_k, weights, n_concepts, **kw):
-        """Caption feature groups from a caption pool and extract their concepts."""
-        f = _explainer(kw, pool=pool, top_k=top_k, weights=weights, n_concepts=n_concepts)
-        found = None
-        features = None
-        if from_dir:
-            from pathlib import Path
+@falcon.command("find-groups")
+@_common
+def find_groups(run, **kw):
+    """Find feature groups and score how interpretable each one is."""
+    f = _explainer(kw)
+    res = f.find_groups(kw["dataset"])
+    _finish(res, run, "find-groups", features=f.features(kw["dataset"]) if run.out else None)
 
-            from interpcore.cache import load_tensors
+@falcon.command("explain")
+@_common
+@click.option("--group", "-g", "groups", multiple=True,
+              help="Group id (e.g. 3) or the group's comma-separated features (e.g. "
+                   "12,40; one feature: 12,). Repeatable. Default: every interpretable "
+                   "group.")
+@click.option("--all-groups", is_flag=True, help="Explain every group, interpretable or not.")
+@click.option("--from", "from_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Reuse the groups and features of a 'find-groups --out DIR' run.")
+@click.option("--pool", "-p", default=None,
+              show_default="the one the dataset or the backbone advertises",
+              help="Caption pool: vocabulary name, text file (one caption a line) or a "
+                   "folder of LAION-style text_emb_<n>.npy shards with captions.")
+@click.option("--top-k", type=int, default=5, show_default=True, help="Captions per image.")
+@click.option("--weights", type=click.Choice(["pool", "topk", "cosine"]), default="pool",
+              show_default=True, help="Caption weights used to score words.")
+@click.option("--concepts", "n_concepts", type=int, default=8, show_default=True,
+              help="Words and phrases kept per group.")
+def explain(groups, all_groups, from_dir, pool, top_k, weights, n_concepts, run, **kw):
+    """Caption feature groups from a caption pool and extract their concepts."""
+    f = _explainer(kw, pool=pool, top_k=top_k, weights=weights, n_concepts=n_concepts)
+    found = None
+    features = None
+    if from_dir:
+        from pathlib import Path
 
-            from .explainer import load_groups
-            from .steps import normalize_rows
+        from interpcore.cache import load_tensors
 
-            found = load_groups(from_dir, f)
-            fpath = Path(from_dir) / "features.safetensors"
-            if fpath.is_file():
-                features = load_tensors(fpath)[0]["features"]
-                found._reps_n = normalize_rows(features)
-            found._dataset = f._dataset(kw["dataset"])
-        res = f.explain(kw["dataset"], groups=found, which=list(groups) or None,
-                        only_interpretable=not all_groups)
-        if features is None and kw["out"]:
-            features = f.features(kw["dataset"])
-        _finish(res, kw, "explain", features=features)
+        from .explainer import load_groups
+        from .steps import normalize_rows
+
+        found = load_groups(from_dir, f)
+        fpath = Path(from_dir) / "features.safetensors"
+        if fpath.is_file():
+            features = load_tensors(fpath)[0]["features"]
+            found._reps_n = normalize_rows(features)
+        found._dataset = f._dataset(kw["dataset"])
+    res = f.explain(kw["dataset"], groups=found, which=list(groups) or None,
+                    only_interpretable=not all_groups)
+    if features is None and run.out is not None:
+        features = f.features(kw["dataset"])
+    _finish(res, run, "explain", features=features)

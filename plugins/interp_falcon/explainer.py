@@ -1,10 +1,15 @@
 """The ``falcon`` explainer: find a vision model's feature groups and explain them in words.
 
     >>> import interpcore
-    >>> falcon = interpcore.get_explainer("falcon", "shapes:resnet", captioner="shapes:clip-vit")
-    >>> groups = falcon.find_groups("shapes")            # groups + interpretability scores
-    >>> result = falcon.explain("shapes", groups=groups)   # captions + concepts per group
+    >>> falcon = interpcore.get_explainer("falcon", interpcore.default_backbone("vision"))
+    >>> groups = falcon.find_groups()                 # on the dataset the backbone advertises
+    >>> result = falcon.explain(groups=groups)        # captions + concepts per group
     >>> print(result)
+
+With nothing named, the captioner, the caption pool and the probe dataset are what the target
+backbone advertises (``defaults["captioner"]`` / ``["caption_pool"]`` / ``["dataset"]``; the
+dataset's own ``caption_pool`` wins), else the installed default vision-language backbone as
+the captioner.
 """
 
 from __future__ import annotations
@@ -14,15 +19,15 @@ from typing import Any
 
 import torch
 
-from interpcore import Capability, Explainer, InterpError, Result
+from interpcore import Capability, Explainer, InterpError, Result, default_for
 
 from . import steps
 from .concepts import contrastive_concepts
 from .pool import load_pool, retrieve, top_captions
 
 DEFAULTS = dict(
-    captioner="shapes:clip-vit",
-    pool="shapes-captions",
+    captioner=None,  # None: what the backbone advertises, else the default vision-language one
+    pool=None,  # None: what the dataset or the backbone advertises
     layer=None,
     cam="gradcam",
     grouping="reference",  # or "coactivation"
@@ -174,6 +179,15 @@ class Falcon(Explainer):
                 + f" Options: {', '.join(sorted(DEFAULTS))}."
             )
         opts = {**DEFAULTS, **options}
+        self._pool_named = opts["pool"] is not None
+        if opts["captioner"] is None:
+            opts["captioner"] = default_for("captioner", backbone)
+            if opts["captioner"] is None:
+                from interpcore import default_backbone
+
+                opts["captioner"] = default_backbone("vision-language")
+        if opts["pool"] is None:
+            opts["pool"] = default_for("caption_pool", backbone, opts["captioner"])
         super().__init__(backbone, **opts)
         if opts["grouping"] not in ("reference", "coactivation"):
             raise InterpError(f"unknown grouping '{opts['grouping']}'; use reference or coactivation")
@@ -200,10 +214,21 @@ class Falcon(Explainer):
             self._captioner = cap
         return self._captioner
 
+    def _use_dataset_pool(self, ds) -> None:
+        """A probe dataset's advertised caption pool wins over the backbone's (unless the
+        user named one)."""
+        advertised = default_for("caption_pool", ds)
+        if not self._pool_named and advertised is not None and advertised != self.options["pool"]:
+            self.options["pool"] = advertised
+            self._pool = None
+
     @property
     def pool(self):
         if self._pool is None:
             spec = self.options["pool"]
+            if spec is None:
+                raise InterpError("no caption pool: name one (pool= / --pool: a vocabulary name, "
+                                  "a text file or a folder of embedding shards)")
             from .pool import ShardPool
 
             needs_captioner = not (isinstance(spec, ShardPool) or (
@@ -212,6 +237,8 @@ class Falcon(Explainer):
         return self._pool
 
     def _dataset(self, dataset):
+        if dataset is None:
+            dataset = default_for("dataset", self.backbone)
         if isinstance(dataset, str):
             from interpcore import get_dataset
 
@@ -219,7 +246,8 @@ class Falcon(Explainer):
                 self._datasets[dataset] = get_dataset(dataset, split=self.options["split"])
             return self._datasets[dataset]
         if dataset is None:
-            raise InterpError("give a probe dataset (a name such as 'shapes' or a Dataset)")
+            raise InterpError("give a probe dataset (a registered name or a Dataset): backbone "
+                              f"'{self.backbone.name}' advertises none")
         return dataset
 
     def features(self, dataset) -> torch.Tensor:
@@ -234,7 +262,7 @@ class Falcon(Explainer):
         return self._features[key][1]
 
     # -- step 1-4 ------------------------------------------------------------------------
-    def find_groups(self, dataset="shapes", *, features: torch.Tensor | None = None,
+    def find_groups(self, dataset=None, *, features: torch.Tensor | None = None,
                     score: bool = True) -> FalconResult:
         """Feature groups, their Grad-CAM crops and interpretability scores."""
         o = self.options
@@ -279,11 +307,12 @@ class Falcon(Explainer):
         return s
 
     # -- step 5-7 --------------------------------------------------------------------------
-    def explain(self, inputs="shapes", groups: FalconResult | None = None, *, which=None,
+    def explain(self, inputs=None, groups: FalconResult | None = None, *, which=None,
                 only_interpretable: bool = True, **kwargs) -> FalconResult:
         """Caption and explain feature groups.
 
-        ``inputs``: the probe dataset (name or object). ``groups``: a :meth:`find_groups`
+        ``inputs``: the probe dataset (name or object; default: the one the backbone
+        advertises). ``groups``: a :meth:`find_groups`
         result (computed when missing). ``which``: group ids / feature keys to explain
         (default: every interpretable group, or all groups with
         ``only_interpretable=False``). All chosen groups are captioned in ONE pass over the
@@ -295,6 +324,7 @@ class Falcon(Explainer):
         # with named groups only those are cropped (find_groups would score every group)
         res = groups if groups is not None else self.find_groups(inputs, score=not which)
         ds = getattr(res, "_dataset", None) or self._dataset(inputs)
+        self._use_dataset_pool(ds)
         reps_n = getattr(res, "_reps_n", None)
         if reps_n is None:
             reps_n = steps.normalize_rows(self.features(ds))

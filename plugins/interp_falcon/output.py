@@ -85,7 +85,22 @@ def concepts_csv(groups) -> str:
 
 
 def write_run_dir(res, out_dir, *, command: str, report=None, features=None) -> dict:
-    """Write every output of ``res`` to ``out_dir``; returns ``{name: path}``."""
+    """Write every output of ``res`` to ``out_dir`` (with ``run.json`` and, given
+    ``report``, the HTML report); returns ``{name: path}``."""
+    sections, manifest = write_outputs(res, out_dir, command=command, features=features,
+                                       report=report)
+    from interpcore.report import finish_run
+
+    finish_run(out_dir, {**manifest, "sections": sections,
+                         "results": json.loads(res.to_json())}, report)
+    return dict(res.files)
+
+
+def write_outputs(res, out_dir, *, command: str, features=None, report=None):
+    """Write the figures, CSV, features and ``falcon.json`` of ``res`` to ``out_dir``;
+    returns ``(sections, manifest)`` for ``run.json`` (the caller writes it, e.g. with
+    :meth:`interpcore.commands.Run.finish`; ``res.files`` already names ``run.json`` and the
+    ``report`` to come)."""
     from interpcore.torch_backbone import load_image
 
     out = Path(out_dir)
@@ -168,22 +183,13 @@ def write_run_dir(res, out_dir, *, command: str, report=None, features=None) -> 
         "title": f"FALCON {command}: {res.backbone} on {res.dataset}",
         "settings": res.settings,
         "inputs": [res.backbone, res.captioner, res.dataset] + ([res.pool] if res.pool else []),
-        "sections": sections,
-        "results": json.loads(res.to_json()),
     }
-    try:
-        from interpcore.report import finish_run
-
-        rep = finish_run(out, manifest, report)
-        if rep:
-            files["report"] = str(rep)
-    except ImportError:  # report module not available: plain atomic JSON
-        manifest.setdefault("command", "interp falcon " + command)
-        write_text(out / "run.json", json.dumps(manifest, indent=2, default=str) + "\n")
+    if report:
+        files["report"] = str(report)
     files["run"] = "run.json"
     res.files = dict(files, json="falcon.json")
     write_text(out / "falcon.json", res.to_json() + "\n")
-    return files
+    return sections, manifest
 
 
 def _zip_longest(a, b):

@@ -304,7 +304,7 @@ def load_pool(spec, captioner=None, *, cache: bool = True) -> CaptionPool:
 
     ``spec`` may be a :class:`CaptionPool`, a folder of embedding shards, a text file (one
     caption per line, embedded with ``captioner``), a :class:`interpcore.Vocabulary`, or a
-    vocabulary name (e.g. ``shapes-captions``), also embedded with ``captioner``.
+    registered vocabulary name, also embedded with ``captioner``.
     """
     if isinstance(spec, CaptionPool):
         return spec

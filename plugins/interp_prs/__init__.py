@@ -49,6 +49,7 @@ def register_explainers(register):
 
 @interpcore.hookimpl
 def register_commands(cli):
-    from .cli import add_commands
+    from .cli import prs, textspan
 
-    add_commands(cli)
+    cli.add_command(prs)
+    cli.add_command(textspan)

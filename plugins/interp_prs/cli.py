@@ -1,23 +1,21 @@
 """``interp prs ...`` and ``interp textspan ...`` commands.
 
 Only click and the core are imported here; torch and the method modules are imported inside
-the command bodies, so ``interp --help`` stays fast. Every command runs offline on the
-shapes world when no backbone / dataset is named.
+the command bodies, so ``interp --help`` stays fast. When no backbone or dataset is named,
+a command uses the installed default vision-language backbone and the datasets it advertises
+(offline with the built-in plugins).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
 from interpcore import InterpError
+from interpcore.commands import backbone_options, batch_size_option, output_options
 from interpcore.engine import engine_options
-
-DEFAULT_BACKBONE = "shapes:clip-vit"
-DEFAULT_DATASET = "shapes"
 
 
 # --------------------------------------------------------------------------------------
@@ -25,27 +23,58 @@ DEFAULT_DATASET = "shapes"
 # --------------------------------------------------------------------------------------
 
 
-def _common(f, dataset=DEFAULT_DATASET, limit=2000):
+def _common(f=None, *, limit=2000, quiet_names=("-q", "--quiet"),
+            dataset_help="Dataset name (default: the one the backbone advertises)."):
+    """The options every dataset command shares; the command gets ``run`` (its outputs) and
+    the rest as keyword arguments."""
     opts = [
-        click.option("-b", "--backbone", default=DEFAULT_BACKBONE, show_default=True,
-                     help="Backbone name 'library:model' (a CLIP ViT)."),
-        click.option("--pretrained", default=None, help="Weights tag, file or folder."),
-        click.option("--device", default="auto", show_default=True),
-        click.option("-d", "--dataset", default=dataset, show_default=True, help="Dataset name."),
+        backbone_options("vision-language", help="Backbone name 'library:model' (a CLIP ViT)."),
+        click.option("-d", "--dataset", default=None, help=dataset_help),
         click.option("--split", default="test", show_default=True),
         click.option("--root", default=None, help="Dataset root folder or file (datasets that need one)."),
         click.option("-n", "--limit", type=int, default=limit, show_default=True,
                      help="Use at most this many images of the dataset (0: all)."),
-        click.option("--batch-size", type=int, default=64, show_default=True),
-        click.option("--out", type=click.Path(file_okay=False), default=None,
-                     help="Run folder: results, figures and run.json."),
-        click.option("--report", type=click.Path(dir_okay=False), default=None,
-                     help="Also write a self-contained HTML report (needs --out)."),
-        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        batch_size_option(),
+        output_options(quiet_names=quiet_names),
     ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+
+    def deco(f):
+        for o in reversed(opts):
+            f = o(f)
+        return f
+
+    return deco(f) if f is not None else deco
+
+
+def _start(kw, run):
+    """``kw["out"]``: the user's --out (stores and engine jobs go there, never into the
+    temporary folder of a --report-only run); ``kw["as_json"]``: --json."""
+    kw["out"] = str(run.user_out) if run.user_out is not None else None
+    kw["as_json"] = run.as_json
+
+
+def _family_defaults(name: str) -> dict:
+    """What a backbone name's family advertises, without loading the model."""
+    from interpcore import get_registry
+
+    try:
+        return dict(get_registry().entry("backbone", str(name).partition(":")[0]).defaults)
+    except InterpError:
+        return {}
+
+
+def _dataset_name(kw, bb=None, key="dataset"):
+    """``--dataset``, else the dataset the backbone advertises under ``key`` (``dataset``,
+    ``spurious_dataset``); ``kw["dataset"]`` is set to it."""
+    from interpcore import default_for
+
+    if not kw.get("dataset"):
+        kw["dataset"] = default_for(key, bb if bb is not None else _family_defaults(kw["backbone"]))
+        if not kw["dataset"]:
+            what = "group-robustness dataset" if key == "spurious_dataset" else "dataset"
+            raise InterpError(f"backbone '{kw['backbone']}' advertises no default {what}; "
+                              "name one with -d/--dataset")
+    return kw["dataset"]
 
 
 def _backbone(kw):
@@ -54,9 +83,11 @@ def _backbone(kw):
     return interpcore.get_backbone(kw["backbone"], pretrained=kw["pretrained"], device=kw["device"])
 
 
-def _dataset(kw, split=None, name=None):
+def _dataset(kw, split=None, name=None, bb=None):
     import interpcore
 
+    if name is None:
+        _dataset_name(kw, bb)
     opts = {}
     if kw.get("root"):
         opts["root"] = kw["root"]
@@ -73,28 +104,6 @@ def _store(bb, ds, kw, *, layers=None, per_patch=False, desc="PRS"):
     dec = PRSDecomposer(bb)
     return decompose_dataset(dec, ds, batch_size=kw["batch_size"], per_patch=per_patch,
                              layers=layers, limit=_limit(kw), desc=desc)
-
-
-def _check_report(kw):
-    if kw.get("report") and not kw.get("out"):
-        raise InterpError("--report needs --out DIR (the report is built from the run folder)")
-
-
-def _emit(result, kw, *, method, title, sections, settings, inputs, results=None):
-    """Print the result (text or JSON) and, with --out, write run.json (+ report)."""
-    if kw.get("out"):
-        from interpcore.report import finish_run
-
-        manifest = {"method": method, "title": title, "command": "interp " + " ".join(sys.argv[1:]),
-                    "settings": settings, "inputs": inputs, "sections": sections,
-                    "results": results if results is not None else result.to_dict()}
-        rep = finish_run(kw["out"], manifest, kw.get("report"))
-        if not kw.get("as_json"):
-            click.echo(f"wrote {Path(kw['out']) / 'run.json'}" + (f" and {rep}" if rep else ""), err=True)
-    if kw.get("as_json"):
-        click.echo(result.to_json() if hasattr(result, "to_json") else json.dumps(result, indent=2))
-    else:
-        click.echo(str(result))
 
 
 def _rel(paths, out):
@@ -123,367 +132,379 @@ def _parse_layers(spec):
 # --------------------------------------------------------------------------------------
 
 
-def add_commands(cli) -> None:
-    @cli.group()
-    def prs():
-        """PRS: exact decomposition of a CLIP ViT's image embedding (layers, heads, patches)."""
+@click.group()
+def prs():
+    """PRS: exact decomposition of a CLIP ViT's image embedding (layers, heads, patches)."""
 
-    @cli.group(invoke_without_command=False)
-    def textspan():
-        """TextSpan: label attention heads with texts."""
 
-    # -- decompose ---------------------------------------------------------------------
-    @prs.command("decompose")
-    @click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
-    @_common
-    @click.option("--per-patch", is_flag=True, help="Per source patch, not only per head.")
-    @click.option("--layers", default=None, help="Layers whose heads to record: k (last k) or 0,3,5.")
-    @engine_options  # dataset mode only: sharded, resumable, local or on Ray (docs/scaling.md)
-    def decompose_cmd(images, per_patch, layers, **kw):
-        """Decompose IMAGES (or, without images, a whole dataset into a memory-mapped store).
+@click.group()
+def textspan():
+    """TextSpan: label attention heads with texts."""
 
-        Prints how much each layer's attention and MLP contribute and checks that the
-        contributions sum to the embedding. With --out, images' contributions are saved as
-        contributions.safetensors; a dataset's store is written to OUT/store.
-        """
-        _check_report(kw)
-        from . import engine_job as _engine_job
-        from .decompose import PRSDecomposer, decompose_dataset
 
-        if images and _engine_job.use_engine(kw):
-            raise InterpError("--engine / --job-dir apply to a whole dataset: leave out IMAGES")
-        if not images and _engine_job.use_engine(kw):
-            dec = None  # the workers build the model
-        else:
-            bb = _backbone(kw)
-            dec = PRSDecomposer(bb, per_patch=per_patch, layers=_parse_layers(layers))
-        if images:
-            res = dec.decompose(list(images), batch_size=kw["batch_size"])
-            files = []
-            if kw["out"]:
-                from interpcore.cache import save_tensors
+# -- decompose ---------------------------------------------------------------------
 
-                t = {k: getattr(res, k) for k in ("embedding", "embed", "attn", "attn_bias", "attn_cls",
-                                                  "mlps", "ln_bias", "std", "norm")}
-                if res.heads is not None:
-                    t["heads"] = res.heads
-                p = save_tensors(Path(kw["out"]) / "contributions.safetensors", t,
-                                 {"head_layers": res.head_layers, "per_patch": res.per_patch})
-                files.append(str(p))
-            inputs = list(images)
-        elif _engine_job.use_engine(kw):  # --engine ray / --job-dir: sharded, resumable
-            store = _engine_job.decompose(kw, per_patch=per_patch, layers=_parse_layers(layers))
-            click.echo(f"PRS job folder: {store.path}", err=True)
-            res = _store_summary(store)
-            inputs = [kw["dataset"]]
-        else:
-            ds = _dataset(kw)
-            out = Path(kw["out"]) / "store" if kw["out"] else None
-            store = decompose_dataset(dec, ds, out=out, batch_size=kw["batch_size"],
-                                      limit=_limit(kw))
-            click.echo(f"PRS store: {store.path}", err=True)
-            res = _store_summary(store)
-            inputs = [kw["dataset"]]
-        _emit(res, kw, method="prs", title=f"PRS decomposition on {kw['backbone']}",
-              settings=_settings(kw, per_patch=per_patch, layers=layers), inputs=inputs,
-              sections=[{"title": "Contributions",
-                         "text": "Mean norm of the direct contribution of each layer's attention and "
-                                 "MLP to the image embedding; the contributions sum to the embedding "
-                                 "(relative error shown).",
-                         "tables": [_layer_table(res)]}])
+@prs.command("decompose")
+@click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
+@_common
+@click.option("--per-patch", is_flag=True, help="Per source patch, not only per head.")
+@click.option("--layers", default=None, help="Layers whose heads to record: k (last k) or 0,3,5.")
+@engine_options  # dataset mode only: sharded, resumable, local or on Ray (docs/scaling.md)
+def decompose_cmd(images, per_patch, layers, run, **kw):
+    """Decompose IMAGES (or, without images, a whole dataset into a memory-mapped store).
 
-    # -- ablate -------------------------------------------------------------------------
-    @prs.command("ablate")
-    @_common
-    @click.option("--task", default=None, help="Zero-shot task (default: the dataset's labels; "
-                  "shapes world: shape).")
-    @click.option("--templates", default=None, help="openai, simple, a file of templates, or one template.")
-    def ablate_cmd(task, templates, **kw):
-        """Mean-ablation study: zero-shot accuracy with MLPs, class-token terms or attention
-        layers (cumulatively) replaced by their dataset mean."""
-        _check_report(kw)
-        from .ablation import mean_ablation_study, plot_ablation
-        from .tasks import get_task, task_weights
+    Prints how much each layer's attention and MLP contribute and checks that the
+    contributions sum to the embedding. With --out, images' contributions are saved as
+    contributions.safetensors; a dataset's store is written to OUT/store.
+    """
+    _start(kw, run)
+    from . import engine_job as _engine_job
+    from .decompose import PRSDecomposer, decompose_dataset
 
+    if images and _engine_job.use_engine(kw):
+        raise InterpError("--engine / --job-dir apply to a whole dataset: leave out IMAGES")
+    if not images and _engine_job.use_engine(kw):
+        dec = None  # the workers build the model
+        _dataset_name(kw)
+    else:
         bb = _backbone(kw)
-        store = _store(bb, _dataset(kw), kw, layers=[])
-        task = task or _default_task(store)
-        t = get_task(store.meta, task, templates)
-        res = mean_ablation_study(store, task_weights(bb, t).numpy(), t.labels(store.samples),
-                                  task=task, backbone=bb.name)
-        figs = []
-        if kw["out"]:
-            figs = _rel([plot_ablation(res, Path(kw["out"]) / "ablation.png")], kw["out"])
-        _emit(res, kw, method="prs", title=f"Mean-ablation study of {bb.name}",
-              settings=_settings(kw, task=task, templates=templates), inputs=[kw["dataset"]],
-              sections=[{"title": "Mean-ablation study",
-                         "text": "Zero-shot accuracy when components are replaced by their mean over "
-                                 "the dataset. A large drop means the component's direct effect "
-                                 "matters; the paper finds late attention layers carry most of it.",
-                         "figures": figs, "tables": [res.table()]}])
+        dec = PRSDecomposer(bb, per_patch=per_patch, layers=_parse_layers(layers))
+    if images:
+        res = dec.decompose(list(images), batch_size=kw["batch_size"])
+        files = []
+        if run.out is not None:
+            from interpcore.cache import save_tensors
 
-    # -- textspan -----------------------------------------------------------------------
-    @textspan.command("run")
-    @_common
-    @click.option("--pool", default=None, help="Text pool: vocabulary name or .txt file "
-                  "(default: shapes phrases on the shapes world, else image_descriptions_general).")
-    @click.option("--layers", "n_layers", type=int, default=4, show_default=True,
-                  help="Label the heads of the last k layers.")
-    @click.option("--texts-per-head", type=int, default=10, show_default=True)
-    @click.option("--rank", type=int, default=80, show_default=True)
-    @click.option("--task", default=None, help="Zero-shot task for the accuracy figures.")
-    def textspan_cmd(pool, n_layers, texts_per_head, rank, task, **kw):
-        """Greedy text basis for every head of the last layers, with the variance each text
-        explains and the accuracy after replacing the heads by their text reconstructions."""
-        _check_report(kw)
+            t = {k: getattr(res, k) for k in ("embedding", "embed", "attn", "attn_bias", "attn_cls",
+                                              "mlps", "ln_bias", "std", "norm")}
+            if res.heads is not None:
+                t["heads"] = res.heads
+            p = save_tensors(run.out / "contributions.safetensors", t,
+                             {"head_layers": res.head_layers, "per_patch": res.per_patch})
+            files.append(str(p))
+        inputs = list(images)
+    elif _engine_job.use_engine(kw):  # --engine ray / --job-dir: sharded, resumable
+        store = _engine_job.decompose(kw, per_patch=per_patch, layers=_parse_layers(layers))
+        click.echo(f"PRS job folder: {store.path}", err=True)
+        res = _store_summary(store)
+        inputs = [kw["dataset"]]
+    else:
+        ds = _dataset(kw, bb=bb)
+        out = Path(kw["out"]) / "store" if kw["out"] else None
+        store = decompose_dataset(dec, ds, out=out, batch_size=kw["batch_size"],
+                                  limit=_limit(kw))
+        click.echo(f"PRS store: {store.path}", err=True)
+        res = _store_summary(store)
+        inputs = [kw["dataset"]]
+    run.finish(res, method="prs", title=f"PRS decomposition on {kw['backbone']}",
+               settings=_settings(kw, per_patch=per_patch, layers=layers), inputs=inputs,
+               sections=[{"title": "Contributions",
+                          "text": "Mean norm of the direct contribution of each layer's attention "
+                                  "and MLP to the image embedding; the contributions sum to the "
+                                  "embedding (relative error shown).",
+                          "tables": [_layer_table(res)]}])
+
+# -- ablate -------------------------------------------------------------------------
+
+@prs.command("ablate")
+@_common
+@click.option("--task", default=None, help="Zero-shot task (default: the one the dataset "
+              "advertises, else its labels).")
+@click.option("--templates", default=None, help="openai, simple, a file of templates, or one template.")
+def ablate_cmd(task, templates, run, **kw):
+    """Mean-ablation study: zero-shot accuracy with MLPs, class-token terms or attention
+    layers (cumulatively) replaced by their dataset mean."""
+    _start(kw, run)
+    from .ablation import mean_ablation_study, plot_ablation
+    from .tasks import default_task, task_weights
+
+    bb = _backbone(kw)
+    ds = _dataset(kw, bb=bb)
+    store = _store(bb, ds, kw, layers=[])
+    task = task or default_task(ds)
+    t = ds.zeroshot_task(task, templates)
+    res = mean_ablation_study(store, task_weights(bb, t).numpy(), t.labels(store.samples),
+                              task=task, backbone=bb.name)
+    figs = []
+    if run.out is not None:
+        figs = _rel([plot_ablation(res, run.out / "ablation.png")], run.out)
+    run.finish(res, method="prs", title=f"Mean-ablation study of {bb.name}",
+               settings=_settings(kw, task=task, templates=templates), inputs=[kw["dataset"]],
+               sections=[{"title": "Mean-ablation study",
+                          "text": "Zero-shot accuracy when components are replaced by their mean "
+                                  "over the dataset. A large drop means the component's direct "
+                                  "effect matters; the paper finds late attention layers carry "
+                                  "most of it.",
+                          "figures": figs, "tables": [res.table()]}])
+
+# -- textspan -----------------------------------------------------------------------
+
+@textspan.command("run")
+@_common
+@click.option("--pool", default=None, help="Text pool: vocabulary name or .txt file "
+              "(default: the one the dataset or backbone advertises, else "
+              "image_descriptions_general).")
+@click.option("--layers", "n_layers", type=int, default=4, show_default=True,
+              help="Label the heads of the last k layers.")
+@click.option("--texts-per-head", type=int, default=10, show_default=True)
+@click.option("--rank", type=int, default=80, show_default=True)
+@click.option("--task", default=None, help="Zero-shot task for the accuracy figures.")
+def textspan_cmd(pool, n_layers, texts_per_head, rank, task, run, **kw):
+    """Greedy text basis for every head of the last layers, with the variance each text
+    explains and the accuracy after replacing the heads by their text reconstructions."""
+    _start(kw, run)
+    from .tasks import default_task
+    from .textspan import TextSpanExplainer, default_pool, resolve_pool
+
+    bb = _backbone(kw)
+    ex = TextSpanExplainer(bb, pool=pool, layers=n_layers, texts_per_head=texts_per_head, rank=rank)
+    ds = _dataset(kw, bb=bb)
+    store = _store(bb, ds, kw, layers=ex.layers, desc="PRS (TextSpan)")
+    vocab = resolve_pool(pool or default_pool(ds, bb))
+    res = ex.explain_store(store, vocab, task=task or default_task(ds, allow_none=True))
+    figs = []
+    if run.out is not None:
+        res.write(run.out)
+        figs = _rel([_textspan_figure(res, run.out / "textspan_heads.png")], run.out)
+    rows = [[f"L{h['layer']}.H{h['head']}", f"{100 * h['total_explained']:.1f}%",
+             " | ".join(h["texts"][:3])] for h in res.heads]
+    acc_rows = [[k, round(v, 2)] for k, v in res.accuracy.items()]
+    run.finish(res, method="textspan", title=f"TextSpan head labels of {bb.name}",
+               settings=_settings(kw, pool=vocab.name, layers=n_layers,
+                                  texts_per_head=texts_per_head, rank=rank),
+               inputs=[kw["dataset"], vocab.name],
+               sections=[{"title": "Head labels",
+                          "text": "For each head, the texts chosen greedily to span its outputs, "
+                                  "and the share of the head's variance (over the images) they "
+                                  "explain. textspan_heads.txt lists all texts of each head.",
+                          "figures": figs,
+                          "tables": [{"title": "First texts per head",
+                                      "columns": ["head", "explained", "texts"], "rows": rows},
+                                     {"title": "Accuracy",
+                                      "columns": ["representation", "accuracy (%)"],
+                                      "rows": acc_rows}]}])
+
+# -- heatmap ------------------------------------------------------------------------
+
+@prs.command("heatmap")
+@click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
+@backbone_options("vision-language")
+@click.option("-t", "--text", "texts", multiple=True,
+              help="A text (repeatable). Default: the classes of the default zero-shot task of "
+                   "the dataset (--dataset, else the one the backbone advertises).")
+@click.option("--layers", default=None, help="Layers to sum: k (last k) or 0,3 (default all).")
+@click.option("--heads", default=None, help="Only these heads: LAYER.HEAD,LAYER.HEAD.")
+@click.option("--per-head", is_flag=True, help="Also save the joint head x patch grid per text.")
+@click.option("--no-contrast", is_flag=True, help="Do not subtract the mean over the texts.")
+@click.option("--dataset", default=None, help="Take images from a dataset instead (with --index).")
+@click.option("--index", "indices", type=int, multiple=True, help="Dataset index (repeatable).")
+@output_options(out_required=True)
+def heatmap_cmd(images, texts, layers, heads, per_head, no_contrast, dataset, indices, run, **kw):
+    """Per-text heatmaps over the patches of IMAGES, saved as overlays in OUT."""
+    import torch
+
+    from interpcore import figures
+
+    from .decompose import PRSDecomposer
+    from .spatial import head_patch_maps, input_size, patch_maps
+    from .spurious import parse_heads
+
+    bb = _backbone(kw)
+    texts = list(texts) or _default_texts(bb, dataset)
+    pics, names = _images(images, dataset, indices, bb)
+    size = input_size(bb)
+    dec = PRSDecomposer(bb, per_patch=True, layers=_parse_layers(layers))
+    r = dec.decompose([p.convert("RGB").resize((size[1], size[0])) for p in pics])
+    T = bb.encode_text(list(texts), normalize=True).float().cpu()
+    maps = patch_maps(r, T, heads=parse_heads(heads) or None)  # (N, k, gh, gw)
+    if len(texts) > 1 and not no_contrast:
+        maps = maps - maps.mean(1, keepdim=True)
+    out = run.out
+    written = []
+    for i, (img, nm) in enumerate(zip(pics, names)):
+        fig = figures.heatmap_grid(img, {t: maps[i, j] for j, t in enumerate(texts)},
+                                   title=f"{nm}: where each text is found",
+                                   shared_scale=len(texts) > 1 and not no_contrast)
+        written += figures.save_figure(fig, out / f"heatmap_{i:02d}.png")
+        if per_head:
+            for j, t in enumerate(texts):
+                hm = head_patch_maps(r, T[j] - (T.mean(0) if len(texts) > 1 and not no_contrast else 0))
+                fig = figures.heatmap_grid(img, {k: v[i] for k, v in hm.items()}, show_image=True,
+                                           ncols=min(8, r.heads.shape[2] + 1), shared_scale=True,
+                                           title=f"{nm}: '{t}' per head and patch")
+                written += figures.save_figure(fig, out / f"heads_{i:02d}_text{j}.png")
+    res = {"images": names, "texts": list(texts), "figures": [str(p) for p in written],
+           "maps": torch.round(maps * 1e4).div(1e4).tolist()}
+    run.echo(f"wrote {len(written)} figure(s) to {out}", err=True)
+    run.finish(_Plain(res, f"heatmaps of {len(texts)} text(s) on {len(pics)} image(s): "
+                           + ", ".join(str(p) for p in written)),
+               method="prs", title="PRS text heatmaps",
+               settings={"backbone": kw["backbone"], "texts": list(texts), "layers": layers,
+                         "heads": heads},
+               inputs=names,
+               sections=[{"title": "Text heatmaps",
+                          "text": "Each map shows, per patch, the direct contribution of the "
+                                  "chosen heads towards the text (minus the mean over the texts "
+                                  "when several are given).",
+                          "figures": _rel(written, out)}])
+
+# -- segment ------------------------------------------------------------------------
+
+@prs.command("segment")
+@_common
+@click.option("--classes", default=None, help="Class names for the classifier: a .txt file or "
+              "comma list (default: the dataset's task).")
+@click.option("--task", default=None, help="Zero-shot task of the dataset (default: the one it "
+              "advertises, else its labels).")
+@click.option("--templates", default=None)
+@click.option("--threshold", default="mean", show_default=True, help="'mean' or a number in [0,1].")
+@click.option("--layers", default=None, help="Layers whose heads make the map (default all).")
+@click.option("--figures", "n_figures", type=int, default=6, show_default=True,
+              help="Example overlays to save with --out.")
+def segment_cmd(classes, task, templates, threshold, layers, n_figures, run, **kw):
+    """Zero-shot segmentation: threshold the predicted class's patch map; pixel accuracy,
+    mIoU and mAP against the dataset's masks."""
+    _start(kw, run)
+    from .spatial import segment_dataset
+    from .tasks import ZeroShotTask, default_task, task_weights, templates_from
+
+    bb = _backbone(kw)
+    ds = _dataset(kw, bb=bb)
+    if classes:
+        names = _read_list(classes)
+        t = ZeroShotTask("classes", names, names, templates_from(templates))
+    else:
+        name = task or default_task(ds, allow_none=True)
+        if not name:
+            raise InterpError(f"dataset '{kw['dataset']}' has no class names; pass --classes")
+        t = ds.zeroshot_task(name, templates)
+    thr = threshold if threshold == "mean" else float(threshold)
+    res = segment_dataset(_decomposer(bb), ds, task_weights(bb, t), limit=_limit(kw),
+                          batch_size=min(kw["batch_size"], 32), layers=_parse_layers(layers),
+                          threshold=thr, out_dir=run.out, n_figures=n_figures)
+    figs = _rel(res.figures, run.out) if run.out is not None else []
+    run.finish(res, method="prs", title=f"Zero-shot segmentation with {bb.name}",
+               settings=_settings(kw, classes=t.name, threshold=threshold), inputs=[kw["dataset"]],
+               sections=[{"title": "Zero-shot segmentation",
+                          "text": "The predicted class's per-patch map (minus the mean over "
+                                  "classes), upsampled, normalized and thresholded.",
+                          "figures": figs,
+                          "tables": [{"title": "Metrics", "columns": ["metric", "value"],
+                                      "rows": [["pixel accuracy", round(res.pixel_accuracy, 4)],
+                                               ["mIoU", round(res.miou, 4)],
+                                               ["mAP", round(res.map, 4)]]}]}])
+
+# -- spurious -----------------------------------------------------------------------
+
+@prs.command("spurious")
+@_common(dataset_help="Group-robustness dataset (default: the one the backbone advertises).")
+@click.option("--heads", default=None, help="Heads to ablate: LAYER.HEAD,...")
+@click.option("--heads-matching", default=None,
+              help="Ablate heads whose TextSpan texts match this regular expression.")
+@click.option("--match-top", type=int, default=1, show_default=True,
+              help="How many of each head's first TextSpan texts are matched.")
+@click.option("--textspan-layers", type=int, default=4, show_default=True,
+              help="With --heads-matching: label the heads of the last k layers.")
+@click.option("--pool", default=None, help="TextSpan text pool (with --heads-matching).")
+@click.option("--probe", is_flag=True, help="Linear probe on the biased training split instead "
+              "of the zero-shot classifier.")
+@click.option("--train-limit", type=int, default=4000, show_default=True)
+@click.option("--templates", default=None)
+def spurious_cmd(heads, heads_matching, match_top, textspan_layers, pool, probe, train_limit,
+                 templates, run, **kw):
+    """Per-group and worst-group accuracy before / after mean-ablating heads."""
+    _start(kw, run)
+    from .decompose import resolve_layers
+    from .spurious import parse_heads, spurious_study
+    from .tasks import task_weights
+
+    if not heads and not heads_matching:
+        raise InterpError("name heads to ablate with --heads L.H,... or --heads-matching REGEX")
+    bb = _backbone(kw)
+    _dataset_name(kw, bb, key="spurious_dataset")
+    chosen = parse_heads(heads)
+    L = bb.residual_stream().num_layers
+    layers = sorted(set(resolve_layers([li for li, _ in chosen], L))
+                    | (set(range(max(0, L - textspan_layers), L)) if heads_matching else set()))
+    ds = _dataset(kw, bb=bb)
+    store = _store(bb, ds, kw, layers=layers)
+    labels_from = None
+    if heads_matching:
         from .textspan import TextSpanExplainer, default_pool, resolve_pool
 
-        bb = _backbone(kw)
-        ex = TextSpanExplainer(bb, pool=pool, layers=n_layers, texts_per_head=texts_per_head, rank=rank)
-        store = _store(bb, _dataset(kw), kw, layers=ex.layers, desc="PRS (TextSpan)")
-        vocab = resolve_pool(pool or default_pool(store.meta.get("dataset_name")))
-        res = ex.explain_store(store, vocab, task=task or _default_task(store, allow_none=True))
-        figs = []
-        if kw["out"]:
-            res.write(kw["out"])
-            figs = _rel([_textspan_figure(res, Path(kw["out"]) / "textspan_heads.png")], kw["out"])
-        rows = [[f"L{h['layer']}.H{h['head']}", f"{100 * h['total_explained']:.1f}%",
-                 " | ".join(h["texts"][:3])] for h in res.heads]
-        acc_rows = [[k, round(v, 2)] for k, v in res.accuracy.items()]
-        _emit(res, kw, method="textspan", title=f"TextSpan head labels of {bb.name}",
-              settings=_settings(kw, pool=vocab.name, layers=n_layers, texts_per_head=texts_per_head,
-                                 rank=rank),
-              inputs=[kw["dataset"], vocab.name],
-              sections=[{"title": "Head labels",
-                         "text": "For each head, the texts chosen greedily to span its outputs, and the "
-                                 "share of the head's variance (over the images) they explain. "
-                                 "textspan_heads.txt lists all texts of each head.",
-                         "figures": figs,
-                         "tables": [{"title": "First texts per head", "columns": ["head", "explained", "texts"],
-                                     "rows": rows},
-                                    {"title": "Accuracy", "columns": ["representation", "accuracy (%)"],
-                                     "rows": acc_rows}]}])
+        ex = TextSpanExplainer(bb, pool=pool, layers=min(textspan_layers, L))
+        ts = ex.explain_store(store, resolve_pool(pool or default_pool(ds, bb)), task=False)
+        matched = ts.matching_heads(heads_matching, top=match_top)
+        chosen += [h for h in matched if h not in chosen]
+        labels_from = {f"L{h['layer']}.H{h['head']}": h["texts"][:match_top] for h in ts.heads
+                       if (h["layer"], h["head"]) in matched}
+        run.echo(f"heads matching '{heads_matching}': "
+                 + (", ".join(f"L{li}.H{hi}" for li, hi in matched) or "none"), err=True)
+    if probe:
+        train_kw = dict(kw, limit=train_limit)
+        train = _store(bb, _dataset(kw, split="train"), train_kw, layers=layers, desc="PRS (train)")
+        res = spurious_study(store, chosen, train_store=train, backbone=bb.name)
+    else:
+        t = ds.zeroshot_task("label", templates)
+        res = spurious_study(store, chosen, weights=task_weights(bb, t).numpy(), backbone=bb.name)
+    results = res.to_dict()
+    if labels_from:
+        results["matched_head_texts"] = labels_from
+    run.finish(res, method="prs", title=f"Spurious-feature removal on {kw['dataset']}",
+               settings=_settings(kw, heads=heads, heads_matching=heads_matching, probe=probe),
+               inputs=[kw["dataset"]], results=results,
+               sections=[{"title": "Accuracy per group",
+                          "text": "Mean-ablating heads that encode the spurious cue should raise "
+                                  "the worst group's accuracy.", "tables": [res.table()]}])
 
-    # -- heatmap ------------------------------------------------------------------------
-    @prs.command("heatmap")
-    @click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
-    @click.option("-b", "--backbone", default=DEFAULT_BACKBONE, show_default=True)
-    @click.option("--pretrained", default=None)
-    @click.option("--device", default="auto", show_default=True)
-    @click.option("-t", "--text", "texts", multiple=True,
-                  help="A text (repeatable). Default on shapes backbones: the shape names.")
-    @click.option("--layers", default=None, help="Layers to sum: k (last k) or 0,3 (default all).")
-    @click.option("--heads", default=None, help="Only these heads: LAYER.HEAD,LAYER.HEAD.")
-    @click.option("--per-head", is_flag=True, help="Also save the joint head x patch grid per text.")
-    @click.option("--no-contrast", is_flag=True, help="Do not subtract the mean over the texts.")
-    @click.option("--dataset", default=None, help="Take images from a dataset instead (with --index).")
-    @click.option("--index", "indices", type=int, multiple=True, help="Dataset index (repeatable).")
-    @click.option("--out", type=click.Path(file_okay=False), required=True)
-    @click.option("--report", type=click.Path(dir_okay=False), default=None)
-    @click.option("--json", "as_json", is_flag=True)
-    def heatmap_cmd(images, texts, layers, heads, per_head, no_contrast, dataset, indices, **kw):
-        """Per-text heatmaps over the patches of IMAGES, saved as overlays in OUT."""
-        import torch
+# -- search -------------------------------------------------------------------------
 
+@prs.command("search")
+@_common(quiet_names=("--quiet",))  # -q is --query here (docs/prs.md)
+@click.option("--heads", required=True, help="Heads whose space to search in: LAYER.HEAD,...")
+@click.option("-q", "--query", type=int, default=0, show_default=True, help="Query image (row).")
+@click.option("-k", type=int, default=8, show_default=True)
+def search_cmd(heads, query, k, run, **kw):
+    """Nearest-neighbour images of a query in the space of chosen heads."""
+    _start(kw, run)
+    from .decompose import resolve_layers
+    from .search import nearest
+    from .spurious import parse_heads
+
+    bb = _backbone(kw)
+    chosen = parse_heads(heads)
+    L = bb.residual_stream().num_layers
+    ds = _dataset(kw, bb=bb)
+    store = _store(bb, ds, kw, layers=resolve_layers([li for li, _ in chosen], L))
+    res = nearest(store, chosen, query, k=k)
+    figs = []
+    if run.out is not None:
         from interpcore import figures
 
-        from .decompose import PRSDecomposer
-        from .spatial import head_patch_maps, input_size, patch_maps
-        from .spurious import parse_heads
+        rows = [res.query] + [nb["row"] for nb in res.neighbours]
+        imgs = [ds[int(store.samples[r].get("index", r))]["image"] for r in rows]
+        titles = ["query"] + [f"{nb['similarity']:.2f}" for nb in res.neighbours]
+        fig = figures.image_grid(imgs, titles=titles, title=f"neighbours in the space of {heads}")
+        figs = _rel(figures.save_figure(fig, run.out / "neighbours.png"), run.out)
+        res.figure = figs[0]
+    run.finish(res, method="prs", title=f"Head-space image search ({heads})",
+               settings=_settings(kw, heads=heads, query=query, k=k), inputs=[kw["dataset"]],
+               sections=[{"title": "Nearest neighbours", "text": "The query and its nearest "
+                          "images by cosine similarity of the chosen heads' contributions.",
+                          "figures": figs}])
 
-        bb = _backbone(kw)
-        texts = list(texts) or _default_texts(bb)
-        pics, names = _images(images, dataset, indices)
-        size = input_size(bb)
-        dec = PRSDecomposer(bb, per_patch=True, layers=_parse_layers(layers))
-        r = dec.decompose([p.convert("RGB").resize((size[1], size[0])) for p in pics])
-        T = bb.encode_text(list(texts), normalize=True).float().cpu()
-        maps = patch_maps(r, T, heads=parse_heads(heads) or None)  # (N, k, gh, gw)
-        if len(texts) > 1 and not no_contrast:
-            maps = maps - maps.mean(1, keepdim=True)
-        out = Path(kw["out"])
-        written = []
-        for i, (img, nm) in enumerate(zip(pics, names)):
-            fig = figures.heatmap_grid(img, {t: maps[i, j] for j, t in enumerate(texts)},
-                                       title=f"{nm}: where each text is found",
-                                       shared_scale=len(texts) > 1 and not no_contrast)
-            written += figures.save_figure(fig, out / f"heatmap_{i:02d}.png")
-            if per_head:
-                for j, t in enumerate(texts):
-                    hm = head_patch_maps(r, T[j] - (T.mean(0) if len(texts) > 1 and not no_contrast else 0))
-                    fig = figures.heatmap_grid(img, {k: v[i] for k, v in hm.items()}, show_image=True,
-                                               ncols=min(8, r.heads.shape[2] + 1), shared_scale=True,
-                                               title=f"{nm}: '{t}' per head and patch")
-                    written += figures.save_figure(fig, out / f"heads_{i:02d}_text{j}.png")
-        res = {"images": names, "texts": list(texts), "figures": [str(p) for p in written],
-               "maps": torch.round(maps * 1e4).div(1e4).tolist()}
-        if not kw["as_json"]:
-            click.echo(f"wrote {len(written)} figure(s) to {out}", err=True)
-        kw["out"] = str(out)
-        _emit(_Plain(res, f"heatmaps of {len(texts)} text(s) on {len(pics)} image(s): "
-                          + ", ".join(str(p) for p in written)),
-              kw, method="prs", title="PRS text heatmaps",
-              settings={"backbone": kw["backbone"], "texts": list(texts), "layers": layers, "heads": heads},
-              inputs=names,
-              sections=[{"title": "Text heatmaps",
-                         "text": "Each map shows, per patch, the direct contribution of the chosen heads "
-                                 "towards the text (minus the mean over the texts when several are given).",
-                         "figures": _rel(written, out)}], results=res)
+# -- ground truth -------------------------------------------------------------------
 
-    # -- segment ------------------------------------------------------------------------
-    @prs.command("segment")
-    @_common
-    @click.option("--classes", default=None, help="Class names for the classifier: a .txt file or "
-                  "comma list (default: the dataset's task).")
-    @click.option("--task", default=None, help="Zero-shot task of the dataset (shapes: shape).")
-    @click.option("--templates", default=None)
-    @click.option("--threshold", default="mean", show_default=True, help="'mean' or a number in [0,1].")
-    @click.option("--layers", default=None, help="Layers whose heads make the map (default all).")
-    @click.option("--figures", "n_figures", type=int, default=6, show_default=True,
-                  help="Example overlays to save with --out.")
-    def segment_cmd(classes, task, templates, threshold, layers, n_figures, **kw):
-        """Zero-shot segmentation: threshold the predicted class's patch map; pixel accuracy,
-        mIoU and mAP against the dataset's masks."""
-        _check_report(kw)
-        from .spatial import segment_dataset
-        from .tasks import ZeroShotTask, dataset_tasks, task_weights, templates_from
+@prs.command("ground-truth")
+@backbone_options("vision-language")
+@click.option("-n", "--limit", type=int, default=2000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def ground_truth_cmd(**kw):
+    """Check PRS / TextSpan against the shapes world's known ground truth; print each figure."""
+    from .groundtruth import shapes_ground_truth
 
-        bb = _backbone(kw)
-        ds = _dataset(kw)
-        if classes:
-            names = _read_list(classes)
-            t = ZeroShotTask("classes", names, names, templates_from(templates))
-        else:
-            tasks = dataset_tasks(kw["dataset"], getattr(ds, "classes", None), templates)
-            name = task or ("shape" if "shape" in tasks else "label")
-            if name not in tasks:
-                raise InterpError(f"dataset '{kw['dataset']}' has no class names; pass --classes")
-            t = tasks[name]
-        thr = threshold if threshold == "mean" else float(threshold)
-        res = segment_dataset(_decomposer(bb), ds, task_weights(bb, t), limit=_limit(kw),
-                              batch_size=min(kw["batch_size"], 32), layers=_parse_layers(layers),
-                              threshold=thr, out_dir=kw["out"], n_figures=n_figures)
-        figs = _rel(res.figures, kw["out"]) if kw["out"] else []
-        _emit(res, kw, method="prs", title=f"Zero-shot segmentation with {bb.name}",
-              settings=_settings(kw, classes=t.name, threshold=threshold), inputs=[kw["dataset"]],
-              sections=[{"title": "Zero-shot segmentation",
-                         "text": "The predicted class's per-patch map (minus the mean over classes), "
-                                 "upsampled, normalized and thresholded.",
-                         "figures": figs,
-                         "tables": [{"title": "Metrics", "columns": ["metric", "value"],
-                                     "rows": [["pixel accuracy", round(res.pixel_accuracy, 4)],
-                                              ["mIoU", round(res.miou, 4)], ["mAP", round(res.map, 4)]]}]}])
-
-    # -- spurious -----------------------------------------------------------------------
-    @prs.command("spurious")
-    @_common
-    @click.option("--heads", default=None, help="Heads to ablate: LAYER.HEAD,...")
-    @click.option("--heads-matching", default=None,
-                  help="Ablate heads whose TextSpan texts match this regular expression.")
-    @click.option("--match-top", type=int, default=1, show_default=True,
-                  help="How many of each head's first TextSpan texts are matched.")
-    @click.option("--textspan-layers", type=int, default=4, show_default=True,
-                  help="With --heads-matching: label the heads of the last k layers.")
-    @click.option("--pool", default=None, help="TextSpan text pool (with --heads-matching).")
-    @click.option("--probe", is_flag=True, help="Linear probe on the biased training split instead "
-                  "of the zero-shot classifier.")
-    @click.option("--train-limit", type=int, default=4000, show_default=True)
-    @click.option("--templates", default=None)
-    def spurious_cmd(heads, heads_matching, match_top, textspan_layers, pool, probe, train_limit,
-                     templates, **kw):
-        """Per-group and worst-group accuracy before / after mean-ablating heads."""
-        _check_report(kw)
-        from .decompose import resolve_layers
-        from .spurious import parse_heads, spurious_study
-        from .tasks import get_task, task_weights
-
-        if not heads and not heads_matching:
-            raise InterpError("name heads to ablate with --heads L.H,... or --heads-matching REGEX")
-        bb = _backbone(kw)
-        if kw["dataset"] == DEFAULT_DATASET:
-            kw["dataset"] = "shapes-spurious"
-        chosen = parse_heads(heads)
-        L = bb.residual_stream().num_layers
-        layers = sorted(set(resolve_layers([li for li, _ in chosen], L))
-                        | (set(range(max(0, L - textspan_layers), L)) if heads_matching else set()))
-        store = _store(bb, _dataset(kw), kw, layers=layers)
-        labels_from = None
-        if heads_matching:
-            from .textspan import TextSpanExplainer, default_pool, resolve_pool
-
-            ex = TextSpanExplainer(bb, pool=pool, layers=min(textspan_layers, L))
-            ts = ex.explain_store(store, resolve_pool(pool or default_pool(store.meta.get("dataset_name"))),
-                                  task=False)
-            matched = ts.matching_heads(heads_matching, top=match_top)
-            chosen += [h for h in matched if h not in chosen]
-            labels_from = {f"L{h['layer']}.H{h['head']}": h["texts"][:match_top] for h in ts.heads
-                           if (h["layer"], h["head"]) in matched}
-            click.echo(f"heads matching '{heads_matching}': "
-                       + (", ".join(f"L{li}.H{hi}" for li, hi in matched) or "none"), err=True)
-        if probe:
-            train_kw = dict(kw, limit=train_limit)
-            train = _store(bb, _dataset(kw, split="train"), train_kw, layers=layers, desc="PRS (train)")
-            res = spurious_study(store, chosen, train_store=train, backbone=bb.name)
-        else:
-            t = get_task(store.meta, "label", templates)
-            res = spurious_study(store, chosen, weights=task_weights(bb, t).numpy(), backbone=bb.name)
-        results = res.to_dict()
-        if labels_from:
-            results["matched_head_texts"] = labels_from
-        _emit(res, kw, method="prs", title=f"Spurious-feature removal on {kw['dataset']}",
-              settings=_settings(kw, heads=heads, heads_matching=heads_matching, probe=probe),
-              inputs=[kw["dataset"]], results=results,
-              sections=[{"title": "Accuracy per group",
-                         "text": "Mean-ablating heads that encode the spurious cue should raise the "
-                                 "worst group's accuracy.", "tables": [res.table()]}])
-
-    # -- search -------------------------------------------------------------------------
-    @prs.command("search")
-    @_common
-    @click.option("--heads", required=True, help="Heads whose space to search in: LAYER.HEAD,...")
-    @click.option("-q", "--query", type=int, default=0, show_default=True, help="Query image (row).")
-    @click.option("-k", type=int, default=8, show_default=True)
-    def search_cmd(heads, query, k, **kw):
-        """Nearest-neighbour images of a query in the space of chosen heads."""
-        _check_report(kw)
-        from .decompose import resolve_layers
-        from .search import nearest
-        from .spurious import parse_heads
-
-        bb = _backbone(kw)
-        chosen = parse_heads(heads)
-        L = bb.residual_stream().num_layers
-        ds = _dataset(kw)
-        store = _store(bb, ds, kw, layers=resolve_layers([li for li, _ in chosen], L))
-        res = nearest(store, chosen, query, k=k)
-        figs = []
-        if kw["out"]:
-            from interpcore import figures
-
-            rows = [res.query] + [nb["row"] for nb in res.neighbours]
-            imgs = [ds[int(store.samples[r].get("index", r))]["image"] for r in rows]
-            titles = ["query"] + [f"{nb['similarity']:.2f}" for nb in res.neighbours]
-            fig = figures.image_grid(imgs, titles=titles, title=f"neighbours in the space of {heads}")
-            figs = _rel(figures.save_figure(fig, Path(kw["out"]) / "neighbours.png"), kw["out"])
-            res.figure = figs[0]
-        _emit(res, kw, method="prs", title=f"Head-space image search ({heads})",
-              settings=_settings(kw, heads=heads, query=query, k=k), inputs=[kw["dataset"]],
-              sections=[{"title": "Nearest neighbours", "text": "The query and its nearest images by "
-                         "cosine similarity of the chosen heads' contributions.", "figures": figs}])
-
-    # -- ground truth -------------------------------------------------------------------
-    @prs.command("ground-truth")
-    @click.option("-b", "--backbone", default=DEFAULT_BACKBONE, show_default=True)
-    @click.option("--pretrained", default=None)
-    @click.option("--device", default="auto", show_default=True)
-    @click.option("-n", "--limit", type=int, default=2000, show_default=True)
-    @click.option("--json", "as_json", is_flag=True)
-    def ground_truth_cmd(**kw):
-        """Check PRS / TextSpan against the shapes world's known ground truth; print each figure."""
-        from .groundtruth import shapes_ground_truth
-
-        res = shapes_ground_truth(_backbone(kw), limit=kw["limit"])
-        click.echo(res.to_json() if kw["as_json"] else str(res))
+    res = shapes_ground_truth(_backbone(kw), limit=kw["limit"])
+    click.echo(res.to_json() if kw["as_json"] else str(res))
 
 
 class _Plain:
@@ -500,30 +521,27 @@ class _Plain:
         return self.text
 
 
-def _default_texts(bb):
-    if bb.name.startswith("shapes:"):
-        from .tasks import dataset_tasks
+def _default_texts(bb, dataset=None):
+    """The classes of the default zero-shot task of ``dataset`` (else of the dataset the
+    backbone advertises), each put into the task's first template."""
+    import interpcore
 
-        t = dataset_tasks("shapes")["shape"]
-        return [t.templates[0].replace("{}", n) for n in t.prompt_names]
-    raise InterpError("name the texts to map with --text (repeatable)")
+    name = dataset or interpcore.default_for("dataset", bb)
+    if name is None:
+        raise InterpError("name the texts to map with --text (repeatable)")
+    ds = interpcore.get_dataset(name)
+    tasks = ds.zeroshot_tasks()
+    if not tasks:
+        raise InterpError(f"dataset '{name}' has no class names: name the texts to map with "
+                          "--text (repeatable)")
+    t = ds.zeroshot_task()
+    return [t.templates[0].replace("{}", n) for n in t.prompt_names]
 
 
 def _decomposer(bb):
     from .decompose import PRSDecomposer
 
     return PRSDecomposer(bb)
-
-
-def _default_task(store, allow_none=False):
-    name = store.meta.get("dataset_name")
-    if name == "shapes":
-        return "shape"
-    if store.meta.get("classes"):
-        return "label"
-    if allow_none:
-        return False
-    raise InterpError(f"dataset '{name}' has no class names for a zero-shot task")
 
 
 def _read_list(spec) -> list[str]:
@@ -533,14 +551,17 @@ def _read_list(spec) -> list[str]:
     return [s.strip() for s in str(spec).split(",") if s.strip()]
 
 
-def _images(paths, dataset, indices):
+def _images(paths, dataset, indices, bb=None):
     from interpcore.torch_backbone import load_image
 
     if paths:
         return [load_image(p) for p in paths], [str(p) for p in paths]
     import interpcore
 
-    ds = interpcore.get_dataset(dataset or DEFAULT_DATASET)
+    dataset = dataset or interpcore.default_for("dataset", bb)
+    if dataset is None:
+        raise InterpError("give IMAGES, or a --dataset to take them from")
+    ds = interpcore.get_dataset(dataset)
     idx = list(indices) or [0]
     return [ds[i]["image"] for i in idx], [f"{getattr(ds, 'name', 'dataset')}[{i}]" for i in idx]
 

@@ -219,7 +219,7 @@ class PRSDecomposition(Result):
 
     # -- printing -----------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """A summary (shapes, error, per-layer norms); the tensors stay on the object."""
+        """A summary (tensor sizes, error, per-layer norms); the tensors stay on the object."""
         norms = lambda t: [round(float(v), 5) for v in t.norm(dim=-1).mean(0)]  # noqa: E731
         return {
             "backbone": self.backbone,

@@ -115,8 +115,8 @@ def spurious_study(test_store, heads, *, weights=None, train_store=None, backbon
     """
     labels, groups = test_store.labels, test_store.groups
     if (groups < 0).all():
-        raise InterpError("the dataset has no groups; use a group dataset such as "
-                          "shapes-spurious or waterbirds")
+        raise InterpError("the dataset has no groups; use a group-robustness dataset such "
+                          "as waterbirds (see 'interp datasets list')")
     names = list(test_store.meta.get("group_names") or [])
     heads = [tuple(int(v) for v in h) for h in heads]
     if weights is not None:

@@ -1,108 +1,70 @@
 """Zero-shot classification tasks on a dataset: class names, prompt templates, labels.
 
-A dataset's own ``label`` / ``classes`` gives the task ``label`` with the OpenAI ImageNet
-templates (or any templates given). Datasets of the synthetic shapes world also get one task
-per attribute (``color``, ``shape``, ``size``, ``position``, ``background``) with the
-prompt templates and class phrases of that world (read from the ``interp_shapes`` plugin
-when it is installed; nothing here depends on it otherwise).
+The tasks are the dataset's own (:meth:`interpcore.Dataset.zeroshot_tasks`): every dataset
+with class names offers ``label`` (OpenAI's ImageNet templates, or any templates given);
+datasets with more labels per sample add their own tasks. A PRS store records the name and
+classes of the dataset it was built from; :func:`store_dataset` gets that dataset back from
+the registry to ask for its tasks and defaults.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
+from interpcore import Dataset, InterpError
+from interpcore.zeroshot import ZeroShotTask, templates_from
 
-import numpy as np
-
-from interpcore import InterpError
-
-SHAPES_DATASETS = ("shapes", "shapes-spurious")
+__all__ = ["ZeroShotTask", "dataset_tasks", "default_task", "get_task", "store_dataset",
+           "task_weights", "templates_from"]
 
 
-@dataclasses.dataclass
-class ZeroShotTask:
-    """``classes``: canonical names; ``prompt_names``: the text put into the templates."""
+class _Recorded(Dataset):
+    """Stands in for a dataset the registry cannot give back: only its recorded classes."""
 
-    name: str
-    classes: list
-    prompt_names: list
-    templates: list
-    attribute: str | None = None  # shapes world: read the label from sample["attributes"]
-
-    def labels(self, samples) -> np.ndarray:
-        """Class index per sample (-1 where the sample has no label for this task)."""
-        out = np.full(len(samples), -1, dtype=np.int64)
-        for i, s in enumerate(samples):
-            if self.attribute is None:
-                lab = s.get("label")
-                out[i] = -1 if lab is None else int(lab)
-            else:
-                v = (s.get("attributes") or {}).get(self.attribute)
-                if v in self.classes:
-                    out[i] = self.classes.index(v)
-        return out
+    def __init__(self, name, classes):
+        self.name = str(name)
+        self.classes = list(classes or []) or None
 
 
-def _shapes_world():
+def store_dataset(meta: dict, split: str | None = None) -> Dataset:
+    """The dataset a store (or any ``{"dataset_name", "classes"}`` record) was built from:
+    the registered dataset of that name, else a stand-in that offers the recorded classes."""
+    import interpcore
+
+    name = meta.get("dataset_name") or "?"
     try:
-        from interp_shapes import world
-    except ImportError:
-        raise InterpError("shapes-world tasks need the interp_shapes plugin") from None
-    return world
+        return interpcore.get_dataset(name, split=split or meta.get("split") or "test")
+    except (InterpError, OSError):  # not registered, or needs a root it was not given
+        return _Recorded(name, meta.get("classes"))
 
 
-def templates_from(spec, default=None) -> list:
-    """Templates from 'openai', 'simple', a .txt file (one template with {} a line) or a list."""
-    from interpcore.zeroshot import OPENAI_IMAGENET_TEMPLATES, SIMPLE_TEMPLATES
-
-    if spec is None:
-        return list(default) if default is not None else list(OPENAI_IMAGENET_TEMPLATES)
-    if isinstance(spec, (list, tuple)):
-        return list(spec)
-    if spec == "openai":
-        return list(OPENAI_IMAGENET_TEMPLATES)
-    if spec == "simple":
-        return list(SIMPLE_TEMPLATES)
-    p = Path(spec)
-    if p.is_file():
-        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        bad = [ln for ln in lines if "{}" not in ln]
-        if not lines or bad:
-            raise InterpError(f"{p}: every line must be a template with '{{}}' (bad: {bad[:1]})")
-        return lines
-    if "{}" in str(spec):
-        return [str(spec)]
-    raise InterpError(f"templates '{spec}': use openai, simple, a file of templates, or a "
-                      "template with {}")
+def _as_dataset(dataset, classes=None) -> Dataset:
+    if isinstance(dataset, Dataset):
+        return dataset
+    return store_dataset({"dataset_name": dataset, "classes": classes})
 
 
-def dataset_tasks(dataset_name: str, classes=None, templates=None) -> dict[str, ZeroShotTask]:
-    """The zero-shot tasks available on a dataset, by name."""
-    tasks: dict[str, ZeroShotTask] = {}
-    if dataset_name in SHAPES_DATASETS:
-        world = _shapes_world()
-        for attr, values in world.ATTRIBUTES.items():
-            names = [world.ZEROSHOT_CLASSNAMES[attr][v] for v in values]
-            tasks[attr] = ZeroShotTask(attr, list(values), names,
-                                       templates_from(templates, world.ZEROSHOT_TEMPLATES[attr]),
-                                       attribute=attr)
-        if classes:
-            names = [world.ZEROSHOT_CLASSNAMES["shape"].get(c, c) for c in classes]
-            tasks["label"] = ZeroShotTask("label", list(classes), names,
-                                          templates_from(templates, world.ZEROSHOT_TEMPLATES["shape"]))
-        return tasks
-    if classes:
-        tasks["label"] = ZeroShotTask("label", list(classes), list(classes), templates_from(templates))
-    return tasks
+def dataset_tasks(dataset, classes=None, templates=None) -> dict[str, ZeroShotTask]:
+    """The zero-shot tasks available on a dataset (a Dataset or a name), by name."""
+    return _as_dataset(dataset, classes).zeroshot_tasks(templates)
 
 
 def get_task(store_meta: dict, name: str = "label", templates=None) -> ZeroShotTask:
-    tasks = dataset_tasks(store_meta.get("dataset_name", "?"), store_meta.get("classes"), templates)
-    if name not in tasks:
-        have = ", ".join(tasks) or "none (the dataset has no class names)"
-        raise InterpError(f"no zero-shot task '{name}' on dataset "
-                          f"'{store_meta.get('dataset_name')}'; available: {have}")
-    return tasks[name]
+    """One task of the dataset a store was built from."""
+    return store_dataset(store_meta).zeroshot_task(name, templates)
+
+
+def default_task(dataset, allow_none: bool = False):
+    """The task a method uses when none is named: the dataset's advertised
+    ``defaults["zeroshot_task"]``, else ``label`` when it has class names; without either,
+    ``False`` (``allow_none``) or an error."""
+    tasks = dataset.zeroshot_tasks()
+    name = (dataset.defaults or {}).get("zeroshot_task")
+    if name in tasks:
+        return name
+    if "label" in tasks:
+        return "label"
+    if allow_none:
+        return False
+    raise InterpError(f"dataset '{dataset.name}' has no class names for a zero-shot task")
 
 
 _WEIGHTS_CACHE: dict = {}

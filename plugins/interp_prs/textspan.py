@@ -194,24 +194,28 @@ def resolve_pool(pool) -> Vocabulary:
     return interpcore.get_vocabulary(str(pool))
 
 
-def default_pool(dataset_name: str | None):
-    """The text pool used when none is named: on shapes datasets the shapes vocabulary's
-    single-attribute phrases (clear one-attribute labels), else the paper's general image
-    descriptions (vocabulary ``image_descriptions_general``)."""
-    if dataset_name and dataset_name.startswith("shapes"):
-        try:
-            from .groundtruth import shapes_attribute_pool
+#: The paper's general image descriptions: the pool when neither dataset nor backbone names one.
+FALLBACK_POOL = "image_descriptions_general"
 
-            return shapes_attribute_pool()
-        except InterpError:
-            return "shapes"
-    return "image_descriptions_general"
+
+def default_pool(dataset=None, backbone=None):
+    """The text pool used when none is named: the dataset's advertised
+    ``defaults["text_pool"]``, else the backbone's, else ``image_descriptions_general``.
+    ``dataset``: a Dataset, a PRS store's metadata or ``None``."""
+    from interpcore import default_for
+
+    if isinstance(dataset, dict):
+        from .tasks import store_dataset
+
+        dataset = store_dataset(dataset)
+    return default_for("text_pool", dataset, backbone, fallback=FALLBACK_POOL)
 
 
 class TextSpanExplainer(Explainer):
     """Label the heads of the last ``layers`` layers with greedy text bases.
 
-    Options: ``pool`` (vocabulary name, file, list or Vocabulary; default by dataset),
+    Options: ``pool`` (vocabulary name, file, list or Vocabulary; default: the one the
+    dataset, else the backbone, advertises, else ``image_descriptions_general``),
     ``layers`` (int: the last k layers, default 4, or a list), ``texts_per_head`` (10),
     ``rank`` (80: the dimension of each head's span the texts are projected onto).
     """
@@ -244,14 +248,18 @@ class TextSpanExplainer(Explainer):
     def explain(self, inputs=None, *, task=None, templates=None, batch_size: int = 64,
                 limit=None) -> TextSpanResult:
         """``inputs``: a dataset, a dataset name or a :class:`PRSStore` whose head layers
-        include the chosen layers. ``task``: zero-shot task name for the accuracy figures
-        (default ``label`` where the dataset has class names; ``False`` to skip)."""
+        include the chosen layers (default: the dataset the backbone advertises). ``task``:
+        zero-shot task name for the accuracy figures (default ``label`` where the dataset has
+        class names; ``False`` to skip)."""
         import interpcore
 
         from .decompose import PRSStore
 
         if inputs is None:
-            inputs = "shapes"
+            inputs = interpcore.default_for("dataset", self.backbone)
+            if inputs is None:
+                raise InterpError(f"backbone '{self.backbone.name}' advertises no default "
+                                  "dataset; give one (a name, a Dataset or a PRS store)")
         if isinstance(inputs, str):
             inputs = interpcore.get_dataset(inputs)
         store = inputs if isinstance(inputs, PRSStore) else self.store_for(
@@ -260,7 +268,8 @@ class TextSpanExplainer(Explainer):
         if missing:
             raise InterpError(f"the PRS store has no heads for layers {missing}; it has "
                               f"{store.head_layers}")
-        pool = resolve_pool(self.pool if self.pool is not None else default_pool(store.meta.get("dataset_name")))
+        pool = resolve_pool(self.pool if self.pool is not None
+                            else default_pool(store.meta, self.backbone))
         return self.explain_store(store, pool, task=task, templates=templates)
 
     def explain_store(self, store, pool: Vocabulary, *, task=None, templates=None) -> TextSpanResult:
@@ -297,9 +306,9 @@ class TextSpanExplainer(Explainer):
         )
 
     def _accuracy(self, store, basis, sel, task, templates):
-        from .tasks import dataset_tasks, task_weights
+        from .tasks import store_dataset, task_weights
 
-        tasks = dataset_tasks(store.meta.get("dataset_name", "?"), store.meta.get("classes"), templates)
+        tasks = store_dataset(store.meta).zeroshot_tasks(templates)
         name = task or "label"
         if name not in tasks:
             if task:

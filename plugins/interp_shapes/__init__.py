@@ -1,7 +1,8 @@
 """Built-in interpcore plugin: the synthetic shapes world.
 
 Registers the datasets ``shapes`` and ``shapes-spurious``, the vocabularies ``shapes`` (every
-word and phrase of the world's caption language), ``shapes-captions`` (a caption pool) and
+word and phrase of the world's caption language), ``shapes-attributes`` (its phrases that
+name one attribute), ``shapes-captions`` (a caption pool) and
 ``shapes-stress`` (shapes words plus common English words), and the ``interp shapes``
 commands (generate, quality, train). Only numpy and PIL are needed for the data; torch is
 imported by the commands that use a model.
@@ -47,6 +48,9 @@ def register_datasets(register):
 def register_vocabularies(register):
     register("shapes", _vocab("shapes"),
              description="every word and short phrase of the shapes world's caption language")
+    register("shapes-attributes", _vocab("shapes-attributes"),
+             description="the shapes phrases that name exactly one attribute (TextSpan's pool "
+                         "on the shapes datasets)")
     register("shapes-captions", _vocab("shapes-captions"),
              description="caption pool: 5,000 distinct captions of random shapes scenes")
     register("shapes-stress", _vocab("shapes-stress"),

@@ -18,6 +18,28 @@ SPURIOUS_AGREEMENT = 0.95
 _SPURIOUS_STREAM_OFFSET = 1000  # keeps shapes-spurious images distinct from shapes images
 
 
+class _WorldTasks:
+    """Zero-shot tasks of the shapes world: one per attribute (``color``, ``shape``, ``size``,
+    ``position``, ``background``, labels read from ``sample["attributes"]``) with the world's
+    prompt templates and class phrases, plus ``label`` (the dataset's classes put into the
+    shape templates)."""
+
+    def zeroshot_tasks(self, templates=None) -> dict:
+        from interpcore.zeroshot import ZeroShotTask, templates_from
+
+        tasks = {}
+        for attr, values in world.ATTRIBUTES.items():
+            names = [world.ZEROSHOT_CLASSNAMES[attr][v] for v in values]
+            tasks[attr] = ZeroShotTask(attr, list(values), names,
+                                       templates_from(templates, world.ZEROSHOT_TEMPLATES[attr]),
+                                       attribute=attr)
+        if self.classes:
+            names = [world.ZEROSHOT_CLASSNAMES["shape"].get(c, c) for c in self.classes]
+            tasks["label"] = ZeroShotTask("label", list(self.classes), names,
+                                          templates_from(templates, world.ZEROSHOT_TEMPLATES["shape"]))
+        return tasks
+
+
 def _check_split(split: str) -> str:
     if split not in SPLITS:
         raise InterpError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
@@ -31,7 +53,7 @@ def _check_n(n, split):
     return n
 
 
-class ShapesDataset(Dataset):
+class ShapesDataset(_WorldTasks, Dataset):
     """Images of one or two coloured shapes on a textured background.
 
     Sample ``i`` depends only on ``(seed, split, i)``. ``label`` is the shape of the first
@@ -40,6 +62,8 @@ class ShapesDataset(Dataset):
 
     name = "shapes"
     classes = list(world.SHAPES)
+    #: What methods use with this dataset by default (see interpcore.DEFAULT_KEYS).
+    defaults = {"zeroshot_task": "shape", "text_pool": "shapes-attributes"}
 
     def __init__(self, split: str = "test", n: int | None = None, seed: int = 0,
                  one_object_prob: float = 0.7, image_size: int = world.IMAGE_SIZE):
@@ -71,7 +95,7 @@ class ShapesDataset(Dataset):
         return f"<ShapesDataset split={self.split} n={self.n} seed={self.seed}>"
 
 
-class SpuriousShapesDataset(Dataset):
+class SpuriousShapesDataset(_WorldTasks, Dataset):
     """Waterbirds-like: label = circle (0) or hexagon (1), background = grass or water.
 
     ``group = 2 * label + background`` (background 0 = grass / land, 1 = water): groups 0
@@ -84,6 +108,7 @@ class SpuriousShapesDataset(Dataset):
 
     name = "shapes-spurious"
     classes = list(SPURIOUS_CLASSES)
+    defaults = {"zeroshot_task": "label", "text_pool": "shapes-attributes"}
     backgrounds = list(SPURIOUS_BACKGROUNDS)
     group_names = [f"{c} on {b}" for c in SPURIOUS_CLASSES for b in SPURIOUS_BACKGROUNDS]
 

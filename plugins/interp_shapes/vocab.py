@@ -50,6 +50,29 @@ def _caption_pool(n: int, seed: int) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: Words of each attribute category, as phrases of the caption language use them.
+def _category_words() -> dict[str, list[str]]:
+    w = world
+    return {
+        "color": [s for c in w.COLORS for s in w.COLOR_SYNONYMS[c]] + list(w.COLORS),
+        "shape": [s for k in w.SHAPES for s in w.SHAPE_SYNONYMS[k]],
+        "size": [s for k in w.SIZES for s in w.SIZE_SYNONYMS[k]],
+        "position": ["top", "bottom", "left", "right", "upper", "lower", "center", "middle"],
+        "background": [p for b in w.BACKGROUNDS for p in w.BACKGROUND_PHRASES[b]]
+        + list(w.BACKGROUNDS) + ["grassy", "lawn", "sea", "beach", "snowy", "wall", "bricks"],
+    }
+
+
+def text_categories(text: str) -> set[str]:
+    """The attribute categories a phrase names (by its words)."""
+    t = f" {text.lower()} "
+    found = set()
+    for cat, ws in _category_words().items():
+        if any(f" {x} " in t or t.strip() == x for x in ws):
+            found.add(cat)
+    return found
+
+
 def load(name: str, size: int | None = None, **options) -> Vocabulary:
     if options:
         raise InterpError(f"vocabulary '{name}' takes no options, got {', '.join(sorted(options))}")
@@ -58,6 +81,10 @@ def load(name: str, size: int | None = None, **options) -> Vocabulary:
     if name == "shapes":
         concepts = world.vocabulary_phrases()
         desc = "every word and short phrase of the shapes world's caption language"
+    elif name == "shapes-attributes":
+        # one clear label per text, so a TextSpan head basis reads as the attributes it carries
+        concepts = [t for t in world.vocabulary_phrases() if len(text_categories(t)) == 1]
+        desc = "the shapes vocabulary's phrases that name exactly one attribute"
     elif name == "shapes-captions":
         concepts = caption_pool(max(int(size or 0), CAPTION_POOL_SIZE))
         desc = "distinct captions of random shapes-world scenes (FALCON caption pool)"

@@ -13,7 +13,7 @@ import interpcore
 _API = {
     "load": "api", "decompose_image": "api", "decompose_classes": "api",
     "decompose_dataset": "api", "get_vocabulary": "api", "get_preprocess": "api",
-    "get_tokenizer": "api", "available_models": "api", "DEFAULT_BACKBONE": "api",
+    "get_tokenizer": "api", "available_models": "api",
     "SpliceModel": "model", "SPLICE": "model", "SpliceDecomposer": "model",
     "SpliceResult": "model", "DatasetDecomposition": "model",
     "ActiveSetSolver": "solvers", "solve_sklearn": "solvers", "ADMMSolver": "solvers",

@@ -7,8 +7,9 @@
     weights, l0, cosine = splice.decompose_image(preprocess(img).unsqueeze(0), model)
     vocab = splice.get_vocabulary("laion", 10000)
 
-Every function works offline with the shapes world when nothing is named
-(``shapes:clip-vit`` and the ``shapes`` vocabulary). Differences from the reference: any
+When no backbone is named, every function uses the installed default vision-language
+backbone (``interpcore.default_backbone("vision-language")``, offline with the built-in
+plugins) and the vocabulary it advertises. Differences from the reference: any
 registered backbone and vocabulary work; ``device`` defaults to ``"auto"``; cosines are
 per-image means, not sums over a batch; inputs may also be paths or PIL images.
 """
@@ -26,15 +27,15 @@ from .model import (
     default_vocabulary,
 )
 
-DEFAULT_BACKBONE = "shapes:clip-vit"
-
 __all__ = ["load", "decompose_image", "decompose_classes", "decompose_dataset", "get_vocabulary",
-           "get_preprocess", "get_tokenizer", "available_models", "SpliceModel", "DEFAULT_BACKBONE"]
+           "get_preprocess", "get_tokenizer", "available_models", "SpliceModel"]
 
 
-def _backbone(backbone_name, device="auto", pretrained=None):
-    from interpcore import Backbone, get_backbone
+def _backbone(backbone_name=None, device="auto", pretrained=None):
+    from interpcore import Backbone, default_backbone, get_backbone
 
+    if backbone_name is None:
+        backbone_name = default_backbone("vision-language")
     if isinstance(backbone_name, Backbone):
         return backbone_name
     if not isinstance(backbone_name, str):
@@ -47,10 +48,12 @@ def _backbone(backbone_name, device="auto", pretrained=None):
     return get_backbone(backbone_name, pretrained=pretrained, device=device or "auto")
 
 
-def load(backbone_name=DEFAULT_BACKBONE, vocabulary=None, vocabulary_size=None, *args,
+def load(backbone_name=None, vocabulary=None, vocabulary_size=None, *args,
          l1_penalty: float | None = None, return_weights: bool | None = None, device=None,
          pretrained=None, download_root=None, **kwargs) -> SpliceModel:
-    """A :class:`SpliceModel` for a backbone (name or object) and a vocabulary.
+    """A :class:`SpliceModel` for a backbone (name or object; default: the installed default
+    vision-language backbone) and a vocabulary (default: the one the backbone advertises, else
+    ``laion``).
 
     ``load(name, vocabulary, vocabulary_size, l1_penalty, return_weights, device)``; the
     reference's positional order ``load(name, vocabulary, vocabulary_size, device, ...)``
@@ -85,7 +88,7 @@ def load(backbone_name=DEFAULT_BACKBONE, vocabulary=None, vocabulary_size=None, 
     text_mean = kwargs.pop("text_mean", None)
     backbone = _backbone(backbone_name, dev, pretrained)
     if vocabulary is None:
-        vocabulary = default_vocabulary(backbone.name)
+        vocabulary = default_vocabulary(backbone)
     if vocabulary_size is not None and vocabulary_size <= 0:
         vocabulary_size = None
     if download_root is not None:
@@ -101,7 +104,7 @@ def load(backbone_name=DEFAULT_BACKBONE, vocabulary=None, vocabulary_size=None, 
 
 def _model(splicemodel, device):
     if splicemodel is None:
-        return load(DEFAULT_BACKBONE, device=device)
+        return load(None, device=device)
     if not isinstance(splicemodel, SpliceModel):
         from interpcore import InterpError
 
@@ -154,9 +157,13 @@ def _decompose(data, splicemodel, device, **kwargs) -> DatasetDecomposition:
     return decompose_data(model, data, name=name, **kwargs)
 
 
-def get_vocabulary(name="shapes", vocabulary_size=None, download_root=None) -> list[str]:
-    """The concept names of a vocabulary (``vocabulary_size=k``: the k most frequent)."""
-    from interpcore import get_registry
+def get_vocabulary(name=None, vocabulary_size=None, download_root=None) -> list[str]:
+    """The concept names of a vocabulary (``vocabulary_size=k``: the k most frequent;
+    default: the vocabulary the default vision-language backbone's family advertises)."""
+    from interpcore import default_backbone, get_registry
+
+    if name is None:
+        name = default_vocabulary(default_backbone("vision-language"))
 
     if vocabulary_size is not None and vocabulary_size <= 0:
         vocabulary_size = None
@@ -164,12 +171,12 @@ def get_vocabulary(name="shapes", vocabulary_size=None, download_root=None) -> l
     return list(get_registry().get_vocabulary(name, size=vocabulary_size, **opts).concepts)
 
 
-def get_preprocess(name=DEFAULT_BACKBONE):
+def get_preprocess(name=None):
     """The backbone's image preprocessing: PIL image -> ``(C, H, W)`` tensor."""
     return _backbone(name).preprocess
 
 
-def get_tokenizer(name=DEFAULT_BACKBONE):
+def get_tokenizer(name=None):
     """The backbone's tokenizer: list of strings -> token tensor."""
     return _backbone(name).tokenize
 

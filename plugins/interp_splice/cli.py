@@ -6,19 +6,14 @@ imported inside the command bodies.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import click
 
+from interpcore.commands import backbone_options, batch_size_option, output_options
 from interpcore.engine import engine_options
 from interpcore.errors import InterpError
-
-DEFAULT_BACKBONE = "shapes:clip-vit"
-DEFAULT_DATASET = "shapes"
 
 #: The reference scripts' dataset names -> interpcore dataset names.
 SEED_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenetval": "imagenet-val",
@@ -28,12 +23,12 @@ SEED_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenetval": "i
 
 def _model_options(f):
     opts = [
-        click.option("-b", "--backbone", "--model", default=DEFAULT_BACKBONE, show_default=True,
-                     help="Backbone 'library:model' (image and text encoders), e.g. open_clip:ViT-B-32."),
-        click.option("--pretrained", default=None, help="Weights tag, file or folder."),
+        backbone_options("vision-language", names=("-b", "--backbone", "--model"),
+                         help="Backbone 'library:model' (image and text encoders), e.g. "
+                              "open_clip:ViT-B-32."),
         click.option("-v", "--vocabulary", "--vocab", default=None,
                      help="Concept vocabulary: a name (see 'interp vocabularies list') or a .txt "
-                          "file. Default: shapes for shapes:* backbones, else laion."),
+                          "file. Default: the one the backbone advertises, else laion."),
         click.option("--vocabulary-size", "--vocab-size", type=int, default=None,
                      help="Keep the k most frequent concepts (default: all)."),
         click.option("-l", "--l1-penalty", "--l1", type=float, default=0.25, show_default=True,
@@ -47,13 +42,8 @@ def _model_options(f):
                      help="Compute the image mean over this dataset instead (its train split)."),
         click.option("--templates", default=None,
                      help="Prompt template for the concepts, e.g. 'a photo of {}' (default: none)."),
-        click.option("--device", default="auto", show_default=True),
-        click.option("--batch-size", type=int, default=64, show_default=True),
-        click.option("--out", "--out-path", "out", type=click.Path(file_okay=False), default=None,
-                     help="Write the weights, figures and run.json into this folder."),
-        click.option("--report", type=click.Path(dir_okay=False), default=None,
-                     help="Also write a self-contained HTML report (PATH.html)."),
-        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        batch_size_option(),
+        output_options(out_names=("--out", "--out-path")),
         click.option("--verbose", is_flag=True, help="Also print solver statistics."),
     ]
     for o in reversed(opts):
@@ -63,7 +53,8 @@ def _model_options(f):
 
 def _data_options(f):
     opts = [
-        click.option("-d", "--dataset", default=DEFAULT_DATASET, show_default=True,
+        click.option("-d", "--dataset", default=None, show_default="the dataset the backbone "
+                     "advertises",
                      help="Dataset name (see 'interp datasets list'; the reference's CIFAR10, "
                           "CIFAR100, ImageNetVal, Waterbirds work too) or an image folder."),
         click.option("--split", default="test", show_default=True),
@@ -85,7 +76,7 @@ def splice():
     \b
     interp splice decompose examples/red_circle.png
     interp splice classes --class-label circle --out runs/circles
-    interp splice dataset --dataset shapes --compare shapes-spurious --out runs/shift
+    interp splice dataset --compare NAME --out runs/shift
     """
 
 
@@ -103,8 +94,24 @@ def _check_common(kw):
         raise InterpError(f"--limit must be at least 1, got {kw['limit']}")
     if kw.get("plot_topk") is not None and kw["plot_topk"] < 1:
         raise InterpError(f"--plot-topk must be at least 1, got {kw['plot_topk']}")
-    if kw["batch_size"] < 1:
-        raise InterpError(f"--batch-size must be at least 1, got {kw['batch_size']}")
+
+
+def _start(kw, run):
+    """Check the options and fill what the run needs: ``kw["out"]`` (the user's --out, which
+    the engine uses for its job folder) and the default dataset, read from what the
+    backbone's family advertises (no model is loaded for that)."""
+    _check_common(kw)
+    kw["out"] = str(run.user_out) if run.user_out is not None else None
+    kw["as_json"] = run.as_json
+    if "dataset" in kw and kw["dataset"] is None:
+        from interpcore import default_for
+
+        from .model import family_defaults
+
+        kw["dataset"] = default_for("dataset", family_defaults(kw["backbone"]))
+        if kw["dataset"] is None:
+            raise InterpError(f"backbone '{kw['backbone']}' advertises no default dataset; "
+                              "name one with -d/--dataset")
 
 
 def _decomposer(kw):
@@ -184,50 +191,6 @@ def _bar(path: Path, top, title: str):
     return figures.save_figure(fig, path)[0]
 
 
-class _RunDir:
-    """The folder of --out, or a temporary one when only --report was asked for."""
-
-    def __init__(self, kw):
-        self.out = kw.get("out")
-        self.report = kw.get("report")
-        self._tmp = None
-        if self.out is None and self.report:
-            self._tmp = tempfile.TemporaryDirectory(prefix="interp-splice-")
-            self.path = Path(self._tmp.name)
-        else:
-            self.path = Path(self.out) if self.out else None
-        if self.path is not None:
-            if self.path.exists() and not self.path.is_dir():
-                raise InterpError(f"--out {self.path} exists and is not a folder")
-            self.path.mkdir(parents=True, exist_ok=True)
-
-    def finish(self, manifest) -> str | None:
-        if self.path is None:
-            return None
-        try:
-            from interpcore.report import finish_run
-        except ImportError:  # pragma: no cover - the report module ships with the core
-            from interpcore.cache import write_text
-
-            write_text(self.path / "run.json", json.dumps(manifest, indent=2, default=str))
-            return None
-        try:
-            rep = finish_run(self.path, manifest, self.report)
-        finally:
-            if self._tmp is not None:
-                self._tmp.cleanup()
-        return str(rep) if rep else None
-
-
-def _echo_files(run, report, as_json):
-    if as_json:
-        return
-    if run.out:
-        click.echo(f"wrote {Path(run.out) / 'run.json'}", err=True)
-    if report:
-        click.echo(f"wrote report {report}", err=True)
-
-
 def _solver_line(model) -> str:
     info = model.last_info
     if info is None:
@@ -249,14 +212,14 @@ def _solver_line(model) -> str:
 @click.argument("images", nargs=-1, required=True)
 @click.option("--topk", type=int, default=None, help="Print only the k largest concepts per image.")
 @_model_options
-def decompose_cmd(images, topk, **kw):
+def decompose_cmd(images, topk, run, **kw):
     """Decompose IMAGES into sparse weights over the vocabulary's concepts.
 
     Prints, per image, the reference script's report: "Concept Decomposition of IMAGE:",
     one line per nonzero concept (largest weight first), the L0 norm and the cosine
     similarity between the CLIP embedding and its SpLiCE reconstruction.
     """
-    _check_common(kw)
+    _start(kw, run)
     if topk is not None and topk < 1:
         raise InterpError(f"--topk must be at least 1, got {topk}")
     for p in images:
@@ -264,18 +227,17 @@ def decompose_cmd(images, topk, **kw):
             raise InterpError(f"image file not found: {p}")
         if Path(p).is_dir():
             raise InterpError(f"{p} is a folder; give image files (or use 'interp splice dataset --dataset {p}')")
-    run = _RunDir(kw)
     dec = _decomposer(kw)
     result = dec.decompose(list(images))
     sections = []
-    if run.path is not None:
+    if run.out is not None:
         for i, name in enumerate(result.images):
             stem = _slug(Path(name).stem)
-            txt = run.path / f"{stem}_weights.txt"
+            txt = run.out / f"{stem}_weights.txt"
             from interpcore.cache import write_text
 
             write_text(txt, result.format(i) + "\n")
-            png = _bar(run.path / f"{stem}_concepts.png", result.top(i, 20),
+            png = _bar(run.out / f"{stem}_concepts.png", result.top(i, 20),
                        f"SpLiCE concepts of {Path(name).name}")
             rows = [[c, round(w, 4)] for c, w in result.top(i)]
             sections.append({
@@ -288,23 +250,17 @@ def decompose_cmd(images, topk, **kw):
                 "figures": [png.name],
                 "tables": [{"title": "Nonzero concepts", "columns": ["concept", "weight"], "rows": rows}],
             })
-    if kw["as_json"]:
-        data = result.to_dict()
-        if kw["verbose"] and dec.model.last_info is not None:
-            data["solver_stats"] = {"rounds": dec.model.last_info.rounds,
-                                    "full_products": dec.model.last_info.full_products}
-        click.echo(json.dumps(data, indent=2))
-    else:
-        for i in range(len(result)):
-            click.echo(result.format(i, topk=topk))
-        if kw["verbose"]:
-            click.echo(_solver_line(dec.model))
-    report = run.finish({
-        "method": "splice", "title": f"SpLiCE decomposition of {len(result)} image(s)",
-        "settings": _settings(kw, vocabulary=result.vocabulary), "inputs": list(images),
-        "sections": sections, "results": result.to_dict(),
-    })
-    _echo_files(run, report, kw["as_json"])
+    data = result.to_dict()
+    if kw["verbose"] and dec.model.last_info is not None:
+        data["solver_stats"] = {"rounds": dec.model.last_info.rounds,
+                                "full_products": dec.model.last_info.full_products}
+    lines = [result.format(i, topk=topk) for i in range(len(result))]
+    if kw["verbose"]:
+        lines.append(_solver_line(dec.model))
+    run.finish(result, text="\n".join(lines), data=data, results=result.to_dict(),
+               method="splice", title=f"SpLiCE decomposition of {len(result)} image(s)",
+               settings=_settings(kw, vocabulary=result.vocabulary), inputs=list(images),
+               sections=sections)
 
 
 # ------------------------------------------------------------------------------------------
@@ -326,19 +282,18 @@ def _parse_label(label, classes):
 @_data_options
 @_model_options
 @engine_options
-def classes_cmd(class_label, **kw):
+def classes_cmd(class_label, run, **kw):
     """Per-class concept distributions: the mean SpLiCE weights of each class's images,
     with a bar plot PNG of its top concepts (--plot-topk) per class."""
-    _check_common(kw)
-    run = _RunDir(kw)
+    _start(kw, run)
     name, ds = _dataset(kw["dataset"], kw["split"], kw["root"])
     target = _parse_label(class_label, getattr(ds, "classes", None))
     res, _ = _decompose_data(kw, name, ds, target=target, by_class=True)
     sections = []
-    if run.path is not None:
+    if run.out is not None:
         for lab, cname in res.class_names.items():
             top = res.top(kw["plot_topk"], label=lab)
-            png = _bar(run.path / f"class_{_slug(cname)}.png", top,
+            png = _bar(run.out / f"class_{_slug(cname)}.png", top,
                        f"{name} class {cname} decomposition")
             sections.append({
                 "title": f"Class {cname}",
@@ -350,21 +305,17 @@ def classes_cmd(class_label, **kw):
                 "tables": [{"title": "Top concepts", "columns": ["concept", "mean weight"],
                             "rows": [[c, round(w, 4)] for c, w in top]}],
             })
-    if kw["as_json"]:
-        click.echo(json.dumps(res.to_dict(), indent=2))
-    else:
-        for lab in res.class_weights:
-            click.echo(res.format(lab, topk=kw["plot_topk"] if not kw["verbose"] else None))
-        if len(res.class_weights) > 1:
-            click.echo(f"All {res.count} images: Average Decomposition L0 Norm: \t{res.mean_l0}")
-            click.echo(f"All {res.count} images: Average CLIP, SpLiCE Cosine Sim: \t{round(res.mean_cosine, 4)}")
-    report = run.finish({
-        "method": "splice", "title": f"SpLiCE class decompositions of {name}",
-        "settings": _settings(kw, dataset=name, split=kw["split"], limit=kw["limit"],
-                              class_label=class_label, vocabulary=res.vocabulary),
-        "inputs": [name], "sections": sections, "results": res.to_dict(topk=50),
-    })
-    _echo_files(run, report, kw["as_json"])
+    lines = [res.format(lab, topk=kw["plot_topk"] if not kw["verbose"] else None)
+             for lab in res.class_weights]
+    if len(res.class_weights) > 1:
+        lines.append(f"All {res.count} images: Average Decomposition L0 Norm: \t{res.mean_l0}")
+        lines.append(f"All {res.count} images: Average CLIP, SpLiCE Cosine Sim: \t"
+                     f"{round(res.mean_cosine, 4)}")
+    run.finish(res, text="\n".join(lines), data=res.to_dict(), results=res.to_dict(topk=50),
+               method="splice", title=f"SpLiCE class decompositions of {name}",
+               settings=_settings(kw, dataset=name, split=kw["split"], limit=kw["limit"],
+                                  class_label=class_label, vocabulary=res.vocabulary),
+               inputs=[name], sections=sections)
 
 
 @splice.command("dataset")
@@ -375,12 +326,11 @@ def classes_cmd(class_label, **kw):
 @_data_options
 @_model_options
 @engine_options
-def dataset_cmd(compare, compare_split, compare_root, **kw):
+def dataset_cmd(compare, compare_split, compare_root, run, **kw):
     """Whole-dataset decomposition: the mean SpLiCE weights over all images, average L0
     and cosine; with --compare, a side-by-side plot of two datasets' concept distributions
     (e.g. to spot a distribution shift)."""
-    _check_common(kw)
-    run = _RunDir(kw)
+    _start(kw, run)
     name, ds = _dataset(kw["dataset"], kw["split"], kw["root"])
     res, dec = _decompose_data(kw, name, ds)
     res2 = name2 = None
@@ -395,9 +345,9 @@ def dataset_cmd(compare, compare_split, compare_root, **kw):
         res.dataset, res2.dataset = (label1, label2) if name2 == name else (name, name2)
     sections = []
     k = kw["plot_topk"]
-    if run.path is not None:
+    if run.out is not None:
         top = res.top(k)
-        png = _bar(run.path / f"dataset_{_slug(name)}.png", top, f"{label1} decomposition")
+        png = _bar(run.out / f"dataset_{_slug(name)}.png", top, f"{label1} decomposition")
         sections.append({
             "title": label1,
             "text": (f"Mean SpLiCE weights over {res.count} image(s): the concepts the dataset's "
@@ -415,7 +365,7 @@ def dataset_cmd(compare, compare_split, compare_root, **kw):
             fig = figures.compare_bars(labels, {label1: [float(res.mean_weights[i]) for i in idx],
                                                 label2: [float(res2.mean_weights[i]) for i in idx]},
                                        title=f"{label1} vs {label2}", xlabel="mean weight")
-            cpng = figures.save_figure(fig, run.path / "compare.png")[0]
+            cpng = figures.save_figure(fig, run.out / "compare.png")[0]
             rows = [[res.concepts[i], round(float(res.mean_weights[i]), 4),
                      round(float(res2.mean_weights[i]), 4)] for i in idx]
             sections.append({
@@ -427,26 +377,23 @@ def dataset_cmd(compare, compare_split, compare_root, **kw):
                 "figures": [cpng.name],
                 "tables": [{"title": "Mean weights", "columns": ["concept", label1, label2], "rows": rows}],
             })
-    if kw["as_json"]:
+    data = None
+    if run.as_json:  # the full weights: only built when printed
         data = res.to_dict(topk=None)
         data.pop("classes", None)
         if res2 is not None:
             d2 = res2.to_dict(topk=None)
             d2.pop("classes", None)
             data = {"dataset": data, "compare": d2}
-        click.echo(json.dumps(data, indent=2))
-    else:
-        click.echo(res.format(topk=None if kw["verbose"] else k))
-        if res2 is not None:
-            click.echo(f"-- {label2} --")
-            click.echo(res2.format(topk=None if kw["verbose"] else k))
+    lines = [res.format(topk=None if kw["verbose"] else k)]
+    if res2 is not None:
+        lines += [f"-- {label2} --", res2.format(topk=None if kw["verbose"] else k)]
     results = {"dataset": res.to_dict(topk=100)}
     if res2 is not None:
         results["compare"] = res2.to_dict(topk=100)
-    report = run.finish({
-        "method": "splice", "title": f"SpLiCE decomposition of {name}" + (f" vs {name2}" if name2 else ""),
-        "settings": _settings(kw, dataset=name, split=kw["split"], limit=kw["limit"],
-                              compare=name2, vocabulary=res.vocabulary),
-        "inputs": [name] + ([name2] if name2 else []), "sections": sections, "results": results,
-    })
-    _echo_files(run, report, kw["as_json"])
+    run.finish(res, text="\n".join(lines), data=data if data is not None else results,
+               results=results, method="splice",
+               title=f"SpLiCE decomposition of {name}" + (f" vs {name2}" if name2 else ""),
+               settings=_settings(kw, dataset=name, split=kw["split"], limit=kw["limit"],
+                                  compare=name2, vocabulary=res.vocabulary),
+               inputs=[name] + ([name2] if name2 else []), sections=sections)

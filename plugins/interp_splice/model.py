@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from interpcore import Capability, Decomposer, InterpError, Result
+from interpcore import Capability, Decomposer, InterpError, Result, default_for
 from interpcore.base import to_jsonable
 
 from .solvers import SolveInfo, check_problem, make_solver, resolve_solver_name
@@ -648,8 +648,12 @@ PUBLISHED_MEANS = {
 MEANS_URL = "https://raw.githubusercontent.com/AI4LIFE-GROUP/SpLiCE/main/data/means/"
 MEANS_ENV = "INTERP_SPLICE_DIR"
 
-#: Backbones whose image mean is computed from a dataset by default: prefix -> (dataset, split, limit).
-DATASET_MEANS = {"shapes": ("shapes", "train", 2000)}
+#: When a backbone advertises ``defaults["image_mean"]`` (a dataset name), the mean is taken
+#: over this many images of that dataset's training split.
+ADVERTISED_MEAN_SPLIT, ADVERTISED_MEAN_LIMIT = "train", 2000
+
+#: SpLiCE's own vocabulary, used when neither the user nor the backbone names one.
+FALLBACK_VOCABULARY = "laion"
 
 
 def published_mean_file(backbone_name: str, pretrained=None):
@@ -695,10 +699,10 @@ def resolve_image_mean(backbone, *, image_mean=None, mean_dataset=None, mean_spl
     shipped = getattr(backbone, "image_mean_file", None)  # a backbone plugin may ship one
     if shipped is not None and Path(shipped).is_file():
         return concepts.image_mean(backbone, path=shipped)
-    prefix = backbone.name.partition(":")[0]
-    if prefix in DATASET_MEANS:
-        ds, split, limit = DATASET_MEANS[prefix]
-        return concepts.image_mean(backbone, ds, split=split, limit=mean_limit or limit, cache=cache)
+    advertised = default_for("image_mean", backbone)
+    if advertised is not None:
+        return concepts.image_mean(backbone, advertised, split=ADVERTISED_MEAN_SPLIT,
+                                   limit=mean_limit or ADVERTISED_MEAN_LIMIT, cache=cache)
     raise InterpError(
         f"no image mean is known for backbone '{backbone.name}': pass image_mean= (a tensor or a "
         ".pt/.safetensors/.npy file) or mean_dataset= (a dataset name) "
@@ -706,9 +710,23 @@ def resolve_image_mean(backbone, *, image_mean=None, mean_dataset=None, mean_spl
     )
 
 
-def default_vocabulary(backbone_name: str) -> str:
-    """``shapes`` for the shapes world's models, else SpLiCE's default ``laion``."""
-    return "shapes" if backbone_name.startswith("shapes:") else "laion"
+def default_vocabulary(backbone, dataset=None) -> str:
+    """The vocabulary used when none is named: the one ``dataset`` advertises, else the one
+    ``backbone`` (a Backbone, or a name: its family's) advertises, else ``laion``."""
+    if isinstance(backbone, str):
+        backbone = family_defaults(backbone)
+    return default_for("vocabulary", dataset, backbone, fallback=FALLBACK_VOCABULARY)
+
+
+def family_defaults(backbone_name: str) -> dict:
+    """What the family of a backbone name advertises (``register(..., defaults=)``), without
+    loading the model; ``{}`` for an unknown family."""
+    from interpcore import get_registry
+
+    try:
+        return dict(get_registry().entry("backbone", backbone_name.partition(":")[0]).defaults)
+    except InterpError:
+        return {}
 
 
 # --------------------------------------------------------------------------------------
@@ -720,13 +738,14 @@ class SpliceDecomposer(Decomposer):
     """``get_decomposer("splice", backbone, vocabulary=..., l1_penalty=...)``.
 
     Options: ``vocabulary`` (name, :class:`~interpcore.Vocabulary`, list of words or a text
-    file; default ``shapes`` for ``shapes:*`` backbones, else ``laion``), ``vocabulary_size``,
+    file; default: the one the backbone advertises, else ``laion``), ``vocabulary_size``,
     ``templates`` (prompt templates for the concepts), ``l1_penalty`` (0.25), ``solver``
     (``active_set``), ``solver_options``, ``dictionary`` (a ready ``(c, d)`` tensor, then
     ``vocabulary`` names its rows), and the image mean: ``image_mean`` (tensor or file), else
     ``mean_dataset`` (+ ``mean_split``, ``mean_limit``), else SpLiCE's published mean for its
     four backbones, else a file the backbone names in its ``image_mean_file`` attribute, else
-    the mean over 2,000 training images of the shapes world for ``shapes:*``.
+    the mean over 2,000 training images of the dataset the backbone advertises as
+    ``defaults["image_mean"]``.
     ``decompose(images)`` returns a :class:`SpliceResult`; ``.model`` is the
     :class:`SpliceModel` (the reference API).
     """
@@ -751,7 +770,7 @@ class SpliceDecomposer(Decomposer):
         if vocabulary_size is not None and vocabulary_size <= 0:
             vocabulary_size = None  # the reference's -1 / 0: the whole vocabulary
         if vocabulary is None:
-            vocabulary = default_vocabulary(backbone.name)
+            vocabulary = default_vocabulary(backbone)
         vocab = _load_vocabulary(vocabulary, vocabulary_size)
         if len(vocab) == 0:
             raise InterpError(f"vocabulary '{vocab.name}' is empty: SpLiCE needs at least two concepts")
