@@ -120,11 +120,9 @@ def quality(n, split, device, clip_weights, resnet_weights, as_json):
 @click.option("--eval-n", type=int, default=None, help="held-out images for the final metrics")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda")
 def train(model, out, seed, steps, batch_size, lr, threads, eval_n, device):
-    """Retrain a shapes model (same as python -m interp_shapes_models.train)."""
-    try:
-        from interp_shapes_models import train as trainer
-    except ImportError as exc:  # pragma: no cover - both packages ship together
-        raise InterpError(f"the shapes models plugin is not installed ({exc})") from None
+    """Retrain a shapes model (same as python -m interp_shapes.train)."""
+    from . import train as trainer
+
     kw = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, threads=threads, eval_n=eval_n,
               device=device)
     rec = trainer.train_clip(out, **kw) if model == "clip" else trainer.train_resnet(out, **kw)
