@@ -6,12 +6,12 @@ import pytest
 import interpcore
 from interp_prs.ablation import mean_ablation_study, plot_ablation
 from interp_prs.decompose import PRSDecomposer, decompose_dataset
-from interp_prs.tiny import TinyImages, tiny_open_clip_backbone
+from interpcore.testing import tiny_images, tiny_open_clip_backbone
 from interpcore import InterpError
 
 
 def _Images(n=30):
-    return TinyImages(n, seed=2)
+    return tiny_images(n, seed=2)
 
 
 @pytest.fixture(scope="module")
