@@ -471,20 +471,6 @@ def add_commands(cli) -> None:
               sections=[{"title": "Nearest neighbours", "text": "The query and its nearest images by "
                          "cosine similarity of the chosen heads' contributions.", "figures": figs}])
 
-    # -- ground truth -------------------------------------------------------------------
-    @prs.command("ground-truth")
-    @click.option("-b", "--backbone", default=DEFAULT_BACKBONE, show_default=True)
-    @click.option("--pretrained", default=None)
-    @click.option("--device", default="auto", show_default=True)
-    @click.option("-n", "--limit", type=int, default=2000, show_default=True)
-    @click.option("--json", "as_json", is_flag=True)
-    def ground_truth_cmd(**kw):
-        """Check PRS / TextSpan against the shapes world's known ground truth; print each figure."""
-        from .groundtruth import shapes_ground_truth
-
-        res = shapes_ground_truth(_backbone(kw), limit=kw["limit"])
-        click.echo(res.to_json() if kw["as_json"] else str(res))
-
 
 class _Plain:
     def __init__(self, data, text):

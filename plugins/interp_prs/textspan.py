@@ -200,9 +200,7 @@ def default_pool(dataset_name: str | None):
     descriptions (vocabulary ``image_descriptions_general``)."""
     if dataset_name and dataset_name.startswith("shapes"):
         try:
-            from .groundtruth import shapes_attribute_pool
-
-            return shapes_attribute_pool()
+            return resolve_pool("shapes-attributes")
         except InterpError:
             return "shapes"
     return "image_descriptions_general"
