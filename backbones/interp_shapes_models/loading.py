@@ -10,6 +10,9 @@ from .models import CLIP_CONFIG, CLIP_WEIGHTS, RESNET_CONFIG, RESNET_WEIGHTS
 
 OPEN_CLIP_ARCH = "shapes-clip-vit"
 TIMM_ARCH = "shapes_resnet"
+# the module's public names (timm's register_model appends its entry point's name to __all__,
+# creating it when missing)
+__all__ = ["load_clip", "load_resnet", "load_shapes_model", "shapes_resnet"]
 
 _RETRAIN = {
     "clip-vit": "python -m interp_shapes.train clip --out {dir} --seed 0",
@@ -69,18 +72,20 @@ def load_clip(pretrained=None, device="auto", dtype=None, *, config=None, **opti
     return bb
 
 
+def shapes_resnet(pretrained=False, *, config=None, **kwargs):
+    """timm's entry point for the shapes ResNet (``timm.create_model("shapes_resnet",
+    config=...)``): built from the config; the loader loads the weights."""
+    from .models import build_resnet
+
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
+    return build_resnet(config, **kwargs)
+
+
 def _register_timm_resnet() -> str:
-    """Register the shapes ResNet builder with timm (its public ``register_model``) once."""
+    """Register :func:`shapes_resnet` with timm (its public ``register_model``) once."""
     import timm.models
 
     if not timm.models.is_model(TIMM_ARCH):
-        from .models import build_resnet
-
-        def shapes_resnet(pretrained=False, *, config=None, **kwargs):
-            kwargs = {k: v for k, v in kwargs.items()
-                      if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
-            return build_resnet(config, **kwargs)
-
         timm.models.register_model(shapes_resnet)
     return TIMM_ARCH
 
