@@ -34,7 +34,8 @@ def main() -> str:
     import torch
 
     from interp_shapes.datasets import ShapesDataset, SpuriousShapesDataset
-    from interp_shapes_models import models, train
+    from interp_shapes import train
+    from interp_shapes_models import models
 
     torch.set_num_threads(THREADS)
     rows = []

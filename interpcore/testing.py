@@ -453,6 +453,80 @@ def check_method(method, inputs, *, verb: str | None = None, **kwargs) -> Contra
     _failures_to_error("method", report.name, failures)
     return report
 
+# -- tiny models and data for tests (random weights, no network, no files) ------------------
+
+
+def tiny_open_clip_backbone(seed: int = 0, name: str = "tiny:open_clip-vit", **vision_cfg):
+    """A tiny random open_clip ViT CLIP (3 layers, 4 heads of width 12, 32 x 32 images in
+    patches of 8, embeddings of 24; a 1-layer text tower with a context of 16 tokens),
+    loaded through the registry like any open_clip model (``open_clip`` family,
+    ``model_config=`` a config dict, ``pretrained="random"``): image and text encoders and a
+    ViT residual stream, so PRS, TextSpan and SpLiCE run on it in milliseconds.
+
+    The weights depend only on ``seed``; norms and biases are randomized too, so that every
+    term of a decomposition matters. Preprocessing: resize to 32 x 32, then
+    ``(x - 0.5) / 0.25``. ``vision_cfg`` overrides the image tower's config (e.g.
+    ``ls_init_value=0.7`` for layer scale); ``name`` is the name the backbone reports.
+    Needs torch and open_clip (and the built-in ``open_clip`` backbone family).
+    """
+    import json
+    import hashlib
+
+    import torch
+
+    import interpcore
+
+    cfg = {
+        "embed_dim": 24,
+        "vision_cfg": dict(dict(image_size=32, patch_size=8, width=48, layers=3, head_width=12,
+                                mlp_ratio=2.0), **vision_cfg),
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 1},
+    }
+    arch = "interpcore-tiny-vit-" + hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
+    torch.manual_seed(seed)
+    bb = interpcore.get_backbone(f"open_clip:{arch}", pretrained="random", device="cpu",
+                                 model_config=cfg, display_name=name)
+    with torch.no_grad():
+        for pname, p in bb.model.visual.named_parameters():
+            if pname.endswith("bias") or "ln" in pname:
+                p.add_(0.3 * torch.randn_like(p))
+
+    def transform(img):
+        import numpy as np
+
+        arr = np.asarray(img.convert("RGB").resize((32, 32)), dtype="float32") / 255.0
+        return (torch.from_numpy(arr).permute(2, 0, 1) - 0.5) / 0.25
+
+    bb.transform = transform
+    return bb
+
+
+def tiny_images(n: int = 24, seed: int = 1):
+    """A :class:`~interpcore.Dataset` (``tiny-images``) of ``n`` random 32 x 32 RGB images
+    with labels cycling over three classes ``a``, ``b``, ``c``."""
+    import numpy as np
+    from PIL import Image
+
+    from .base import Dataset
+
+    class TinyImages(Dataset):
+        name = "tiny-images"
+        classes = ["a", "b", "c"]
+
+        def __init__(self):
+            rng = np.random.default_rng(seed)
+            self.items = [{"image": Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)),
+                           "label": i % 3} for i in range(n)]
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            return self.items[i]
+
+    return TinyImages()
+
+
 if pytest is not None:
 
     @pytest.fixture

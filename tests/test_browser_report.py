@@ -449,8 +449,9 @@ def test_method_report_renders_in_chromium(tmp_path, method):
 
 TOY_SPLICE = """
 import sys
+sys.path.insert(0, {tests!r})  # the toy CLIP is a fixture of the tests (tests/splice_toy.py)
 from interpcore import get_registry
-from interp_splice.toy import ToyPlugin, colour_image
+from splice_toy import ToyPlugin, colour_image
 get_registry().register_plugin(ToyPlugin(), "splice-toy")
 run, images = sys.argv[1], sys.argv[2:]
 for path, colour in zip(images, ["red", "blue"]):
@@ -463,12 +464,11 @@ main(["--quiet", "splice", "decompose", *images, "-b", "toy:clip", "-v", "toy-wo
 
 def test_splice_report_on_toy_clip_renders_in_chromium(tmp_path):
     """The SpLiCE command's own --report on its tiny toy CLIP: runs without the shapes weights."""
-    pytest.importorskip("interp_splice.toy", reason="the SpLiCE plugin's toy CLIP is not there")
     run = tmp_path / "splice-toy"
     images = [tmp_path / "red.png", tmp_path / "blue.png"]
     env = dict(os.environ, INTERP_CACHE_DIR=str(tmp_path / "cache"), INTERP_QUIET="1")
-    proc = subprocess.run([sys.executable, "-c", TOY_SPLICE, str(run), *map(str, images)],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run([sys.executable, "-c", TOY_SPLICE.format(tests=str(REPO / "tests")), str(run),
+                           *map(str, images)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["method"] == "splice" and manifest["sections"]

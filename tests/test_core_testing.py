@@ -75,3 +75,21 @@ def test_check_vocabulary_checks_entries_and_size():
     with pytest.raises(ContractError, match="empty"):
         check_vocabulary(Vocabulary("w", ["a", " "]))
 
+
+
+def test_tiny_open_clip_backbone_is_a_registry_backbone_that_passes_the_contract():
+    pytest.importorskip("open_clip")
+    from interpcore.testing import check_backbone, tiny_images, tiny_open_clip_backbone
+
+    bb = tiny_open_clip_backbone(name="tiny:contract")
+    assert bb.name == "tiny:contract" and bb.embed_dim == 24
+    assert {Capability.IMAGE_ENCODER, Capability.TEXT_ENCODER, Capability.VIT_RESIDUAL_STREAM} <= set(bb.capabilities)
+    check_backbone(bb)
+    # the same seed gives the same weights; another seed other weights
+    a, b = tiny_open_clip_backbone(seed=1), tiny_open_clip_backbone(seed=2)
+    sa, sb = a.model.state_dict(), tiny_open_clip_backbone(seed=1).model.state_dict()
+    assert all((sa[k] == sb[k]).all() for k in sa)
+    assert not all((sa[k] == b.model.state_dict()[k]).all() for k in sa)
+    ds = tiny_images(6, seed=3)
+    assert len(ds) == 6 and [ds[i]["label"] for i in range(6)] == [0, 1, 2, 0, 1, 2]
+    assert bb.encode_image([ds[i]["image"] for i in range(3)]).shape == (3, 24)

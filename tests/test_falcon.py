@@ -11,7 +11,7 @@ import pytest
 
 import interpcore
 from interpcore import InterpError
-from interp_falcon import toy
+import falcon_toy as toy
 from interp_falcon.explainer import Falcon, load_groups
 from interp_falcon.pool import TensorPool, dedup_texts, embed_texts
 

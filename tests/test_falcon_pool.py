@@ -138,7 +138,7 @@ def test_exact_deduplication_and_weights():
 
 
 def test_text_pool_is_embedded_and_cached(tmp_path, monkeypatch):
-    from interp_falcon import toy
+    import falcon_toy as toy
 
     monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "cache"))
     cap = toy.toy_captioner()

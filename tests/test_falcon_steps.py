@@ -1,4 +1,4 @@
-"""FALCON's steps one by one, on synthetic tensors and the tiny colour world (interp_falcon.toy)."""
+"""FALCON's steps one by one, on synthetic tensors and the tiny colour world (tests/falcon_toy.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from interpcore import InterpError
-from interp_falcon import steps, toy
+import falcon_toy as toy
+from interp_falcon import steps
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ import pytest
 import interpcore
 from interp_prs.ablation import mean_ablation_study, plot_ablation
 from interp_prs.decompose import PRSDecomposer, decompose_dataset
-from interp_prs.tiny import TinyImages, tiny_open_clip_backbone
+from interpcore.testing import tiny_images, tiny_open_clip_backbone
 from interpcore import InterpError
 
 
 def _Images(n=30):
-    return TinyImages(n, seed=2)
+    return tiny_images(n, seed=2)
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +53,19 @@ def test_unlabelled_store_raises(store):
     W = np.ones((3, store.embed.shape[1]), np.float32)
     with pytest.raises(InterpError, match="no image"):
         mean_ablation_study(store, W, -np.ones(len(store), int))
+
+
+def test_store_representation_mean_ablates_the_named_heads(store):
+    """The public ``PRSStore.representation`` (used by the shapes plugin's ground truth): the
+    sum of every stored contribution, with the named heads replaced by their store mean."""
+    embed, attn, mlps, lnb, heads = (np.asarray(store.array(k), np.float64)
+                                     for k in ("embed", "attn", "mlps", "ln_bias", "heads"))
+    full = embed + attn.sum(1) + mlps.sum(1) + lnb
+    np.testing.assert_allclose(store.representation(), full, rtol=1e-5, atol=1e-6)
+    # the sum of the contributions is the normalized embedding
+    emb = np.asarray(store.array("embedding"), np.float64)
+    np.testing.assert_allclose(full, emb / np.linalg.norm(emb, axis=1, keepdims=True), atol=1e-4)
+    j = store.head_index(2)
+    ablated = full - heads[:, j, 1] + heads[:, j, 1].mean(0)
+    np.testing.assert_allclose(store.representation([(2, 1)]), ablated, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(store.representation([(2, 1)]), full)

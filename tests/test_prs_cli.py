@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import interpcore
-from interp_prs.tiny import tiny_open_clip_backbone
+from interpcore.testing import tiny_open_clip_backbone
 
 _BB = {}
 

@@ -9,7 +9,8 @@ import torch
 import interpcore
 from interp_prs.decompose import PRSDecomposer, PRSStore, decompose_dataset
 from interp_prs.naive import naive_per_patch_heads
-from interp_prs.tiny import pixels, rel_err, tiny_hf_backbone, tiny_open_clip_backbone
+from interpcore.testing import tiny_open_clip_backbone
+from prs_tiny import pixels, rel_err, tiny_hf_backbone
 from interpcore import CapabilityError, InterpError
 
 BACKBONES = {

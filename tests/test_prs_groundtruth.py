@@ -1,4 +1,5 @@
-"""Shapes-world ground truth (needs the trained shapes CLIP; skipped until its weights exist)."""
+"""Shapes-world ground truth of PRS / TextSpan (the shapes plugin's checks, which use the
+methods through the registry; needs the trained shapes CLIP, skipped until its weights exist)."""
 
 import pytest
 
@@ -8,7 +9,7 @@ shapes_world = pytest.importorskip("interp_shapes.world")
 
 
 def test_text_categories_of_shapes_phrases():
-    from interp_prs.groundtruth import text_categories, text_category
+    from interp_shapes.groundtruth import text_categories, text_category
 
     assert text_category("on grass") == "background"
     assert text_category("crimson") == "color"
@@ -53,11 +54,11 @@ def test_shapes_clip_decomposition_is_exact():
 @pytest.mark.slow
 def test_shapes_ground_truth_figures(monkeypatch, tmp_path):
     """Prints every ground-truth figure of issue 7 (targets and measured values: docs/prs.md)."""
-    from interp_prs.groundtruth import shapes_ground_truth
+    from interp_shapes.groundtruth import prs_ground_truth
 
     monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path))
     bb = _shapes_clip()
-    res = shapes_ground_truth(bb, limit=1000, seg_limit=300)
+    res = prs_ground_truth(bb, limit=1000, seg_limit=300)
     print(res)
     assert len(res.first_texts_last_two_layers) == 2 * bb.residual_stream().num_heads
     c = res.checks
@@ -68,3 +69,46 @@ def test_shapes_ground_truth_figures(monkeypatch, tmp_path):
     assert c["largest shape / colour accuracy change (points)"]["passed"], res
     assert c["shapes-spurious worst-group gain (points)"]["passed"], res
     assert c["segmentation mIoU"]["passed"], res
+
+
+def test_ground_truth_command_runs_each_check_and_prints_it(monkeypatch):
+    """``interp shapes ground-truth [prs|splice|falcon|all]`` dispatches to the shapes plugin's
+    checks and prints each result (the checks themselves are stubbed: they take minutes)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from interp_shapes import groundtruth
+    from interp_shapes.cli import shapes
+
+    _shapes_clip()
+    calls = []
+
+    class Fake(interpcore.Result):
+        def __init__(self, method):
+            self.method = method
+
+        def __str__(self):
+            return f"figures of {self.method}"
+
+        def to_dict(self):
+            return {"method": self.method}
+
+    for method in ("prs", "splice", "falcon"):
+        def run(*backbones, _m=method, **kw):
+            calls.append((_m, [b.name for b in backbones], kw))
+            return Fake(_m)
+
+        monkeypatch.setattr(groundtruth, f"{method}_ground_truth", run)
+    runner = CliRunner()
+    res = runner.invoke(shapes, ["ground-truth", "prs", "-n", "50", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip() == "figures of prs"
+    assert calls == [("prs", ["shapes:clip-vit"], {"limit": 50})]
+    calls.clear()
+    res = runner.invoke(shapes, ["ground-truth", "--json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output) == {m: {"method": m} for m in ("prs", "splice", "falcon")}
+    assert [c[:2] for c in calls] == [("prs", ["shapes:clip-vit"]), ("splice", ["shapes:clip-vit"]),
+                                      ("falcon", ["shapes:resnet", "shapes:clip-vit"])]
+    assert runner.invoke(shapes, ["ground-truth", "textspan"]).exit_code == 2

@@ -11,7 +11,8 @@ from interp_prs.search import agreement_at_k, head_space, nearest
 from interp_prs.spatial import (SegmentationMeter, class_map, head_patch_maps, normalize_map,
                                 patch_maps, segment_dataset)
 from interp_prs.spurious import parse_heads, representation, spurious_study
-from interp_prs.tiny import pixels, tiny_open_clip_backbone
+from interpcore.testing import tiny_open_clip_backbone
+from prs_tiny import pixels
 from interpcore import InterpError
 
 

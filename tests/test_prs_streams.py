@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from interpcore import InterpError
-from interp_prs.tiny import pixels, rel_err, tiny_hf_clip, tiny_open_clip_visual
+from prs_tiny import pixels, rel_err, tiny_hf_clip, tiny_open_clip_visual
 
 
 @pytest.mark.parametrize("custom,ls", [(False, None), (False, 0.5), (True, 0.5)],

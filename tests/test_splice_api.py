@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import interp_splice as splice
 from interp_splice.model import SpliceModel, SpliceResult, published_mean_file
 from interp_splice.solvers import objective
-from interp_splice.toy import PALETTE, ToyColours, ToyPlugin, colour_image
+from splice_toy import PALETTE, ToyColours, ToyPlugin, colour_image
 from interpcore import CapabilityError, InterpError, OfflineError
 
 

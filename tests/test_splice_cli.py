@@ -10,7 +10,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from interp_splice.toy import ToyPlugin, colour_image
+from splice_toy import ToyPlugin, colour_image
 
 TOY = ["-b", "toy:clip", "-v", "toy-words", "--mean-dataset", "toy-colours"]
 

@@ -8,7 +8,6 @@ Also: solver parity with scikit-learn on the shapes dictionary and real embeddin
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -30,55 +29,22 @@ def model(tmp_path_factory):
         yield splice.load("shapes:clip-vit", "shapes", l1_penalty=0.25, device="cpu")
 
 
-def _names(words):
-    return {w.lower() for w in words}
-
-
-def _mentions(concept: str, words) -> bool:
-    """Whether a concept (word or phrase) names one of ``words`` as a whole word sequence."""
-    return any(re.search(rf"(^|\s){re.escape(w)}($|\s)", concept) for w in words)
-
-
 @pytest.fixture(scope="module")
-def figures(model):
-    """SpLiCE on 500 held-out single-object images, and the same model's own zero-shot
-    accuracy at naming colour and shape together (an upper reference for what any readout
-    of its embeddings can find)."""
-    from interp_shapes import world
-    from interp_shapes.datasets import ShapesDataset
+def figures(tmp_path_factory):
+    """The shapes plugin's SpLiCE check (SpLiCE through the registry) on 500 held-out
+    single-object images, and the same model's own zero-shot accuracy at naming colour and
+    shape together (an upper reference for what any readout of its embeddings can find)."""
+    import interpcore
+    from interp_shapes.groundtruth import splice_ground_truth
 
-    ds = ShapesDataset("test", n=500, one_object_prob=1.0)
-    samples = [ds[i] for i in range(len(ds))]
-    truth = []
-    for s in samples:
-        objs = s["attributes"]["objects"]
-        assert len(objs) == 1
-        truth.append((objs[0]["color"], objs[0]["shape"]))
-    images = [s["image"] for s in samples]
-    res = model.explain(images)
-    strict = phrase = colour_ok = 0
-    for i, (colour, shape) in enumerate(truth):
-        top = [c for c, _ in res.top(i, 5)]
-        cols, shps = world.COLOR_SYNONYMS[colour], world.SHAPE_SYNONYMS[shape]
-        strict += any(c in _names(cols) for c in top) and any(c in _names(shps) for c in top)
-        phrase += any(_mentions(c, cols) for c in top) and any(_mentions(c, shps) for c in top)
-        colour_ok += any(_mentions(c, cols) for c in top)
-    z = torch.nn.functional.normalize(model.embed_images(images), dim=1)
-    pairs = [(c, s) for c in world.COLORS for s in world.SHAPES]
-    t = model.backbone.encode_text([f"a {c} {s}" for c, s in pairs], normalize=True)
-    pred = (z @ t.T.to(z)).argmax(1).tolist()
-    zero_shot = sum(pairs[p] == tr for p, tr in zip(pred, truth))
-    n = len(truth)
-    out = {"n": n, "strict": strict / n, "phrase": phrase / n, "colour": colour_ok / n,
-           "zero_shot": zero_shot / n, "mean_l0": res.mean_l0, "mean_cosine": res.mean_cosine}
-    print(f"\nSpLiCE on {n} held-out single-object shapes images (shapes vocabulary, l1=0.25):"
-          f"\n  true colour and shape among the top 5 concepts: {out['phrase']:.1%}"
-          f" (a concept counts when it names them, e.g. 'red circle' or 'crimson')"
-          f"\n  ... as single-word concepts only (e.g. 'red' and 'circle'): {out['strict']:.1%}"
-          f"\n  true colour among the top 5: {out['colour']:.1%}"
-          f"\n  the model's own zero-shot colour+shape accuracy (48 prompts): {out['zero_shot']:.1%}"
-          f"\n  mean L0 {out['mean_l0']:.2f}, mean cosine {out['mean_cosine']:.4f}")
-    return out
+    with pytest.MonkeyPatch.context() as mp:  # a private cache, restored afterwards
+        mp.setenv("INTERP_CACHE_DIR", str(tmp_path_factory.mktemp("cache-gt")))
+        res = splice_ground_truth(interpcore.get_backbone("shapes:clip-vit", device="cpu"), n=500,
+                                  l1_penalty=0.25)
+    print("\n" + str(res))
+    return {"n": res.n_images, "strict": res.strict, "phrase": res.phrase, "colour": res.colour,
+            "zero_shot": res.zero_shot, "mean_l0": res.mean_l0, "mean_cosine": res.mean_cosine,
+            "checks": res.checks}
 
 
 def test_sparsity_is_in_range_and_splice_keeps_what_the_model_knows(figures):
@@ -88,6 +54,7 @@ def test_sparsity_is_in_range_and_splice_keeps_what_the_model_knows(figures):
     # colour and shape nearly as often as the model itself names them zero-shot (shipped run-4
     # weights: 97.0% against the model's 95.4%)
     assert figures["phrase"] >= figures["zero_shot"] - 0.05, figures
+    assert all(c["passed"] for c in figures["checks"].values()), figures["checks"]
 
 
 def test_true_colour_and_shape_are_among_the_top_five_for_90_percent(figures):

@@ -7,7 +7,7 @@ import torch
 import interpcore
 from interp_prs.decompose import PRSDecomposer, decompose_dataset
 from interp_prs.textspan import TextSpanExplainer, greedy_text_basis, head_statistics, load_result
-from interp_prs.tiny import TinyImages, tiny_open_clip_backbone
+from interpcore.testing import tiny_images, tiny_open_clip_backbone
 from interpcore import InterpError
 
 
@@ -63,7 +63,7 @@ def test_basis_input_checks():
 
 
 def _Images(n=24):
-    return TinyImages(n, seed=1)
+    return tiny_images(n, seed=1)
 
 
 def test_explainer_end_to_end(tmp_path):

@@ -1,12 +1,16 @@
 """Built-in interpcore plugin: the models trained on the synthetic shapes world.
 
 * ``shapes:clip-vit``: a small open_clip CLIP (ViT image tower, patch 4 on 32 x 32 images),
-  loaded through the open_clip plugin's code path, so it has the same capabilities as a real
-  open_clip ViT (image and text encoders, ViT residual stream for PRS / TextSpan).
-* ``shapes:resnet``: a small timm ResNet that recognises the colours and shapes in an image
-  (image encoder = pooled features before the classifier, Grad-CAM on the last stage).
+  its config registered as an open_clip architecture and loaded through the registry
+  (``open_clip:`` family), so it has the same capabilities as a real open_clip ViT (image and
+  text encoders, ViT residual stream for PRS / TextSpan).
+* ``shapes:resnet``: a small timm ResNet that recognises the colours and shapes in an image,
+  registered with timm and loaded through the registry (``timm:`` family): image encoder =
+  pooled features before the classifier, Grad-CAM on the last stage.
 
-The weights ship in ``weights/`` (safetensors, fp16); ``interp shapes train`` retrains them.
+The weights ship in ``weights/`` (safetensors, fp16); ``interp shapes train`` (the shapes
+plugin, which owns the world's generator) retrains them. This package imports no other
+plugin.
 Nothing here imports torch until a model is loaded.
 """
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interpcore import InterpError, get_registry
+from interpcore import InterpError, get_backbone, get_registry
 
 from .models import CLIP_CONFIG, CLIP_WEIGHTS, RESNET_CONFIG, RESNET_WEIGHTS
 
 OPEN_CLIP_ARCH = "shapes-clip-vit"
+TIMM_ARCH = "shapes_resnet"
+# the module's public names (timm's register_model appends its entry point's name to __all__,
+# creating it when missing)
+__all__ = ["load_clip", "load_resnet", "load_shapes_model", "shapes_resnet"]
 
 _RETRAIN = {
-    "clip-vit": "python -m interp_shapes_models.train clip --out {dir} --seed 0",
-    "resnet": "python -m interp_shapes_models.train resnet --out {dir} --seed 0",
+    "clip-vit": "python -m interp_shapes.train clip --out {dir} --seed 0",
+    "resnet": "python -m interp_shapes.train resnet --out {dir} --seed 0",
 }
 
 
@@ -41,39 +45,85 @@ def _config_for(path: Path, model: str, default: Path) -> Path:
     return sibling if sibling.is_file() else default
 
 
-def load_clip(pretrained=None, device="auto", dtype=None, **options):
-    try:
-        from interp_open_clip.backbone import load_open_clip
-    except ImportError as exc:  # pragma: no cover - the open_clip plugin ships with interpcore
-        raise InterpError(f"shapes:clip-vit needs the open_clip backbone plugin ({exc})") from None
-    path = _weights_path("clip-vit", pretrained, CLIP_WEIGHTS)
-    return load_open_clip(
-        OPEN_CLIP_ARCH, pretrained=str(path), device=device, dtype=dtype,
-        display_name="shapes:clip-vit", model_config=str(_config_for(path, "clip-vit", CLIP_CONFIG)),
-        **options,
+def _config(config, path: Path, model: str, default: Path):
+    """The architecture: ``config`` (a dict or JSON file) when given, else the config saved
+    next to the weights, else the shipped one."""
+    from .models import read_json
+
+    if isinstance(config, dict):
+        return dict(config)
+    return read_json(config if config is not None else _config_for(path, model, default))
+
+
+def load_clip(pretrained=None, device="auto", dtype=None, *, config=None, **options):
+    """``shapes:clip-vit``: the shapes CLIP's config registered as an open_clip architecture
+    and loaded through the registry's ``open_clip`` family, so it is an open_clip backbone
+    with every capability of one (residual stream included), named ``shapes:clip-vit``.
+    ``pretrained="random"`` gives the untrained architecture (what ``interp shapes train``
+    starts from); ``config=`` another architecture (dict or JSON file)."""
+    random = str(pretrained).lower() == "random"
+    path = CLIP_WEIGHTS if random else _weights_path("clip-vit", pretrained, CLIP_WEIGHTS)
+    cfg = _config(config, path, "clip-vit", CLIP_CONFIG)
+    bb = get_backbone(
+        f"open_clip:{OPEN_CLIP_ARCH}", pretrained="random" if random else str(path), device=device,
+        dtype=dtype, display_name="shapes:clip-vit", model_config=cfg, **options,
     )
+    bb.config = cfg
+    return bb
 
 
-def load_resnet(pretrained=None, device="auto", dtype=None, **options):
-    from interp_timm.backbone import ClassifierBackbone
+def shapes_resnet(pretrained=False, *, config=None, **kwargs):
+    """timm's entry point for the shapes ResNet (``timm.create_model("shapes_resnet",
+    config=...)``): built from the config; the loader loads the weights."""
+    from .models import build_resnet
 
-    from .models import build_resnet, image_transform, load_state_dict, read_json, resnet_label_names
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
+    return build_resnet(config, **kwargs)
+
+
+def _register_timm_resnet() -> str:
+    """Register :func:`shapes_resnet` with timm (its public ``register_model``) once."""
+    import timm.models
+
+    if not timm.models.is_model(TIMM_ARCH):
+        timm.models.register_model(shapes_resnet)
+    return TIMM_ARCH
+
+
+def load_resnet(pretrained=None, device="auto", dtype=None, *, config=None, **options):
+    """``shapes:resnet``: the shapes ResNet registered as a timm architecture and loaded
+    through the registry's ``timm`` family (a timm classifier backbone: image encoder,
+    feature maps, Grad-CAM on the last stage), named ``shapes:resnet``, with the shapes
+    models' own preprocessing. ``pretrained="random"`` / ``config=`` as for the CLIP."""
+    from .models import image_transform
 
     if options:
         raise InterpError(f"shapes:resnet takes no options, got {', '.join(sorted(options))}")
-    path = _weights_path("resnet", pretrained, RESNET_WEIGHTS)
-    cfg = read_json(_config_for(path, "resnet", RESNET_CONFIG))
-    model = build_resnet(cfg)
-    state = load_state_dict(path)
-    from interpcore.weights import load_checked
-
-    load_checked(model, state, what="shapes:resnet", source=path)
-    bb = ClassifierBackbone(
-        "shapes:resnet", model, library="timm", pretrained=str(path), device=device, dtype=dtype,
-        transform=image_transform(int(cfg.get("image_size", 32))),
+    random = str(pretrained).lower() == "random"
+    path = RESNET_WEIGHTS if random else _weights_path("resnet", pretrained, RESNET_WEIGHTS)
+    cfg = _config(config, path, "resnet", RESNET_CONFIG)
+    if not cfg.get("labels"):
+        raise InterpError("the shapes:resnet config names no output labels ('labels': [...])")
+    if not random:
+        _check_readable(path)
+    bb = get_backbone(
+        f"timm:{_register_timm_resnet()}", pretrained="random" if random else str(path),
+        device=device, dtype=dtype, display_name="shapes:resnet", config=cfg,
+        num_classes=len(cfg["labels"]),
     )
-    bb.classes = list(cfg.get("labels") or resnet_label_names())
+    # the shapes models' preprocessing (OpenAI mean / std, bicubic resize to the model's size),
+    # not timm's defaults for an architecture without a pretrained config
+    bb.transform = image_transform(int(cfg.get("image_size", 32)))
+    bb.classes = list(cfg["labels"])
+    bb.config = cfg
     return bb
+
+
+def _check_readable(path: Path) -> None:
+    """A corrupt weights file is an error that says how to retrain (not timm's message)."""
+    from .models import load_state_dict
+
+    load_state_dict(path)
 
 
 def load_shapes_model(model: str, *, pretrained=None, device="auto", dtype=None, **options):

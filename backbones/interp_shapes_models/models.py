@@ -5,7 +5,12 @@
   open_clip's tokenizer).
 * ``resnet``: a timm :class:`timm.models.resnet.ResNet` with one BasicBlock per stage, narrow
   channels and a 3 x 3 stride-1 stem for 32 x 32 images (``configs/resnet.json``); its head
-  predicts, as independent sigmoids, every colour and every shape present in the image.
+  predicts, as independent sigmoids, every colour and every shape present in the image (the
+  config's ``labels``).
+
+The models are built here and only loaded by this package; the training recipe, which needs the
+world's generator, lives with the world (:mod:`interp_shapes.train`) and gets these
+architectures through the registry (``pretrained="random"``).
 """
 
 from __future__ import annotations
@@ -59,17 +64,20 @@ def clip_tokenizer(config: dict | None = None):
     return SimpleTokenizer(context_length=int(cfg["text_cfg"]["context_length"]))
 
 
-def resnet_label_names() -> list[str]:
-    from interp_shapes import world
-
-    return list(world.COLORS) + list(world.SHAPES)
+def resnet_label_names(config: dict | str | Path | None = None) -> list[str]:
+    """The ResNet's output labels (every colour, then every shape of the shapes world), as
+    its config lists them."""
+    cfg = read_json(RESNET_CONFIG if config is None else config) if not isinstance(config, dict) else config
+    if not cfg.get("labels"):
+        raise InterpError("the shapes:resnet config names no output labels ('labels': [...])")
+    return list(cfg["labels"])
 
 
 def build_resnet(config: dict | str | Path | None = None, num_classes: int | None = None):
     from timm.models.resnet import BasicBlock, ResNet
 
     cfg = read_json(RESNET_CONFIG if config is None else config) if not isinstance(config, dict) else config
-    n = num_classes or len(resnet_label_names())
+    n = num_classes or len(resnet_label_names(cfg))
     stem = int(cfg.get("stem_channels", 64))
     # timm's deep stem sets the stem width to 2 * stem_width; it is replaced just below
     model = ResNet(BasicBlock, layers=tuple(cfg["layers"]), channels=tuple(cfg["channels"]),

@@ -493,19 +493,6 @@ def search_cmd(heads, query, k, run, **kw):
                           "images by cosine similarity of the chosen heads' contributions.",
                           "figures": figs}])
 
-# -- ground truth -------------------------------------------------------------------
-
-@prs.command("ground-truth")
-@backbone_options("vision-language")
-@click.option("-n", "--limit", type=int, default=2000, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def ground_truth_cmd(**kw):
-    """Check PRS / TextSpan against the shapes world's known ground truth; print each figure."""
-    from .groundtruth import shapes_ground_truth
-
-    res = shapes_ground_truth(_backbone(kw), limit=kw["limit"])
-    click.echo(res.to_json() if kw["as_json"] else str(res))
-
 
 class _Plain:
     def __init__(self, data, text):

@@ -497,6 +497,28 @@ class PRSDecomposer(Decomposer):
         """Stream a dataset's decomposition to memory-mapped files; see :func:`decompose_dataset`."""
         return decompose_dataset(self, dataset, out=out, **kwargs)
 
+    def segment_dataset(self, dataset, weights, **kwargs):
+        """Zero-shot segmentation of every image with a ``mask`` in ``dataset`` from per-patch
+        head contributions; ``weights`` (K, D) are class text embeddings (a zero-shot
+        classifier, e.g. :func:`interpcore.zeroshot.classifier_weights`). Options (``limit``,
+        ``batch_size``, ``layers``, ``threshold``, ``out_dir``, ``n_figures``) and the
+        :class:`~interp_prs.spatial.SegmentationResult` (``miou``, ...) as in
+        :func:`interp_prs.spatial.segment_dataset`."""
+        from .spatial import segment_dataset
+
+        return segment_dataset(self, dataset, weights, **kwargs)
+
+    def spurious_study(self, store, heads, **kwargs):
+        """Worst-group / average accuracy on a group dataset's store (e.g. Waterbirds) before
+        and after mean-ablating ``heads`` ((layer, head) pairs); ``weights`` (K, D) a zero-shot
+        classifier, or ``train_store`` for a linear probe. Returns a
+        :class:`~interp_prs.spurious.SpuriousResult` (``before`` / ``after`` dicts with
+        ``"worst"``); see :func:`interp_prs.spurious.spurious_study`."""
+        from .spurious import spurious_study
+
+        kwargs.setdefault("backbone", self.backbone.name)
+        return spurious_study(store, heads, **kwargs)
+
 
 # --------------------------------------------------------------------------------------
 # Streaming whole datasets to disk
@@ -575,6 +597,22 @@ class PRSStore:
     @property
     def groups(self) -> np.ndarray:
         return np.array([s.get("group", -1) for s in self.samples], dtype=np.int64)
+
+    def representation(self, heads=(), means=None) -> np.ndarray:
+        """The stored images' normalized representations (N, D): the sum of every
+        contribution, with ``heads`` ((layer, head) pairs) mean-ablated (replaced by their
+        mean over the store, or by ``means``); with no heads, the normalized embeddings."""
+        from .spurious import representation
+
+        return representation(self, heads, means=means)
+
+    def agreement_at_k(self, heads, attribute: str, k: int = 8, queries=None) -> float:
+        """Image search in the space of ``heads``: the mean fraction of each query's ``k``
+        nearest stored images (cosine, centred) that share its ``sample["attributes"]
+        [attribute]``; ``queries``: image indices (default all)."""
+        from .search import agreement_at_k
+
+        return agreement_at_k(self, heads, attribute, k=k, queries=queries)
 
     def head_index(self, layer: int) -> int:
         layer = layer + self.num_layers if layer < 0 else layer

@@ -1,4 +1,5 @@
-"""``interp shapes ...``: generate images, print model quality, retrain the models.
+"""``interp shapes ...``: generate images, print model quality, retrain the models, check the
+methods against the world's ground truth.
 
 Only click and the core at module level; numpy / PIL / torch are imported inside commands.
 """
@@ -14,7 +15,8 @@ from interpcore import InterpError
 
 @click.group()
 def shapes():
-    """The synthetic shapes world: generate images, check model quality, retrain."""
+    """The synthetic shapes world: generate images, check model quality, retrain, check the
+    methods against its ground truth."""
 
 
 @shapes.command()
@@ -120,12 +122,48 @@ def quality(n, split, device, clip_weights, resnet_weights, as_json):
 @click.option("--eval-n", type=int, default=None, help="held-out images for the final metrics")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda")
 def train(model, out, seed, steps, batch_size, lr, threads, eval_n, device):
-    """Retrain a shapes model (same as python -m interp_shapes_models.train)."""
-    try:
-        from interp_shapes_models import train as trainer
-    except ImportError as exc:  # pragma: no cover - both packages ship together
-        raise InterpError(f"the shapes models plugin is not installed ({exc})") from None
+    """Retrain a shapes model (same as python -m interp_shapes.train)."""
+    from . import train as trainer
+
     kw = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, threads=threads, eval_n=eval_n,
               device=device)
     rec = trainer.train_clip(out, **kw) if model == "clip" else trainer.train_resnet(out, **kw)
     click.echo(json.dumps(rec["metrics"], indent=2))
+
+
+@shapes.command("ground-truth")
+@click.argument("method", type=click.Choice(["prs", "splice", "falcon", "all"]), default="all")
+@click.option("--clip", "clip_weights", default=None,
+              help="shapes:clip-vit weights file or folder (default: shipped)")
+@click.option("--resnet", "resnet_weights", default=None,
+              help="shapes:resnet weights file or folder for FALCON (default: shipped)")
+@click.option("--device", default="auto", show_default=True)
+@click.option("-n", "--limit", type=int, default=None,
+              help="images per check (default: prs 2000, splice 500, falcon 2000)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def ground_truth(method, clip_weights, resnet_weights, device, limit, as_json):
+    """Check the built-in methods against the shapes world's known ground truth (PRS /
+    TextSpan, SpLiCE, FALCON) through the registry, as a user would; print each figure and
+    its target."""
+    import interpcore
+
+    from .groundtruth import METHODS, falcon_ground_truth, prs_ground_truth, splice_ground_truth
+
+    if limit is not None and limit <= 0:
+        raise InterpError(f"--limit must be > 0, got {limit}")
+    methods = METHODS if method == "all" else (method,)
+    clip = interpcore.get_backbone("shapes:clip-vit", pretrained=clip_weights, device=device)
+    results = {}
+    for m in methods:
+        if m == "prs":
+            results[m] = prs_ground_truth(clip, **({"limit": limit} if limit else {}))
+        elif m == "splice":
+            results[m] = splice_ground_truth(clip, **({"n": limit} if limit else {}))
+        else:
+            resnet = interpcore.get_backbone("shapes:resnet", pretrained=resnet_weights, device=device)
+            results[m] = falcon_ground_truth(resnet, clip, **({"n": limit} if limit else {}))
+    if as_json:
+        data = {m: r.to_dict() for m, r in results.items()}
+        click.echo(json.dumps(data if method == "all" else data[method], indent=2, default=str))
+    else:
+        click.echo("\n\n".join(str(r) for r in results.values()))

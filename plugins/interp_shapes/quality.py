@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from interpcore import InterpError
-
 
 def measure(n: int = 1000, split: str = "test", device: str = "cpu", clip=None, resnet=None) -> dict:
     """Zero-shot attribute accuracy and shapes-spurious groups of ``shapes:clip-vit`` and
     the accuracy of ``shapes:resnet`` on ``n`` held-out images of ``split`` each."""
     import interpcore
 
-    try:
-        from interp_shapes_models import evaluate
-    except ImportError as exc:  # pragma: no cover
-        raise InterpError(f"the shapes models plugin is not installed ({exc})") from None
+    from . import evaluate
 
     clip_bb = interpcore.get_backbone("shapes:clip-vit", pretrained=clip, device=device)
     res_bb = interpcore.get_backbone("shapes:resnet", pretrained=resnet, device=device)
     zs = evaluate.clip_attribute_accuracy(clip_bb, n=n, split=split)
     sp = evaluate.clip_spurious_accuracy(clip_bb, n=n, split=split)
-    rn = evaluate.resnet_accuracy(res_bb.model, n=n, split=split, device=res_bb.device,
-                                  dtype=res_bb.dtype)
+    rn = evaluate.resnet_accuracy(res_bb, n=n, split=split)
     return {
         "split": split,
         "n": n,
@@ -32,7 +26,7 @@ def measure(n: int = 1000, split: str = "test", device: str = "cpu", clip=None, 
 
 
 def format_table(result: dict) -> str:
-    from interp_shapes_models.evaluate import ATTRIBUTE_ORDER, THRESHOLDS
+    from .evaluate import ATTRIBUTE_ORDER, THRESHOLDS
 
     lines = [f"shapes world quality on {result['n']} held-out {result['split']} images per row",
              "", f"{'model / task':<44} {'accuracy':>9} {'threshold':>10}  ok"]

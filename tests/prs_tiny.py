@@ -1,8 +1,11 @@
-"""Tiny random ViT CLIP towers for tests and examples (random weights, no network, no files)."""
+"""Tiny random ViT CLIP towers for the PRS tests (random weights, no network, no files).
+
+The whole tiny open_clip backbone and the tiny dataset are public helpers of
+:mod:`interpcore.testing` (``tiny_open_clip_backbone``, ``tiny_images``); these are the raw
+towers and the transformers backbone the stream tests compare against.
+"""
 
 import torch
-
-from interpcore import Dataset
 
 
 def tiny_open_clip_visual(seed=0, custom=False, ls=None, image_size=32, patch=8, width=48,
@@ -60,45 +63,6 @@ def rel_err(a, b):
     return float((a - b).norm() / b.norm())
 
 
-def tiny_open_clip_backbone(seed=0, name="tiny:open_clip-vit", **kw):
-    """A TorchBackbone around a tiny random open_clip CLIP, with text tower and residual stream."""
-    import open_clip
-
-    from interp_open_clip.vit_stream import OpenClipViTStream
-    from interpcore import Capability
-    from interpcore.torch_backbone import TorchBackbone
-
-    model = tiny_open_clip_model(seed, **kw)
-    with torch.no_grad():
-        for pname, p in model.visual.named_parameters():
-            if pname.endswith("bias") or "ln" in pname:
-                p.add_(0.3 * torch.randn_like(p))
-    base_tok = open_clip.get_tokenizer("ViT-B-32")
-
-    def tokenizer(texts):
-        return base_tok(texts, context_length=16)
-
-    class _Tiny(TorchBackbone):
-        def _encode_image(self, pixels):
-            return self.model.encode_image(pixels)
-
-        def _encode_text(self, tokens):
-            return self.model.encode_text(tokens)
-
-        def residual_stream(self):
-            return OpenClipViTStream(self.model.visual, self.name)
-
-    def transform(img):
-        import numpy as np
-
-        arr = np.asarray(img.convert("RGB").resize((32, 32)), dtype="float32") / 255.0
-        return (torch.from_numpy(arr).permute(2, 0, 1) - 0.5) / 0.25
-
-    return _Tiny(name, model, device="cpu", transform=transform, tokenizer=tokenizer, embed_dim=24,
-                 capabilities=[Capability.IMAGE_ENCODER, Capability.TEXT_ENCODER,
-                               Capability.VIT_RESIDUAL_STREAM])
-
-
 def tiny_hf_backbone(seed=0, name="tiny:hf-clip-vit"):
     """A TorchBackbone (image tower only) around a tiny random transformers CLIP ViT."""
     from interp_hf_clip.vit_stream import HFClipViTStream
@@ -114,24 +78,3 @@ def tiny_hf_backbone(seed=0, name="tiny:hf-clip-vit"):
 
     return _TinyHF(name, tiny_hf_clip(seed), device="cpu", embed_dim=24,
                    capabilities=[Capability.IMAGE_ENCODER, Capability.VIT_RESIDUAL_STREAM])
-
-
-class TinyImages(Dataset):
-    """A dataset of ``n`` random 32 x 32 RGB images with labels cycling over three classes."""
-
-    name = "tiny-images"
-    classes = ["a", "b", "c"]
-
-    def __init__(self, n=24, seed=1):
-        import numpy as np
-        from PIL import Image
-
-        rng = np.random.default_rng(seed)
-        self.items = [{"image": Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)),
-                       "label": i % 3} for i in range(n)]
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]

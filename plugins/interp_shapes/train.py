@@ -1,7 +1,7 @@
 """Train the shapes-world models, reproducibly.
 
-    python -m interp_shapes_models.train clip   --out DIR --seed 0
-    python -m interp_shapes_models.train resnet --out DIR --seed 0
+    python -m interp_shapes.train clip   --out DIR --seed 0
+    python -m interp_shapes.train resnet --out DIR --seed 0
 
 (also ``interp shapes train clip|resnet``). Each run writes, atomically, ``DIR/<model>.safetensors``
 (fp16 weights), ``DIR/<model>-config.json`` (the architecture) and ``DIR/<model>.json`` (every
@@ -14,6 +14,10 @@ The CLIP is trained contrastively (symmetric InfoNCE with a learned temperature)
 of ``shapes`` training images mixed with ``shapes-spurious`` training images, whose captions
 carry the label/background correlation the way web captions do. The ResNet is trained as a
 multi-label classifier of the colours and shapes present in an image.
+
+The recipe lives with the world's generator; the architectures come through the registry like
+any user's model (``interpcore.get_backbone("shapes:clip-vit", pretrained="random",
+config=...)``), and the trained weights are what the ``shapes`` backbone family loads.
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ def _contrast_groups(rng, n_slots, groups=CONTRAST_GROUPS):
     still learned late, after about 4,000 steps)."""
     import numpy as np
 
-    from interp_shapes import world
+    from . import world
 
     images, captions, scenes = [], [], []
     probs = np.array([g[1] for g in groups])
@@ -157,6 +161,22 @@ def _log(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+def _read_config(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        from interpcore import InterpError
+
+        raise InterpError(f"model config not found: {path}") from None
+
+
+def _pixels(backbone, images):
+    """A training batch of (N, H, W, 3) uint8 images through the backbone's own preprocessing."""
+    from PIL import Image
+
+    return backbone.to_pixels([Image.fromarray(im) for im in images])
+
+
 def train_clip(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=None,
                spurious_fraction=None, eval_n=None, config=None, quiet=False, device="cpu",
                overrides=None) -> dict:
@@ -164,11 +184,11 @@ def train_clip(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=Non
     import torch
     import torch.nn.functional as F
 
-    from interp_shapes.datasets import ShapesDataset, SpuriousShapesDataset
+    import interpcore
     from interpcore.progress import progress
 
     from . import evaluate
-    from .models import CLIP_CONFIG, build_clip, clip_tokenizer, pixels_from_uint8, read_json
+    from .datasets import ShapesDataset, SpuriousShapesDataset
 
     hp = dict(CLIP_DEFAULTS)
     for k, v in {"steps": steps, "batch_size": batch_size, "lr": lr,
@@ -181,7 +201,6 @@ def train_clip(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=Non
 
         raise InterpError(f"unknown CLIP training hyperparameter(s) {unknown}; known: {sorted(hp)}")
     hp.update(overrides or {})
-    cfg = dict(config) if isinstance(config, dict) else read_json(config or CLIP_CONFIG)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
@@ -189,12 +208,13 @@ def train_clip(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=Non
     torch.manual_seed(seed)
     np.random.seed(seed)
 
-    # built on the CPU from the seed, then moved, so that every device starts from one init
-    model = build_clip(cfg)
+    # built on the CPU from the seed (the loader builds there, then moves), so that every
+    # device starts from one init
+    bb = interpcore.get_backbone("shapes:clip-vit", pretrained="random", config=config,
+                                 device=device, dtype=torch.float32)
+    model, tok, cfg = bb.model, bb.tokenizer, bb.config
     with torch.no_grad():
         model.logit_scale.fill_(math.log(hp["init_logit_scale"]))
-    model.to(device)
-    tok = clip_tokenizer(cfg)
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "logit_scale" in n or "embedding" in n else decay).append(p)
@@ -217,7 +237,7 @@ def train_clip(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=Non
         images, captions = _clip_batch(step, B, seed, hp["spurious_fraction"],
                                        hp["contrast_fraction"], main_ds, spur_ds,
                                        hp["contrast_groups"])
-        x = pixels_from_uint8(images).to(device)
+        x = _pixels(bb, images)
         t = tok(captions).to(device)
         fi, ft, scale = model(x, t)
         logits = scale * fi @ ft.T
@@ -236,9 +256,8 @@ def train_clip(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=Non
     train_s = time.time() - t0
     model.eval()
 
-    raw = evaluate.RawCLIP(model, tok, device=device)
-    metrics = {"zero_shot": evaluate.clip_attribute_accuracy(raw, n=hp["eval_n"], split="val"),
-               "spurious": evaluate.clip_spurious_accuracy(raw, n=hp["eval_n"], split="val")}
+    metrics = {"zero_shot": evaluate.clip_attribute_accuracy(bb, n=hp["eval_n"], split="val"),
+               "spurious": evaluate.clip_spurious_accuracy(bb, n=hp["eval_n"], split="val")}
     metrics["final_loss"] = float(np.mean(losses[-100:]))
     _log(f"clip metrics (val): {json.dumps(metrics)}", quiet)
 
@@ -260,24 +279,33 @@ def train_resnet(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=N
     import torch
     import torch.nn.functional as F
 
-    from interp_shapes.datasets import ShapesDataset
+    import interpcore
     from interpcore.progress import progress
 
-    from . import evaluate
-    from .models import RESNET_CONFIG, build_resnet, pixels_from_uint8, read_json, resnet_label_names
+    from . import evaluate, world
+    from .datasets import ShapesDataset
 
     hp = dict(RESNET_DEFAULTS)
     for k, v in {"steps": steps, "batch_size": batch_size, "lr": lr, "eval_n": eval_n}.items():
         if v is not None:
             hp[k] = v
-    cfg = dict(config) if isinstance(config, dict) else read_json(config or RESNET_CONFIG)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
 
-    model = build_resnet(cfg).to(device)
+    # the outputs are the world's colours and shapes (the shipped config lists them too)
+    labels = list(world.COLORS) + list(world.SHAPES)
+    if config is not None:
+        config = dict(config if isinstance(config, dict) else _read_config(config), labels=labels)
+    bb = interpcore.get_backbone("shapes:resnet", pretrained="random", config=config, device=device,
+                                 dtype=torch.float32)
+    if bb.classes != labels:
+        from interpcore import InterpError
+
+        raise InterpError(f"the shapes:resnet config's labels {bb.classes} are not the world's {labels}")
+    model, cfg = bb.model, bb.config
     decay, no_decay = [], []
     for _n, p in model.named_parameters():
         (no_decay if p.ndim < 2 else decay).append(p)
@@ -293,7 +321,7 @@ def train_resnet(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=N
     losses = []
     for step in progress(range(hp["steps"]), desc="training resnet", unit="step"):
         images, _, samples = _batch(step, B, seed, 0.0, ds, ds)
-        x = pixels_from_uint8(images).to(device)
+        x = _pixels(bb, images)
         y = evaluate.resnet_targets(samples).to(device)
         loss = F.binary_cross_entropy_with_logits(model(x), y)
         opt.zero_grad(set_to_none=True)
@@ -307,12 +335,12 @@ def train_resnet(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=N
                  f"{time.time() - t0:.0f}s", quiet)
     train_s = time.time() - t0
     model.eval()
-    metrics = evaluate.resnet_accuracy(model, n=hp["eval_n"], split="val", device=device)
+    metrics = evaluate.resnet_accuracy(bb, n=hp["eval_n"], split="val")
     metrics["final_loss"] = float(np.mean(losses[-100:]))
     _log(f"resnet metrics (val): {json.dumps(metrics)}", quiet)
     return _save_run(
         out, model.cpu(), name="resnet", kind="resnet", seed=seed, hp=hp,
-        cfg=dict(cfg, labels=resnet_label_names()), metrics=metrics, train_s=train_s, device=device,
+        cfg=cfg, metrics=metrics, train_s=train_s, device=device,
         optimizer="AdamW (no weight decay on norms and biases)",
         loss="binary cross-entropy, one sigmoid per colour and per shape",
         data="shapes train split (seed), 1-2 objects, generated on the fly",
@@ -325,14 +353,12 @@ def _save_run(out, model, *, name, kind, seed, hp, cfg, metrics, train_s, optimi
     metrics) atomically into ``out``; return the record."""
     import torch
 
-    from .models import save_state_dict
-
-    weights = save_state_dict(model, out / f"{name}.safetensors",
-                              metadata={"model": f"shapes:{name}", "seed": seed})
+    weights = _save_state_dict(model, out / f"{name}.safetensors",
+                               metadata={"model": f"shapes:{name}", "seed": seed})
     _write_json(out / f"{name}-config.json", cfg)
     record = {
         "model": f"shapes:{name}",
-        "command": (f"python -m interp_shapes_models.train {kind} --out {out} --seed {seed}"
+        "command": (f"python -m interp_shapes.train {kind} --out {out} --seed {seed}"
                     + ("" if str(device) == "cpu" else f" --device {device}")),
         "seed": seed,
         "hyperparameters": hp,
@@ -353,8 +379,19 @@ def _save_run(out, model, *, name, kind, seed, hp, cfg, metrics, train_s, optimi
     return record
 
 
+def _save_state_dict(model, path: Path, *, metadata=None) -> Path:
+    """fp16 safetensors, written atomically (temporary file, then rename)."""
+    from interpcore.cache import save_tensors
+
+    sd = {k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous()
+          for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_tensors(path, sd, metadata=metadata)
+    return path
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m interp_shapes_models.train",
+    p = argparse.ArgumentParser(prog="python -m interp_shapes.train",
                                 description="Train a shapes-world model (CPU by default).")
     p.add_argument("model", choices=["clip", "resnet"])
     p.add_argument("--out", required=True, help="output folder for weights + JSON records")

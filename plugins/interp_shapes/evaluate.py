@@ -7,8 +7,9 @@
   ``shapes-spurious`` test split.
 * ResNet multi-label accuracy (every colour and shape present predicted, nothing else).
 
-The functions take any object with ``encode_image(pixels) -> (N, d)`` and ``encode_text(texts,
-batch_size=) -> (N, d)`` (a registered backbone, or :class:`RawCLIP` during training).
+The functions take registered backbones (``interpcore.get_backbone("shapes:clip-vit")``, or the
+backbone being trained by :mod:`interp_shapes.train`): images go in through the backbone's own
+preprocessing, so nothing here knows the models' normalization.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from interp_shapes import world
-from interp_shapes.datasets import ShapesDataset, SpuriousShapesDataset
 from interpcore.progress import progress
 
-from .models import pixels_from_uint8
+from . import world
+from .datasets import ShapesDataset, SpuriousShapesDataset
 
 ATTRIBUTE_ORDER = ("color", "shape", "size", "position", "background")
 #: Acceptance thresholds (issue 4).
@@ -28,48 +28,17 @@ THRESHOLDS = {"color": 0.95, "shape": 0.90, "position": 0.85, "size": 0.85, "res
 SPURIOUS_TEMPLATES = ["a photo of a {}", "a {}", "an image of a {}"]
 
 
-class RawCLIP:
-    """Adapter: a bare open_clip CLIP + tokenizer with the encode_* interface used here."""
-
-    def __init__(self, model, tokenizer, device="cpu"):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.device = torch.device(device)
-
-    @torch.no_grad()
-    def encode_text(self, texts, *, normalize: bool = False, batch_size: int = 256):
-        out = []
-        for i in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(list(texts[i:i + batch_size])).to(self.device)
-            out.append(self.model.encode_text(tokens).float().cpu())
-        z = torch.cat(out)
-        return torch.nn.functional.normalize(z, dim=-1) if normalize else z
-
-    @torch.no_grad()
-    def encode_image(self, pixels, *, normalize: bool = False, batch_size: int = 256):
-        out = []
-        for i in range(0, len(pixels), batch_size):
-            out.append(self.model.encode_image(pixels[i:i + batch_size].to(self.device)).float().cpu())
-        z = torch.cat(out)
-        return torch.nn.functional.normalize(z, dim=-1) if normalize else z
-
-
 def _arrays(dataset, n, desc):
     imgs, samples = [], []
     for i in progress(range(n), desc=desc, unit="img"):
         s = dataset[i]
-        imgs.append(np.asarray(s["image"]))
+        imgs.append(s["image"])
         samples.append(s)
-    return np.stack(imgs), samples
+    return imgs, samples
 
 
-def _encode_images(model, images_uint8, batch_size=256):
-    pixels = pixels_from_uint8(images_uint8)
-    dev = getattr(model, "device", None)
-    dtype = getattr(model, "dtype", None)
-    if dev is not None:
-        pixels = pixels.to(dev, dtype or torch.float32)
-    return model.encode_image(pixels, normalize=True, batch_size=batch_size).float().cpu()
+def _encode_images(model, images, batch_size=256):
+    return model.encode_image(images, normalize=True, batch_size=batch_size).float().cpu()
 
 
 def classifier(model, attribute: str):
@@ -127,21 +96,14 @@ def resnet_targets(samples) -> torch.Tensor:
 
 
 @torch.no_grad()
-def resnet_accuracy(model, n: int = 1000, seed: int = 0, split: str = "test",
-                    device=None, dtype=None) -> dict:
+def resnet_accuracy(backbone, n: int = 1000, seed: int = 0, split: str = "test") -> dict:
     """Exact-match accuracy (all colours and shapes present, nothing else) and per-label
-    accuracy of the multi-label ResNet on ``n`` images with one or two objects."""
+    accuracy of the multi-label ResNet backbone (``logits(images)``) on ``n`` images with one
+    or two objects."""
     ds = ShapesDataset(split, n=n, seed=seed)
     images, samples = _arrays(ds, n, f"shapes {split} images")
     y = resnet_targets(samples)
-    logits = []
-    pixels = pixels_from_uint8(images)
-    for i in range(0, n, 256):
-        p = pixels[i:i + 256]
-        if device is not None:
-            p = p.to(device, dtype or torch.float32)
-        logits.append(model(p).float().cpu())
-    pred = (torch.cat(logits) > 0).float()
+    pred = (backbone.logits(images, batch_size=256) > 0).float()
     exact = (pred == y).all(dim=1).float().mean()
     single = torch.tensor([len(s["attributes"]["objects"]) == 1 for s in samples])
     return {
