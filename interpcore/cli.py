@@ -26,6 +26,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:  # `interp backbones list | head`: the reader left, not an error
+            _quiet_broken_pipe()
         except Exception as exc:  # noqa: BLE001 - turned into one clean line
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -88,11 +90,15 @@ def plugins(as_json):
 
 
 @cli.command()
-@click.argument("packages", nargs=-1, required=True)
+@click.argument("packages", nargs=-1)
 @click.option("-U", "--upgrade", is_flag=True)
-@click.option("-e", "--editable", type=click.Path(exists=True), help="Install a local folder in editable mode.")
+@click.option("-e", "--editable", type=click.Path(exists=True, file_okay=False),
+              help="Install a local folder in editable mode.")
 def install(packages, upgrade, editable):
-    """pip-install plugin packages into the environment interp runs in."""
+    """pip-install plugin packages (or, with -e, a local folder) into the environment interp runs in."""
+    if not packages and not editable:
+        raise InterpError("name a package to install, or a folder with -e (e.g. 'interp install -e "
+                          "examples/interp_example_plugin')")
     args = [sys.executable, "-m", "pip", "install"]
     if upgrade:
         args.append("--upgrade")
@@ -106,7 +112,12 @@ def install(packages, upgrade, editable):
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def uninstall(packages, yes):
     """pip-uninstall plugin packages from the environment interp runs in."""
-    args = [sys.executable, "-m", "pip", "uninstall"] + (["-y"] if yes else []) + list(packages)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InterpError(f"uninstalling {', '.join(packages)} needs a confirmation and there is "
+                              "no terminal to ask on; add -y to confirm")
+        click.confirm(f"uninstall {', '.join(packages)}?", abort=True)
+    args = [sys.executable, "-m", "pip", "uninstall", "-y"] + list(packages)
     sys.exit(subprocess.call(args))
 
 
@@ -353,11 +364,20 @@ def main(argv=None) -> None:
     try:
         cli.main(args=argv, prog_name="interp")
     except BrokenPipeError:  # `interp backbones list | head`: the reader left, not an error
-        import os
+        _quiet_broken_pipe()
 
+
+def _quiet_broken_pipe() -> None:
+    """Exit 0 without a word once the reader of stdout has gone: stdout is pointed at
+    /dev/null so that the interpreter's final flush cannot raise again."""
+    import os
+
+    try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
 
 
 if __name__ == "__main__":
