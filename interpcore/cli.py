@@ -352,8 +352,26 @@ def _add_plugin_commands() -> None:
 from . import cli_engine, cli_report, cli_vocabularies  # noqa: E402,F401
 
 
+def _one_line_warnings() -> None:
+    """Print interpcore's own warnings as ``interp: warning: ...`` (one line, no source line)."""
+    import warnings
+
+    from .errors import InterpWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, InterpWarning):
+            click.echo(f"interp: warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv=None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    _one_line_warnings()
     try:
         _add_plugin_commands()
     except InterpError as exc:  # strict mode: a plugin failed to load

@@ -49,6 +49,12 @@ class OfflineError(InterpError):
     """A file or weight is missing and cannot be downloaded."""
 
 
+class InterpWarning(UserWarning):
+    """Something the user should know that does not stop the work (an animated image read as
+    its first frame, an input far from what the model was trained on). The CLI prints it as
+    one line, ``interp: warning: ...``."""
+
+
 def close_matches(name: str, known, n: int = 5) -> list[str]:
     """Up to ``n`` known names close to ``name``: fuzzy matches first, then substring ones."""
     known = list(known)
