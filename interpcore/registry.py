@@ -230,7 +230,8 @@ class Registry:
                 "a vocabulary is a registered name, a path to a text file, a list of strings "
                 f"or a Vocabulary, not a {type(name).__name__}"
             )
-        return self.entry("vocabulary", name).factory(size=size, **options)
+        size = _vocab.normalize_size(size, name)
+        return _vocab.fit_size(self.entry("vocabulary", name).factory(size=size, **options), size)
 
     def get_dataset(self, name: str, split: str = "test", **options):
         return self.entry("dataset", name).factory(split=split, **options)

@@ -264,7 +264,49 @@ class TorchBackbone(Backbone):
             )
         if pixels.dim() != 4:
             raise InterpError(f"expected images of shape (N, C, H, W), got {tuple(pixels.shape)}")
+        self._check_pixels(pixels)
         return pixels.to(self.device, self.dtype)
+
+    def _check_pixels(self, pixels: torch.Tensor) -> None:
+        """Refuse pixel tensors the model would fail on deep inside (or, for NaN, silently)."""
+        if not (pixels.is_floating_point()):
+            raise InterpError(
+                f"pixels must be a float tensor (this backbone's preprocess output), got "
+                f"{str(pixels.dtype).replace('torch.', '')}; pass image files or PIL images to be converted"
+            )
+        if pixels.numel() and not torch.isfinite(pixels).all():
+            raise InterpError("pixels contain NaN or infinite values; check the code that made them")
+        want = self.pixel_shape
+        if want is None or pixels.numel() == 0:
+            return
+        fixed = getattr(self, "fixed_input_size", None)
+        if fixed is None:
+            fixed = Capability.VIT_RESIDUAL_STREAM in self.capabilities  # ViTs: positional embeddings
+        got = tuple(pixels.shape[1:])
+        if got[0] != want[0] or (fixed and got != want):
+            raise InterpError(
+                f"pixels of shape {got} do not fit backbone '{self.name}', which takes {want} "
+                "(channels, height, width); pass image files or PIL images (they are resized), "
+                "or resize the tensor"
+            )
+
+    @property
+    def pixel_shape(self) -> tuple | None:
+        """(C, H, W) that ``preprocess`` gives, found once by running the transform on a small
+        image; None when there is no transform or it does not give a 3-d tensor."""
+        if "_pixel_shape" not in self.__dict__:
+            shape = None
+            if self.transform is not None:
+                try:
+                    from PIL import Image
+
+                    out = self.transform(Image.new("RGB", (97, 83), (127, 127, 127)))
+                    if isinstance(out, torch.Tensor) and out.dim() == 3:
+                        shape = tuple(out.shape)
+                except Exception:  # noqa: BLE001 - an unusual transform: no check
+                    shape = None
+            self.__dict__["_pixel_shape"] = shape
+        return self.__dict__["_pixel_shape"]
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         if self.tokenizer is None:
