@@ -198,7 +198,7 @@ class Registry:
             backbone = self.get_backbone(backbone)
         if backbone is not None:
             check_capabilities(name, backbone, entry.requires)
-        return entry.factory(backbone, **options)
+        return _call_factory(entry.factory, kind, name, options, backbone)
 
     def get_decomposer(self, name: str, backbone=None, **options):
         return self._method("decomposer", name, backbone, **options)
@@ -234,7 +234,21 @@ class Registry:
         return _vocab.fit_size(self.entry("vocabulary", name).factory(size=size, **options), size)
 
     def get_dataset(self, name: str, split: str = "test", **options):
-        return self.entry("dataset", name).factory(split=split, **options)
+        return _call_factory(self.entry("dataset", name).factory, "dataset", name, options, split=split)
+
+
+def _call_factory(factory, kind: str, name: str, options: dict, *args, **fixed):
+    """``factory(*args, **fixed, **options)``, with an option the plugin does not take
+    reported as a one-line InterpError instead of Python's TypeError."""
+    from .errors import unknown_option_error
+
+    try:
+        return factory(*args, **fixed, **options)
+    except TypeError as exc:
+        err = unknown_option_error(exc, kind, name, options)
+        if err is None:
+            raise
+        raise err from None
 
 
 _registry: Registry | None = None
