@@ -256,7 +256,7 @@ def test_unreachable_server_is_an_offline_error(monkeypatch, tmp_path):
         url = srv.url
     # the server is shut down: nothing listens there any more
     monkeypatch.setenv("INTERP_VOCAB_MIRROR", url)
-    with pytest.raises(OfflineError, match="could not be downloaded.*put it at"):
+    with pytest.raises(OfflineError, match="cannot be reached.*put it at"):
         interpcore.get_vocabulary("laion")
 
 
