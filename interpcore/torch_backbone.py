@@ -247,10 +247,44 @@ class TorchBackbone(Backbone):
         raise CapabilityError(self.name, Capability.TEXT_ENCODER, "encode_text")
 
     # -- inputs -------------------------------------------------------------------------
+    #: The images the model was trained on, for a warning when an input is far from them:
+    #: ``{"size": side in pixels of its (square) training images, "what": a description,
+    #: "hint": what to do instead}``; None (the default): no check. Set by backbone plugins.
+    image_domain: dict | None = None
+
     def preprocess(self, image) -> torch.Tensor:
         if self.transform is None:
             raise InterpError(f"backbone '{self.name}' has no image preprocessing")
-        return self.transform(load_image(image))
+        pil = load_image(image)
+        if self.image_domain:
+            self._warn_out_of_domain(pil, image)
+        return self.transform(pil)
+
+    def _warn_out_of_domain(self, pil, source) -> None:
+        """One :class:`InterpWarning` per backbone for an image whose size or shape is far
+        from the training images the backbone's ``image_domain`` describes (a side over 4x or
+        under half the training side, or an aspect ratio over 1.5). Pixels are not judged:
+        the sizes are what the backbone can state without a model of its world."""
+        if self.__dict__.get("_domain_warned"):
+            return
+        dom = self.image_domain or {}
+        try:
+            side = float(dom["size"])
+        except (KeyError, TypeError, ValueError):
+            return
+        w, h = pil.size
+        far = max(w, h) > 4 * side or min(w, h) < side / 2 or max(w, h) > 1.5 * min(w, h)
+        if not far:
+            return
+        import warnings
+
+        self.__dict__["_domain_warned"] = True
+        label = str(source) if isinstance(source, (str, os.PathLike)) else "an input image"
+        hint = f"; {dom['hint']}" if dom.get("hint") else ""
+        warnings.warn(
+            f"{label} ({w} x {h}) is far from the images {self.name} was trained on "
+            f"({dom.get('what') or f'{int(side)} x {int(side)} pixels'}): its results may mean "
+            f"little{hint}", InterpWarning, stacklevel=3)
 
     def to_pixels(self, images) -> torch.Tensor:
         """A batch on this backbone's device and dtype from tensors, PIL images or paths."""
