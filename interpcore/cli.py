@@ -32,9 +32,25 @@ class _Group(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             kind = "error" if isinstance(exc, InterpError) else type(exc).__name__
-            click.echo(f"interp: {kind}: {exc}", err=True)
+            text = str(exc)
+            if isinstance(exc, OSError) and exc.filename and exc.strerror:
+                # a path the user gave that cannot be used: one line that names it
+                kind, text = "error", _os_error_line(exc)
+            click.echo(f"interp: {kind}: {text}", err=True)
             click.echo("interp: (run with --debug for the traceback)", err=True)
             ctx.exit(1)
+
+
+def _os_error_line(exc: OSError) -> str:
+    where = f"{exc.filename}" + (f" -> {exc.filename2}" if getattr(exc, "filename2", None) else "")
+    hint = {
+        "NotADirectoryError": "a part of the path is a file, not a folder",
+        "IsADirectoryError": "it is a folder; name a file",
+        "PermissionError": "choose a place you can write, or fix the permissions",
+        "FileNotFoundError": "check the path",
+        "FileExistsError": "it exists already; choose another name",
+    }.get(type(exc).__name__, "check the path")
+    return f"{where}: {exc.strerror.lower()} ({hint})"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -255,10 +255,19 @@ def read_state_dict(path, *, what: str = "") -> dict:
             for key in ("input_resolution", "context_length", "vocab_size"):
                 state.pop(key, None)
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            import warnings
+
+            with warnings.catch_warnings():  # torch's protocol warnings: the error says it all
+                warnings.simplefilter("ignore")
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
+        why = _short(exc)
+        if "weights only" in why.lower() or "weights_only" in why:
+            why = "it is a pickle holding Python objects, not only tensors; it was not run"
+        elif len(why) < 8:
+            why = f"not a checkpoint format: {why}"
         raise InterpError(
-            f"{path} is not a readable checkpoint{label} ({_short(exc)}); expected a "
+            f"{path} is not a readable checkpoint{label} ({why}); expected a "
             ".safetensors file or a torch state dict (.pt/.pth/.bin)."
         ) from None
     for container in ("state_dict", "model", "model_state_dict"):
