@@ -977,6 +977,19 @@ def get_engine(name: str, **options):
     raise EngineError(f"unknown engine '{name}'.{hint} Engines: {', '.join(ENGINES)}.")
 
 
+def _check_names(spec: JobSpec) -> None:
+    """The backbone family and the method must be registered (cheap, no model is loaded)."""
+    from .registry import get_registry
+
+    if spec.plugins:  # plugins named for the workers may register the names; they decide
+        return
+    reg = get_registry()
+    if isinstance(spec.backbone, str) and ":" in spec.backbone:
+        reg.entry("backbone", spec.backbone.partition(":")[0])
+    if spec.method:
+        reg.entry(spec.kind, spec.method)
+
+
 def run_job(spec: JobSpec | Mapping, out_dir, *, engine: str = "local", overwrite: bool = False,
             verify: bool = True, progress: bool = True, **engine_options) -> JobResult:
     """Run (or resume) a job into ``out_dir`` and return what it produced.
@@ -990,6 +1003,7 @@ def run_job(spec: JobSpec | Mapping, out_dir, *, engine: str = "local", overwrit
     if n == 0:
         raise EngineError(f"dataset '{spec.dataset}' has no samples to process")
     shards = make_shards(n, spec.shard_size)
+    _check_names(spec)  # before the job folder is made: a typo leaves nothing behind
     store = JobStore(out_dir, spec, shards, n)
     pending = store.open(overwrite=overwrite, verify=verify)
     pending_ids = {s.id for s in pending}
