@@ -105,6 +105,16 @@ def plugins(as_json):
             click.echo(f"{'':<16} warning: {w}")
 
 
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; no answer at all (no terminal, closed stdin) is an error that says
+    to add -y, not a traceback or a bare 'Aborted!'."""
+    try:
+        return click.confirm(question, default=False)
+    except click.Abort:
+        raise InterpError("this needs a confirmation and none could be read (no terminal?); "
+                          "add -y to confirm") from None
+
+
 @cli.command()
 @click.argument("packages", nargs=-1)
 @click.option("-U", "--upgrade", is_flag=True)
@@ -128,11 +138,9 @@ def install(packages, upgrade, editable):
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def uninstall(packages, yes):
     """pip-uninstall plugin packages from the environment interp runs in."""
-    if not yes:
-        if not sys.stdin.isatty():
-            raise InterpError(f"uninstalling {', '.join(packages)} needs a confirmation and there is "
-                              "no terminal to ask on; add -y to confirm")
-        click.confirm(f"uninstall {', '.join(packages)}?", abort=True)
+    if not yes and not _confirm(f"uninstall {', '.join(packages)}?"):
+        click.echo("nothing uninstalled")
+        return
     args = [sys.executable, "-m", "pip", "uninstall", "-y"] + list(packages)
     sys.exit(subprocess.call(args))
 
@@ -337,8 +345,9 @@ def cache_clear(pattern, kind, yes):
         click.echo("nothing to remove")
         return
     what = f"{len(files)} cached file(s)" + (f" of kind '{kind}'" if kind else "")
-    if not yes:
-        click.confirm(f"delete {what} matching '{pattern}' in {c.cache_dir()}?", abort=True)
+    if not yes and not _confirm(f"delete {what} matching '{pattern}' in {c.cache_dir()}?"):
+        click.echo("nothing removed")
+        return
     removed = 0
     for _, p, _, _ in files:
         try:

@@ -181,8 +181,9 @@ CLI_CASES = {
         "zero batch size": Cli(("splice", "decompose", RED, "--batch-size", "0"), 1, r"--batch-size must be at least 1"),
         "install with nothing": Cli(("install",), 1, r"name a package to install, or a folder with -e"),
         "install -e missing folder": Cli(("install", "-e", "{tmp}/nope"), 2, r"does not exist"),
+        "cache clear without -y and no terminal": Cli(("cache", "clear"), 1, r"add -y to confirm"),
         "uninstall without -y and no terminal": Cli(("uninstall", "some-plugin"), 1,
-                                                    r"no terminal to ask on; add -y"),
+                                                    r"none could be read \(no terminal\?\); add -y to confirm"),
     },
     "images": {
         "decompression bomb": Cli(("splice", "decompose", "{bomb.png}"), 1,
