@@ -606,11 +606,14 @@ def test_misspelt_backbone_is_refused_before_torch_is_imported():
 # -- caches --------------------------------------------------------------------------------
 
 
-def test_corrupt_cache_entries_are_rebuilt(cli, tmp_path, monkeypatch):
-    cache = tmp_path / "c"
-    monkeypatch.setenv("INTERP_CACHE_DIR", str(cache))
-    rc, first, err = cli("splice", "decompose", RED, env={"INTERP_CACHE_DIR": str(cache)})
+def test_corrupt_cache_entries_are_rebuilt(cli, splice, shared_cache, tmp_path, monkeypatch):
+    import shutil
+
+    rc, first, err = cli("splice", "decompose", RED)  # the module's cache, already built
     assert rc == 0, err
+    cache = tmp_path / "c"
+    shutil.copytree(shared_cache, cache)
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(cache))
     entries = list(cache.rglob("*.safetensors"))
     assert entries
     for p in entries:
@@ -676,10 +679,10 @@ def test_closed_pipe_exits_quietly():
     assert err == ""
 
 
-def test_warnings_print_as_one_line(tmp_path):
+def test_warnings_print_as_one_line(tmp_path, splice, shared_cache):
     Image.fromarray((np.random.default_rng(0).random((427, 640, 3)) * 255).astype("uint8")).save(tmp_path / "photo.jpg")
     p = subprocess.run(interp_cmd("-q", "splice", "decompose", str(tmp_path / "photo.jpg")),
-                       env=sub_env(INTERP_CACHE_DIR=str(tmp_path / "cache")), capture_output=True,
+                       env=sub_env(INTERP_CACHE_DIR=str(shared_cache)), capture_output=True,
                        text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     warn = [ln for ln in p.stderr.splitlines() if ln.strip()]
