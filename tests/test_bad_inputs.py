@@ -768,3 +768,15 @@ def test_sigint_during_a_run_folder_write_leaves_no_half_folder(tmp_path):
     assert "Traceback" not in err, err
     if out.exists():  # whatever is there is whole: no temporaries, run.json only when finished
         assert not [q for q in out.rglob("*.part")]
+
+
+def test_install_editable_folder_needs_no_package_name(cli, monkeypatch):
+    """`interp install -e examples/interp_example_plugin`, as the READMEs write it (pip is not run)."""
+    import interpcore.cli as icli
+
+    seen = []
+    monkeypatch.setattr(icli.subprocess, "call", lambda args: seen.append(args) or 0)
+    rc, _out, err = cli("install", "-e", str(ROOT / "examples" / "interp_example_plugin"))
+    assert rc == 0, err
+    assert seen and seen[0][1:4] == ["-m", "pip", "install"]
+    assert seen[0][-2:] == ["-e", str(ROOT / "examples" / "interp_example_plugin")]
