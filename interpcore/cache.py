@@ -3,7 +3,8 @@
 Everything interpcore caches (concept embeddings, image means, downloaded files) lives under
 one folder: ``$INTERP_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/interpcore``, else
 ``~/.cache/interpcore``. Entries are written to a temporary file in the same folder and then
-renamed, so a process killed mid-write leaves no entry that loads as valid. Tensors are
+renamed, so a process killed mid-write leaves no entry that loads as valid; the renamed file
+has the permissions the user's umask gives (not the temporary file's 0600). Tensors are
 stored as safetensors, never pickle.
 """
 
@@ -16,6 +17,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import InterpError
+
 
 def cache_dir(*parts: str) -> Path:
     root = os.environ.get("INTERP_CACHE_DIR")
@@ -25,8 +28,45 @@ def cache_dir(*parts: str) -> Path:
         xdg = os.environ.get("XDG_CACHE_HOME")
         base = Path(xdg) / "interpcore" if xdg else Path.home() / ".cache" / "interpcore"
     path = base.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), path)
+        where = "INTERP_CACHE_DIR" if root else "the cache folder"
+        raise InterpError(
+            f"{where} cannot be used: {blocker} is a file, not a folder; set INTERP_CACHE_DIR "
+            "to a folder (it is created if missing)"
+        ) from None
+    except PermissionError:
+        raise InterpError(
+            f"cannot create the cache folder {path} (permission denied); set INTERP_CACHE_DIR "
+            "to a folder you can write"
+        ) from None
+    except OSError as exc:
+        raise InterpError(f"cannot create the cache folder {path} ({exc.strerror or exc}); set "
+                          "INTERP_CACHE_DIR to a writable folder") from None
     return path
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path, directory: bool = False) -> None:
+    """Give a file (or folder) made by ``tempfile`` (0600 / 0700) the permissions a plain
+    ``open`` (``mkdir``) would have given it under the user's umask."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
 def key_hash(*parts) -> str:
@@ -52,6 +92,7 @@ def atomic_path(final: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        apply_umask(tmp)  # mkstemp makes 0600; the entry gets the user's usual permissions
         os.replace(tmp, final)
     finally:
         with contextlib.suppress(FileNotFoundError):

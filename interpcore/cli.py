@@ -27,13 +27,31 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:  # `interp backbones list | head`: the reader left, not an error
+            _quiet_broken_pipe()
         except Exception as exc:  # noqa: BLE001 - turned into one clean line
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             kind = "error" if isinstance(exc, InterpError) else type(exc).__name__
-            click.echo(f"interp: {kind}: {exc}", err=True)
+            text = str(exc)
+            if isinstance(exc, OSError) and exc.filename and exc.strerror:
+                # a path the user gave that cannot be used: one line that names it
+                kind, text = "error", _os_error_line(exc)
+            click.echo(f"interp: {kind}: {text}", err=True)
             click.echo("interp: (run with --debug for the traceback)", err=True)
             ctx.exit(1)
+
+
+def _os_error_line(exc: OSError) -> str:
+    where = f"{exc.filename}" + (f" -> {exc.filename2}" if getattr(exc, "filename2", None) else "")
+    hint = {
+        "NotADirectoryError": "a part of the path is a file, not a folder",
+        "IsADirectoryError": "it is a folder; name a file",
+        "PermissionError": "choose a place you can write, or fix the permissions",
+        "FileNotFoundError": "check the path",
+        "FileExistsError": "it exists already; choose another name",
+    }.get(type(exc).__name__, "check the path")
+    return f"{where}: {exc.strerror.lower()} ({hint})"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,12 +107,26 @@ def plugins(as_json):
                        f"{', '.join(c['ignored'])}")
 
 
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; no answer at all (no terminal, closed stdin) is an error that says
+    to add -y, not a traceback or a bare 'Aborted!'."""
+    try:
+        return click.confirm(question, default=False)
+    except click.Abort:
+        raise InterpError("this needs a confirmation and none could be read (no terminal?); "
+                          "add -y to confirm") from None
+
+
 @cli.command()
-@click.argument("packages", nargs=-1, required=True)
+@click.argument("packages", nargs=-1)
 @click.option("-U", "--upgrade", is_flag=True)
-@click.option("-e", "--editable", type=click.Path(exists=True), help="Install a local folder in editable mode.")
+@click.option("-e", "--editable", type=click.Path(exists=True, file_okay=False),
+              help="Install a local folder in editable mode.")
 def install(packages, upgrade, editable):
-    """pip-install plugin packages into the environment interp runs in."""
+    """pip-install plugin packages (or, with -e, a local folder) into the environment interp runs in."""
+    if not packages and not editable:
+        raise InterpError("name a package to install, or a folder with -e (e.g. 'interp install -e "
+                          "examples/interp_example_plugin')")
     args = [sys.executable, "-m", "pip", "install"]
     if upgrade:
         args.append("--upgrade")
@@ -108,7 +140,10 @@ def install(packages, upgrade, editable):
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def uninstall(packages, yes):
     """pip-uninstall plugin packages from the environment interp runs in."""
-    args = [sys.executable, "-m", "pip", "uninstall"] + (["-y"] if yes else []) + list(packages)
+    if not yes and not _confirm(f"uninstall {', '.join(packages)}?"):
+        click.echo("nothing uninstalled")
+        return
+    args = [sys.executable, "-m", "pip", "uninstall", "-y"] + list(packages)
     sys.exit(subprocess.call(args))
 
 
@@ -312,8 +347,9 @@ def cache_clear(pattern, kind, yes):
         click.echo("nothing to remove")
         return
     what = f"{len(files)} cached file(s)" + (f" of kind '{kind}'" if kind else "")
-    if not yes:
-        click.confirm(f"delete {what} matching '{pattern}' in {c.cache_dir()}?", abort=True)
+    if not yes and not _confirm(f"delete {what} matching '{pattern}' in {c.cache_dir()}?"):
+        click.echo("nothing removed")
+        return
     removed = 0
     for _, p, _, _ in files:
         try:
@@ -372,8 +408,26 @@ vocabularies.add_command(cli_vocabularies.vocabularies_show)
 vocabularies.add_command(cli_vocabularies.vocabularies_fetch)
 
 
+def _one_line_warnings() -> None:
+    """Print interpcore's own warnings as ``interp: warning: ...`` (one line, no source line)."""
+    import warnings
+
+    from .errors import InterpWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, InterpWarning):
+            click.echo(f"interp: warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv=None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    _one_line_warnings()
     try:
         _add_plugin_commands()
     except InterpError as exc:  # strict mode: a plugin failed to load
@@ -384,11 +438,20 @@ def main(argv=None) -> None:
     try:
         cli.main(args=argv, prog_name="interp")
     except BrokenPipeError:  # `interp backbones list | head`: the reader left, not an error
-        import os
+        _quiet_broken_pipe()
 
+
+def _quiet_broken_pipe() -> None:
+    """Exit 0 without a word once the reader of stdout has gone: stdout is pointed at
+    /dev/null so that the interpreter's final flush cannot raise again."""
+    import os
+
+    try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -118,16 +118,20 @@ def _write_run(out, spec, result, report_path, section) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def job_status(job_dir, as_json):
     """Show a job folder's spec, progress and arrays (reads only the manifest)."""
-    from .engine import read_manifest
+    from .engine import live_status, read_manifest
 
     m = read_manifest(job_dir)
+    status, note = live_status(m)
+    if status != m.get("status"):
+        m["recorded_status"], m["status"] = m.get("status"), status
     if as_json:
-        click.echo(json.dumps({k: v for k, v in m.items() if k != "shards"}, indent=2))
+        click.echo(json.dumps({k: v for k, v in m.items() if k != "shards"}
+                              | ({"status_note": note} if note else {}), indent=2))
         return
     spec = m.get("spec", {})
     click.echo(f"job {m.get('spec_hash')}: {spec.get('method') or 'embeddings'} on "
                f"{spec.get('backbone')} over {spec.get('dataset')}")
-    click.echo(f"status {m.get('status')}: {m.get('shards_done')}/{m.get('shards_total')} "
+    click.echo(f"status {status}{f' ({note})' if note else ''}: {m.get('shards_done')}/{m.get('shards_total')} "
                f"shards, {m.get('num_samples')} images, updated {m.get('updated')}")
     for name, info in (m.get("arrays") or {}).items():
         mean = (m.get("means") or {}).get(name)

@@ -128,6 +128,10 @@ def locate(
     if not download or offline():
         why = "offline mode (INTERP_OFFLINE is set)" if offline() else "downloads are turned off"
         raise OfflineError(f"{remote.label} is not available locally and {why}: {hint}.")
+    from .weights import reachable, why_no_network
+
+    if url.startswith(("http://", "https://")) and not reachable(url):  # seconds, not a timeout
+        raise OfflineError(f"{remote.label} is not available locally and {why_no_network(url)}: {hint}.")
     try:
         fetch_url(url, target, sha256=remote.sha256, timeout=timeout, what=remote.label)
     except DownloadFailed as exc:

@@ -751,7 +751,8 @@ class JobStore:
             "spec": self.spec.to_dict(), "num_samples": self.n, "shard_size": self.spec.shard_size,
             "status": status, "updated": _now(), "last_run_id": self.run_id,
             "shards_done": sum(1 for s in shards if s["status"] == "done"),
-            "shards_total": len(shards), "shards": shards, **dict(extra or {}),
+            "shards_total": len(shards), "shards": shards, "runner": _runner(),
+            **dict(extra or {}),
         }
         _write_json(self.manifest_path, data)
 
@@ -832,6 +833,51 @@ class JobResult(Result):
             mtxt = f"  mean {m:.6g}" if isinstance(m, float) else ""
             lines.append(f"  {name:<16} {info['dtype']:<8} {tuple(info['shape'])}{mtxt}")
         return "\n".join(lines)
+
+
+def _proc_start(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _runner() -> dict:
+    """Who writes the manifest: host, pid (and its start time), so a reader can tell a job
+    that is still running from one whose process was killed."""
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _proc_start(os.getpid())}
+
+
+def live_status(manifest: Mapping) -> tuple[str, str]:
+    """(status, note): the manifest's status, except that a job recorded as ``running`` whose
+    process is gone (same host, pid dead or reused) is ``interrupted``. A job run on another
+    host cannot be checked from here; the note says so."""
+    import socket
+
+    status = str(manifest.get("status"))
+    runner = manifest.get("runner") or {}
+    if status != "running" or not runner.get("pid"):
+        return status, ""
+    if runner.get("host") != socket.gethostname():
+        return status, f"as last recorded by host {runner.get('host')}; it cannot be checked from here"
+    pid = int(runner["pid"])
+    alive = True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        alive = False
+    except PermissionError:
+        alive = True
+    if alive and runner.get("pid_start") and _proc_start(pid) not in (None, runner["pid_start"]):
+        alive = False  # the pid now belongs to another process
+    if alive:
+        return status, f"pid {pid}"
+    return "interrupted", (f"its process (pid {pid}) is gone: killed or crashed; rerun the same "
+                           "command to resume")
 
 
 def read_manifest(out_dir) -> dict:
@@ -931,6 +977,19 @@ def get_engine(name: str, **options):
     raise EngineError(f"unknown engine '{name}'.{hint} Engines: {', '.join(ENGINES)}.")
 
 
+def _check_names(spec: JobSpec) -> None:
+    """The backbone family and the method must be registered (cheap, no model is loaded)."""
+    from .registry import get_registry
+
+    if spec.plugins:  # plugins named for the workers may register the names; they decide
+        return
+    reg = get_registry()
+    if isinstance(spec.backbone, str) and ":" in spec.backbone:
+        reg.entry("backbone", spec.backbone.partition(":")[0])
+    if spec.method:
+        reg.entry(spec.kind, spec.method)
+
+
 def run_job(spec: JobSpec | Mapping, out_dir, *, engine: str = "local", overwrite: bool = False,
             verify: bool = True, progress: bool = True, **engine_options) -> JobResult:
     """Run (or resume) a job into ``out_dir`` and return what it produced.
@@ -944,6 +1003,7 @@ def run_job(spec: JobSpec | Mapping, out_dir, *, engine: str = "local", overwrit
     if n == 0:
         raise EngineError(f"dataset '{spec.dataset}' has no samples to process")
     shards = make_shards(n, spec.shard_size)
+    _check_names(spec)  # before the job folder is made: a typo leaves nothing behind
     store = JobStore(out_dir, spec, shards, n)
     pending = store.open(overwrite=overwrite, verify=verify)
     pending_ids = {s.id for s in pending}

@@ -4,6 +4,7 @@ the CLI prints it as one line (``--debug`` shows the traceback)."""
 from __future__ import annotations
 
 import difflib
+import re
 
 
 class InterpError(Exception):
@@ -49,6 +50,12 @@ class OfflineError(InterpError):
     """A file or weight is missing and cannot be downloaded."""
 
 
+class InterpWarning(UserWarning):
+    """Something the user should know that does not stop the work (an animated image read as
+    its first frame, an input far from what the model was trained on). The CLI prints it as
+    one line, ``interp: warning: ...``."""
+
+
 def close_matches(name: str, known, n: int = 5) -> list[str]:
     """Up to ``n`` known names close to ``name``: fuzzy matches first, then substring ones."""
     known = list(known)
@@ -62,3 +69,45 @@ def close_matches(name: str, known, n: int = 5) -> list[str]:
                 if len(out) == n:
                     break
     return out[:n]
+
+
+def unknown_option_error(exc: TypeError, kind: str, name: str, options: dict) -> InterpError | None:
+    """An :class:`InterpError` naming the option a plugin's factory did not take, when ``exc``
+    is Python's "got an unexpected keyword argument" for one of ``options``; else None."""
+    m = re.search(r"([\w.<>]+)\(\) got an unexpected keyword argument '([^']+)'", str(exc))
+    if not m or m.group(2) not in options:
+        return None
+    key = m.group(2)
+    known = _parameters_of(m.group(1), exc)
+    msg = f"{kind} '{name}' has no option '{key}'."
+    near = close_matches(key, known, n=3)
+    if near:
+        msg += " Did you mean: " + ", ".join(near) + "?"
+    if known:
+        msg += " Its options: " + ", ".join(known) + "."
+    return InterpError(msg)
+
+
+def _parameters_of(qualname: str, exc: BaseException) -> list[str]:
+    """The keyword parameters of the callable ``qualname`` names, looked up in the frame that
+    made the failing call (best effort: [] when it cannot be found)."""
+    import inspect
+
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return []
+    frame = tb.tb_frame
+    parts = qualname.split(".")
+    obj = frame.f_locals.get(parts[0], frame.f_globals.get(parts[0]))
+    for part in parts[1:]:
+        obj = getattr(obj, part, None)
+    if obj is None:
+        return []
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.name not in ("self", "split")
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

@@ -252,7 +252,7 @@ class Registry:
             check_capabilities(name, backbone, entry.requires)
         from .base import Decomposer, Explainer
 
-        method = entry.factory(backbone, **options)
+        method = _call_factory(entry.factory, kind, name, options, backbone)
         _check_returned(method, Decomposer if kind == "decomposer" else Explainer, entry)
         return method
 
@@ -286,14 +286,31 @@ class Registry:
                 "a vocabulary is a registered name, a path to a text file, a list of strings "
                 f"or a Vocabulary, not a {type(name).__name__}"
             )
+        size = _vocab.normalize_size(size, name)
         entry = self.entry("vocabulary", name)
-        return _check_returned(entry.factory(size=size, **options), Vocabulary, entry)
+        vocab = _check_returned(entry.factory(size=size, **options), Vocabulary, entry)
+        return _vocab.fit_size(vocab, size)
 
     def get_dataset(self, name: str, split: str = "test", **options):
         from .base import Dataset
 
         entry = self.entry("dataset", name)
-        return _check_returned(entry.factory(split=split, **options), Dataset, entry)
+        ds = _call_factory(entry.factory, "dataset", name, options, split=split)
+        return _check_returned(ds, Dataset, entry)
+
+
+def _call_factory(factory, kind: str, name: str, options: dict, *args, **fixed):
+    """``factory(*args, **fixed, **options)``, with an option the plugin does not take
+    reported as a one-line InterpError instead of Python's TypeError."""
+    from .errors import unknown_option_error
+
+    try:
+        return factory(*args, **fixed, **options)
+    except TypeError as exc:
+        err = unknown_option_error(exc, kind, name, options)
+        if err is None:
+            raise
+        raise err from None
 
 
 _registry: Registry | None = None

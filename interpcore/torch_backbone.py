@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .base import Backbone, Capability
-from .errors import CapabilityError, InterpError
+from .errors import CapabilityError, InterpError, InterpWarning
 
 _DTYPES = {
     "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
@@ -49,26 +49,147 @@ def resolve_dtype(dtype) -> torch.dtype:
         raise InterpError(f"unknown dtype '{dtype}'; use one of fp32, fp16, bf16") from None
 
 
+_MAX_PIXELS_ENV = "INTERP_MAX_IMAGE_PIXELS"
+
+
 def load_image(image):
-    """A PIL RGB image from a PIL image, a path, or an (H, W, 3) uint8 array."""
+    """A PIL RGB image from a PIL image, a path, or an (H, W), (H, W, 1|3|4) array.
+
+    Conversions (the same for files, PIL images and arrays):
+
+    * 16-bit greyscale (``I;16``) is scaled from 0..65535 to 8 bits, so a 16-bit scan is not
+      clipped to white; 32-bit integer (``I``) and float (``F``) images by the smallest range
+      that holds their values: 0..1 (floats only), 0..255, 0..65535, else 0..their maximum;
+    * palette images, with or without a transparent colour, CMYK, YCbCr, LAB, HSV: PIL's own
+      conversion to RGB;
+    * transparency (LA, RGBA, PA, a palette's transparent index) is composited on a **white**
+      background (what a browser or viewer shows), never dropped to the hidden colours;
+    * EXIF orientation is applied (a phone photo comes out upright);
+    * an animated file (GIF, APNG, WebP, multi-page TIFF) gives its first frame, with an
+      :class:`~interpcore.errors.InterpWarning` saying so;
+    * images larger than PIL's decompression-bomb limit (about 89 megapixels;
+      ``INTERP_MAX_IMAGE_PIXELS`` changes it) are refused with an :class:`InterpError`
+      before they are decoded.
+    """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return _to_rgb(image, str(getattr(image, "filename", "") or "image"))
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.exists():
             raise InterpError(f"image file not found: {path}")
+        if path.is_dir():
+            raise InterpError(f"{path} is a folder, not an image file")
+        limit = os.environ.get(_MAX_PIXELS_ENV, "").strip()
+        old_limit = Image.MAX_IMAGE_PIXELS
         try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
+            if limit:
+                try:
+                    Image.MAX_IMAGE_PIXELS = int(limit) if int(limit) > 0 else None
+                except ValueError:
+                    raise InterpError(f"{_MAX_PIXELS_ENV}={limit!r} is not a whole number") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    return _to_rgb(im, str(path))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise InterpError(
+                f"{path} is refused as a possible decompression bomb ({exc}); if the image is "
+                f"genuine, resize it or set {_MAX_PIXELS_ENV} to a larger number of pixels"
+            ) from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise InterpError(f"{path} is not an image that can be read ({exc})") from None
-    if hasattr(image, "shape") and len(image.shape) == 3:
+        finally:
+            Image.MAX_IMAGE_PIXELS = old_limit
+    if hasattr(image, "shape") and hasattr(image, "dtype") and len(image.shape) in (2, 3):
+        return _array_to_rgb(image)
+    raise InterpError(
+        f"expected a PIL image, a path or an HxWx3 array, got {type(image).__name__}"
+        + (f" of shape {tuple(image.shape)}" if hasattr(image, "shape") else "")
+    )
+
+
+def _to_rgb(im, where: str):
+    """``im`` (any PIL mode, possibly animated or rotated by EXIF) as an RGB image."""
+    import warnings
+
+    from PIL import Image, ImageOps
+
+    frames = getattr(im, "n_frames", 1) or 1
+    if frames > 1:
+        warnings.warn(f"{where} has {frames} frames (animated or multi-page); using the first",
+                      InterpWarning, stacklevel=3)
+        im.seek(0)
+    try:
+        im = ImageOps.exif_transpose(im) or im
+    except Exception:  # noqa: BLE001 - a broken EXIF block: keep the pixels as stored
+        pass
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         import numpy as np
 
-        return Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
-    raise InterpError(f"expected a PIL image, a path or an HxWx3 array, got {type(image).__name__}")
+        return _array_to_rgb(np.asarray(im), where)
+    if mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    if im.mode in ("LA", "La", "RGBA", "RGBa"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def _array_to_rgb(array, where: str = "the array"):
+    """An (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array of any numeric type as RGB."""
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[-1] in (1, 3, 4):
+        pass
+    elif a.ndim == 2:
+        a = a[..., None]
+    else:
+        raise InterpError(
+            f"{where} has shape {tuple(a.shape)}; an image array is (H, W), (H, W, 1), (H, W, 3) "
+            "or (H, W, 4) (a (C, H, W) tensor goes to the backbone as pixels)"
+        )
+    if a.size == 0:
+        raise InterpError(f"{where} is empty (shape {tuple(a.shape)})")
+    if a.dtype == np.uint8:
+        u8 = a
+    elif a.dtype == bool:
+        u8 = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.number):
+        f = a.astype(np.float64)
+        if not np.isfinite(f).all():
+            raise InterpError(f"{where} has NaN or infinite values")
+        if f.min() < 0:
+            raise InterpError(f"{where} has negative values (min {f.min():g}); image values "
+                              "are 0..255, 0..65535 or 0..1")
+        top = f.max()
+        if np.issubdtype(a.dtype, np.floating) and top <= 1.0:
+            scale = 1.0
+        elif a.dtype.kind in "ui" and a.dtype.itemsize == 2:
+            scale = 65535.0  # 16-bit data: its range, even for a dark image
+        elif top <= 255:
+            scale = 255.0
+        elif top <= 65535:
+            scale = 65535.0
+        else:
+            scale = top
+        u8 = np.clip(np.rint(f * (255.0 / scale)), 0, 255).astype(np.uint8)
+    else:
+        raise InterpError(f"{where} has values of type {a.dtype}, not numbers")
+    if u8.shape[-1] == 1:
+        return Image.fromarray(np.repeat(u8, 3, axis=-1), "RGB")
+    if u8.shape[-1] == 4:
+        return _to_rgb(Image.fromarray(np.ascontiguousarray(u8), "RGBA"), where)
+    return Image.fromarray(np.ascontiguousarray(u8), "RGB")
 
 
 class TorchBackbone(Backbone):
@@ -130,10 +251,44 @@ class TorchBackbone(Backbone):
         raise CapabilityError(self.name, Capability.TEXT_ENCODER, "encode_text")
 
     # -- inputs -------------------------------------------------------------------------
+    #: The images the model was trained on, for a warning when an input is far from them:
+    #: ``{"size": side in pixels of its (square) training images, "what": a description,
+    #: "hint": what to do instead}``; None (the default): no check. Set by backbone plugins.
+    image_domain: dict | None = None
+
     def preprocess(self, image) -> torch.Tensor:
         if self.transform is None:
             raise InterpError(f"backbone '{self.name}' has no image preprocessing")
-        return self.transform(load_image(image))
+        pil = load_image(image)
+        if self.image_domain:
+            self._warn_out_of_domain(pil, image)
+        return self.transform(pil)
+
+    def _warn_out_of_domain(self, pil, source) -> None:
+        """One :class:`InterpWarning` per backbone for an image whose size or shape is far
+        from the training images the backbone's ``image_domain`` describes (a side over 4x or
+        under half the training side, or an aspect ratio over 1.5). Pixels are not judged:
+        the sizes are what the backbone can state without a model of its world."""
+        if self.__dict__.get("_domain_warned"):
+            return
+        dom = self.image_domain or {}
+        try:
+            side = float(dom["size"])
+        except (KeyError, TypeError, ValueError):
+            return
+        w, h = pil.size
+        far = max(w, h) > 4 * side or min(w, h) < side / 2 or max(w, h) > 1.5 * min(w, h)
+        if not far:
+            return
+        import warnings
+
+        self.__dict__["_domain_warned"] = True
+        label = str(source) if isinstance(source, (str, os.PathLike)) else "an input image"
+        hint = f"; {dom['hint']}" if dom.get("hint") else ""
+        warnings.warn(
+            f"{label} ({w} x {h}) is far from the images {self.name} was trained on "
+            f"({dom.get('what') or f'{int(side)} x {int(side)} pixels'}): its results may mean "
+            f"little{hint}", InterpWarning, stacklevel=3)
 
     def to_pixels(self, images) -> torch.Tensor:
         """A batch on this backbone's device and dtype from tensors, PIL images or paths."""
@@ -147,7 +302,49 @@ class TorchBackbone(Backbone):
             )
         if pixels.dim() != 4:
             raise InterpError(f"expected images of shape (N, C, H, W), got {tuple(pixels.shape)}")
+        self._check_pixels(pixels)
         return pixels.to(self.device, self.dtype)
+
+    def _check_pixels(self, pixels: torch.Tensor) -> None:
+        """Refuse pixel tensors the model would fail on deep inside (or, for NaN, silently)."""
+        if not (pixels.is_floating_point()):
+            raise InterpError(
+                f"pixels must be a float tensor (this backbone's preprocess output), got "
+                f"{str(pixels.dtype).replace('torch.', '')}; pass image files or PIL images to be converted"
+            )
+        if pixels.numel() and not torch.isfinite(pixels).all():
+            raise InterpError("pixels contain NaN or infinite values; check the code that made them")
+        want = self.pixel_shape
+        if want is None or pixels.numel() == 0:
+            return
+        fixed = getattr(self, "fixed_input_size", None)
+        if fixed is None:
+            fixed = Capability.VIT_RESIDUAL_STREAM in self.capabilities  # ViTs: positional embeddings
+        got = tuple(pixels.shape[1:])
+        if got[0] != want[0] or (fixed and got != want):
+            raise InterpError(
+                f"pixels of shape {got} do not fit backbone '{self.name}', which takes {want} "
+                "(channels, height, width); pass image files or PIL images (they are resized), "
+                "or resize the tensor"
+            )
+
+    @property
+    def pixel_shape(self) -> tuple | None:
+        """(C, H, W) that ``preprocess`` gives, found once by running the transform on a small
+        image; None when there is no transform or it does not give a 3-d tensor."""
+        if "_pixel_shape" not in self.__dict__:
+            shape = None
+            if self.transform is not None:
+                try:
+                    from PIL import Image
+
+                    out = self.transform(Image.new("RGB", (97, 83), (127, 127, 127)))
+                    if isinstance(out, torch.Tensor) and out.dim() == 3:
+                        shape = tuple(out.shape)
+                except Exception:  # noqa: BLE001 - an unusual transform: no check
+                    shape = None
+            self.__dict__["_pixel_shape"] = shape
+        return self.__dict__["_pixel_shape"]
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         if self.tokenizer is None:

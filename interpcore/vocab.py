@@ -10,8 +10,9 @@ and the built-in file vocabularies unless they say otherwise):
 * ``size=k`` then keeps k entries: the first k (``keep="first"``, the default for custom
   vocabularies) or the last k (``keep="last"``, for files sorted from least to most
   frequent, as SpLiCE's are). The order of the file is kept either way;
-* a vocabulary with no entry left is an error, as is ``size`` < 1 or larger than what is
-  there.
+* ``size=None`` or ``size=-1`` (the reference's spelling) keeps everything; a vocabulary
+  with no entry left is an error, as is ``size`` 0, below -1, or larger than what is there
+  (the registry applies the same rule to every plugin's vocabularies).
 
 The counts are kept on the returned :class:`TextVocabulary` and shown by
 ``interp vocabularies show``. Nothing here imports torch.
@@ -100,27 +101,47 @@ def clean(entries: Iterable, *, drop_blank: bool = True, dedupe: bool = True,
     return out, blank, dup
 
 
-def check_size(size, available: int, name: str) -> int | None:
-    """Validate ``size`` against the number of entries available."""
+def normalize_size(size, name: str) -> int | None:
+    """``size`` as a positive int, or None for the whole vocabulary (``None`` or ``-1``)."""
     if size is None:
         return None
-    if isinstance(size, bool) or not isinstance(size, int):
+    if isinstance(size, bool):
+        raise InterpError(f"vocabulary size must be a whole number, got {size!r}")
+    if not isinstance(size, int):
         try:
             as_int = int(size)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             as_int = None
         if as_int is None or as_int != size:
             raise InterpError(f"vocabulary size must be a whole number, got {size!r}")
         size = as_int
+    if size == -1:
+        return None
     if size < 1:
         raise InterpError(
-            f"vocabulary size must be at least 1 (or None for all of '{name}'), got {size}"
+            f"vocabulary size must be at least 1 (or -1 / None for all of '{name}'), got {size}"
         )
-    if size > available:
+    return size
+
+
+def check_size(size, available: int, name: str) -> int | None:
+    """Validate ``size`` against the number of entries available."""
+    size = normalize_size(size, name)
+    if size is not None and size > available:
         raise InterpError(
             f"vocabulary '{name}' has {available} entries; size={size} asks for more"
         )
     return size
+
+
+def fit_size(vocab: Vocabulary, size) -> Vocabulary:
+    """A plugin's vocabulary held to the ``size`` asked for: an error when it has fewer
+    entries, cut (at the end its ``keep`` says) when the plugin returned more."""
+    size = normalize_size(size, vocab.name)
+    if size is None or len(vocab) == size:
+        return vocab
+    check_size(size, len(vocab), vocab.name)
+    return resize(vocab, size)
 
 
 def take(entries: list[str], size: int | None, keep: str = "first", name: str = "custom") -> list[str]:

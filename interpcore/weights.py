@@ -13,7 +13,10 @@ Backbone plugins use these helpers so that every library behaves the same way of
 * :func:`load_checked` loads a state dict into a model and, when keys or shapes disagree,
   says which keys mismatch instead of printing torch's wall of text.
 
-Offline mode: ``INTERP_OFFLINE=1``, ``HF_HUB_OFFLINE=1`` or ``TRANSFORMERS_OFFLINE=1``.
+Offline mode: ``INTERP_OFFLINE=1``, ``HF_HUB_OFFLINE=1`` or ``TRANSFORMERS_OFFLINE=1``. Without
+it, a host that does not answer a TCP connection within ``INTERP_NET_TIMEOUT`` seconds (3) is
+treated the same way (:func:`reachable`, probed once per process), so a machine without
+network gets the one message in seconds, not after the libraries' retries.
 Only the functions that need torch import it.
 """
 
@@ -33,6 +36,63 @@ def offline() -> bool:
         if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
             return True
     return False
+
+
+_REACHABLE: dict[tuple[str, int], bool] = {}
+NET_TIMEOUT_ENV = "INTERP_NET_TIMEOUT"
+
+
+def hub_url() -> str:
+    """The Hugging Face endpoint (``HF_ENDPOINT`` if set, as huggingface_hub reads it)."""
+    return os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
+
+
+def reachable(url: str) -> bool:
+    """Whether a TCP connection to ``url``'s host (or the HTTPS proxy, when one is set) opens
+    within a few seconds (``INTERP_NET_TIMEOUT``, default 3). Probed once per process and host,
+    so that a machine without network fails in seconds instead of waiting through a library's
+    retries; a host that answers is left to the library to talk to."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url if "//" in url else f"https://{url}")
+    proxy = urllib.request.getproxies().get(parts.scheme or "https")
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urllib.parse.urlsplit(proxy if "//" in proxy else f"http://{proxy}")
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = 443
+    key = (host, port)
+    if key not in _REACHABLE:
+        try:
+            timeout = float(os.environ.get(NET_TIMEOUT_ENV, "") or 3.0)
+        except ValueError:
+            timeout = 3.0
+        try:
+            with socket.create_connection(key, timeout=timeout):
+                _REACHABLE[key] = True
+        except OSError:
+            _REACHABLE[key] = False
+    return _REACHABLE[key]
+
+
+def no_network(url: str | None = None) -> bool:
+    """True when downloads must not be tried: offline mode is on, or ``url``'s host (default
+    the Hugging Face Hub) cannot be reached."""
+    return offline() or not reachable(url or hub_url())
+
+
+def why_no_network(url: str | None = None) -> str:
+    """The reason :func:`no_network` gives, as a clause for a message."""
+    if offline():
+        return "offline mode is on (INTERP_OFFLINE / HF_HUB_OFFLINE)"
+    import urllib.parse
+
+    host = urllib.parse.urlsplit(url or hub_url()).hostname or (url or hub_url())
+    return f"{host} cannot be reached (no network?)"
 
 
 def hf_cache_dir(cache_dir=None) -> str:
@@ -79,14 +139,14 @@ def hub_file(
         raise OfflineError(
             f"{what}: the weights live on the Hugging Face Hub ({repo_id}) but "
             "huggingface_hub is not installed; pip install huggingface_hub or pass "
-            "pretrained=/path/to/the/file."
+            "--pretrained /path/to/the/file (pretrained= in Python)."
         ) from None
     kwargs = {"revision": revision, "cache_dir": cache_dir}
     for name in filenames:
         with contextlib.suppress(Exception):
             return hf_hub_download(repo_id, name, local_files_only=True, **kwargs)
     last: BaseException | None = None
-    if not offline():
+    if not no_network():
         for name in filenames:
             try:
                 return hf_hub_download(repo_id, name, **kwargs)
@@ -96,14 +156,15 @@ def hub_file(
     if not required:
         return None
     tried = " or ".join(filenames)
-    why = "offline mode is on" if offline() else f"the download failed ({_short(last)})" if last else "it is not cached"
-    by_hand = by_hand or f"pass pretrained=/path/to/{filenames[0]} (or the folder holding it)"
+    why = why_no_network() if no_network() else f"the download failed ({_short(last)})" if last else "it is not cached"
+    by_hand = by_hand or (f"pass --pretrained /path/to/{filenames[0]} (pretrained= in Python; "
+                          "or the folder holding it)")
     raise OfflineError(
         f"cannot get the files for {what}: looked for {tried} of Hugging Face repo "
         f"'{repo_id}' in the cache {hf_cache_dir(cache_dir)} and {why}. To supply them by hand, "
         f"download https://huggingface.co/{repo_id} on a machine with internet and either "
         f"{by_hand}, or copy a Hugging Face cache holding it here and point HF_HOME / "
-        f"HF_HUB_CACHE at it (`huggingface-cli download {repo_id}`)."
+        f"HF_HUB_CACHE at it (`hf download {repo_id}`)."
     )
 
 
@@ -138,12 +199,12 @@ def url_file(
         looked += f" (found {', '.join(corrupt)}, but its SHA256 does not start with {sha256_prefix})"
     hint = (
         f"To supply it by hand, download {url} on a machine with internet and either pass "
-        f"pretrained=/path/to/{filename} or put the file in {dirs[0]}."
+        f"--pretrained /path/to/{filename} (pretrained= in Python) or put the file in {dirs[0]}."
     )
-    if offline():
+    if no_network(url):
         raise OfflineError(
-            f"cannot get the weights for {what}: {filename} is not in {looked} and offline mode "
-            f"is on. {hint}"
+            f"cannot get the weights for {what}: {filename} is not in {looked} and "
+            f"{why_no_network(url)}. {hint}"
         )
     from .download import ChecksumError, DownloadFailed, fetch_url
 
@@ -194,10 +255,19 @@ def read_state_dict(path, *, what: str = "") -> dict:
             for key in ("input_resolution", "context_length", "vocab_size"):
                 state.pop(key, None)
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            import warnings
+
+            with warnings.catch_warnings():  # torch's protocol warnings: the error says it all
+                warnings.simplefilter("ignore")
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
+        why = _short(exc)
+        if "weights only" in why.lower() or "weights_only" in why:
+            why = "it is a pickle holding Python objects, not only tensors; it was not run"
+        elif len(why) < 8:
+            why = f"not a checkpoint format: {why}"
         raise InterpError(
-            f"{path} is not a readable checkpoint{label} ({_short(exc)}); expected a "
+            f"{path} is not a readable checkpoint{label} ({why}); expected a "
             ".safetensors file or a torch state dict (.pt/.pth/.bin)."
         ) from None
     for container in ("state_dict", "model", "model_state_dict"):

@@ -97,10 +97,14 @@ def test_size_keeps_first_or_last_in_file_order():
     assert from_list(items, size=2, keep="last").concepts == ["c", "d"]
 
 
-@pytest.mark.parametrize("size", [0, -1, 5, 2.5, "x"])
+@pytest.mark.parametrize("size", [0, -2, 5, 2.5, "x", True])
 def test_bad_size_is_a_clear_error(size):
     with pytest.raises(InterpError, match="size"):
         from_list(["a", "b", "c", "d"], size=size)
+
+
+def test_size_minus_one_keeps_everything():  # the reference's spelling of "all"
+    assert from_list(["a", "b", "c"], size=-1).concepts == ["a", "b", "c"]
 
 
 def test_empty_vocabulary_is_an_error(tmp_path):
@@ -252,7 +256,7 @@ def test_unreachable_server_is_an_offline_error(monkeypatch, tmp_path):
         url = srv.url
     # the server is shut down: nothing listens there any more
     monkeypatch.setenv("INTERP_VOCAB_MIRROR", url)
-    with pytest.raises(OfflineError, match="could not be downloaded.*put it at"):
+    with pytest.raises(OfflineError, match="cannot be reached.*put it at"):
         interpcore.get_vocabulary("laion")
 
 

@@ -17,7 +17,8 @@ import torch
 from interpcore import Capability, InterpError, OfflineError
 from interpcore.progress import is_quiet
 from interpcore.torch_backbone import TorchBackbone
-from interpcore.weights import hf_cache_dir, load_checked, offline, read_state_dict
+from interpcore.weights import hf_cache_dir, load_checked, read_state_dict
+from interpcore.weights import no_network as offline, why_no_network
 
 #: model_type in config.json -> (model class, what the family is called in messages)
 _FAMILIES = {
@@ -59,7 +60,7 @@ def _read_config(source: str, what: str, cache_dir):
                 "it needs a config.json written by save_pretrained"
             ) from None
     if offline():
-        raise _offline_error(source, what, cache_dir, "offline mode is on")
+        raise _offline_error(source, what, cache_dir, why_no_network())
     try:
         return AutoConfig.from_pretrained(source, cache_dir=cache_dir), False
     except Exception as exc:  # noqa: BLE001
@@ -81,7 +82,7 @@ def _offline_error(repo: str, what: str, cache_dir, why: str) -> OfflineError:
     return OfflineError(
         f"cannot get {what}: the Hugging Face repo '{repo}' is not in the cache "
         f"{hf_cache_dir(cache_dir)} and {why}. To supply it by hand, run "
-        f"`huggingface-cli download {repo}` on a machine with internet and copy that cache here "
+        f"`hf download {repo}` on a machine with internet and copy that cache here "
         f"(point HF_HOME / HF_HUB_CACHE at it), or save the model to a folder "
         f"(CLIPModel.save_pretrained + the processor) and use hf:/path/to/folder."
     )
@@ -122,7 +123,7 @@ def load_hf_clip(
         elif p.is_file():
             weights_file = p
         else:
-            raise InterpError(f"pretrained= for {display_name} is neither a folder nor a file: {pretrained}")
+            raise InterpError(f"--pretrained (pretrained=) for {display_name} is neither a folder nor a file: {pretrained}")
     what = f"{display_name}" + (f" (pretrained '{pretrained}')" if pretrained is not None else "")
     config, _local = _read_config(source, what, cache_dir)
     family = _FAMILIES.get(getattr(config, "model_type", ""))
@@ -169,7 +170,7 @@ def _from_pretrained(cls, source, what, kwargs):
         if os.path.isdir(source):
             raise InterpError(f"{source} holds no loadable weights for {what} ({_first_line(local_exc)})") from None
         if offline():
-            raise _offline_error(source, what, kwargs.get("cache_dir"), "offline mode is on") from None
+            raise _offline_error(source, what, kwargs.get("cache_dir"), why_no_network()) from None
     try:
         return cls.from_pretrained(source, **kwargs)
     except Exception as exc:  # noqa: BLE001

@@ -17,16 +17,34 @@ from __future__ import annotations
 
 import interpcore
 
-from .listing import list_open_clip_models, list_openai_models
+from .listing import OPENAI_NAMES, list_open_clip_models, list_openai_models
+
+
+def _refuse_unlisted(prefix, model, listed, lister) -> None:
+    """A misspelt model name is refused before torch is imported (seconds sooner). Skipped
+    once open_clip is imported, where code may have registered its own configurations."""
+    import sys
+
+    if "open_clip" in sys.modules:
+        return
+    try:
+        names = {m if isinstance(m, str) else m[0] for m in lister()}
+    except Exception:  # noqa: BLE001 - the listing is a shortcut; the loader checks again
+        return
+    if names and listed not in names:
+        raise interpcore.get_registry().unknown_model(prefix, model)
 
 
 def _load_open_clip(model, *, pretrained=None, device="auto", dtype=None, **options):
+    if not model.startswith("hf-hub:"):
+        _refuse_unlisted("open_clip", model, model.replace("/", "-"), list_open_clip_models)
     from .backbone import load_open_clip
 
     return load_open_clip(model, pretrained, device, dtype, **options)
 
 
 def _load_clip(model, *, pretrained=None, device="auto", dtype=None, **options):
+    _refuse_unlisted("clip", model, model, lambda: list(OPENAI_NAMES) + list(OPENAI_NAMES.values()))
     from .backbone import load_openai_clip
 
     return load_openai_clip(model, pretrained, device, dtype, **options)

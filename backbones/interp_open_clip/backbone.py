@@ -148,7 +148,7 @@ def _resolve_tag(arch: str, tag: str, what: str, cache_dir) -> _Weights:
         listed = f"; its tags: {', '.join(tags)}" if tags else "; it has no published weights here"
         raise InterpError(
             f"unknown pretrained tag '{tag}' for open_clip model '{arch}'{listed}.{hint} "
-            "pretrained= may also be a checkpoint file or folder."
+            "--pretrained (pretrained= in Python) may also be a checkpoint file or folder."
         )
     quick = bool(cfg.get("quick_gelu", False))
     if cfg.get("file"):
@@ -187,7 +187,7 @@ def _resolve_tag(arch: str, tag: str, what: str, cache_dir) -> _Weights:
             repo = hub.rstrip("/") if hub.endswith("/") else os.path.split(hub)[0]
             raise OfflineError(
                 f"{exc} The same weights are published as Hugging Face repo '{repo}' "
-                f"(`huggingface-cli download {repo}` fills the HF cache, which is looked at first)."
+                f"(`hf download {repo}` fills the HF cache, which is looked at first)."
             ) from None
         return _Weights(path, _preprocess_overrides(cfg), quick)
     raise InterpError(f"open_clip lists tag '{tag}' for '{arch}' without a download location")
@@ -195,7 +195,7 @@ def _resolve_tag(arch: str, tag: str, what: str, cache_dir) -> _Weights:
 
 def _hub_model(repo: str, what: str, cache_dir) -> tuple[str, dict, _Weights]:
     """Config and weights of an ``hf-hub:org/repo`` model, registered under a local name."""
-    by_hand = "pass its folder (open_clip_config.json + weights) as pretrained=<folder>"
+    by_hand = "pass its folder (open_clip_config.json + weights) as --pretrained <folder> (pretrained= in Python)"
     cfg_path = hub_file(repo, ["open_clip_config.json"], what=what, cache_dir=cache_dir, by_hand=by_hand)
     try:
         full = json.loads(Path(cfg_path).read_text(encoding="utf-8"))
@@ -293,7 +293,7 @@ def load_open_clip(
     elif model_name.startswith("hf-hub:"):
         if pretrained is not None and str(pretrained).lower() not in RANDOM:
             raise InterpError(
-                f"{display_name}: an hf-hub: model brings its own weights; leave pretrained= "
+                f"{display_name}: an hf-hub: model brings its own weights; leave --pretrained "
                 "unset (or pass the downloaded repo folder)"
             )
         arch, _model_cfg, weights = _hub_model(model_name[len("hf-hub:"):], what, cache_dir)
@@ -309,8 +309,8 @@ def load_open_clip(
             pretrained = DEFAULT_TAGS.get(arch) if DEFAULT_TAGS.get(arch) in tags else (tags[0] if tags else None)
             if pretrained is None:
                 raise InterpError(
-                    f"open_clip model '{arch}' has no published weights; pass pretrained= a "
-                    "checkpoint file or folder (or pretrained='random' for random weights)"
+                    f"open_clip model '{arch}' has no published weights; pass --pretrained (pretrained= in Python) a "
+                    "checkpoint file or folder (or --pretrained random for random weights)"
                 )
             what = f"{display_name} (pretrained '{pretrained}')"
         if pretrained is None or str(pretrained).lower() in RANDOM:

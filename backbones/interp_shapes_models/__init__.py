@@ -29,6 +29,8 @@ def _list_models():
 
 
 def _load(model, *, pretrained=None, device="auto", dtype=None, **options):
+    if model not in MODELS:  # before torch is imported
+        raise interpcore.get_registry().unknown_model("shapes", model)
     from .loading import load_shapes_model
 
     return load_shapes_model(model, pretrained=pretrained, device=device, dtype=dtype, **options)

@@ -126,9 +126,19 @@ def _check_readable(path: Path) -> None:
     load_state_dict(path)
 
 
+def _domain(name: str) -> dict:
+    """The images these models know (TorchBackbone.image_domain): square renders of the shapes
+    world, 32 x 32 by default; inputs far from that earn a warning, not a refusal."""
+    return {"size": 32, "what": "square 32 x 32 renders of the synthetic shapes world",
+            "hint": "for photographs use a real backbone, e.g. -b open_clip:ViT-B-32"}
+
+
 def load_shapes_model(model: str, *, pretrained=None, device="auto", dtype=None, **options):
     if model == "clip-vit":
-        return load_clip(pretrained, device, dtype, **options)
-    if model == "resnet":
-        return load_resnet(pretrained, device, dtype, **options)
-    raise get_registry().unknown_model("shapes", model)
+        bb = load_clip(pretrained, device, dtype, **options)
+    elif model == "resnet":
+        bb = load_resnet(pretrained, device, dtype, **options)
+    else:
+        raise get_registry().unknown_model("shapes", model)
+    bb.image_domain = _domain(model)
+    return bb

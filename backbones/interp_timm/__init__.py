@@ -13,6 +13,17 @@ from .listing import list_timm_models, list_torchvision_models
 
 
 def _load_timm(model, *, pretrained=None, device="auto", dtype=None, **options):
+    import sys
+
+    # a misspelt architecture is refused before torch is imported; once timm is imported,
+    # code may have registered its own models, and timm's own check decides
+    if "timm" not in sys.modules and not model.startswith(("hf-hub:", "hf_hub:")):
+        try:
+            names = {m if isinstance(m, str) else m[0] for m in list_timm_models()}
+        except Exception:  # noqa: BLE001 - the listing is a shortcut; the loader checks again
+            names = set()
+        if names and model.split(".", 1)[0] not in names:
+            raise interpcore.get_registry().unknown_model("timm", model)
     from .backbone import load_timm
 
     return load_timm(model, pretrained, device, dtype, **options)

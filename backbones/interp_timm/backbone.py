@@ -108,7 +108,7 @@ def load_timm(model: str, pretrained=None, device="auto", dtype=None, *, cache_d
             listed = f"; its tags: {', '.join(known[:12])}" if known else "; it has no published weights"
             raise InterpError(
                 f"unknown pretrained tag '{tag}' for timm model '{arch}'{listed}.{hint} "
-                "pretrained= may also be a checkpoint file (or 'random')."
+                "--pretrained (pretrained= in Python) may also be a checkpoint file (or 'random')."
             )
         cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
         tag = tag or cfg.get("tag") or ""
@@ -168,9 +168,9 @@ def _timm_weights(cfg: dict, what: str, cache_dir) -> str:
                 raise
             raise OfflineError(
                 f"{exc} The same weights are published as Hugging Face repo '{hub}' "
-                f"(`huggingface-cli download {hub}` fills the HF cache, which is looked at first)."
+                f"(`hf download {hub}` fills the HF cache, which is looked at first)."
             ) from None
-    raise InterpError(f"timm lists no download location for {what}; pass pretrained= a checkpoint file")
+    raise InterpError(f"timm lists no download location for {what}; pass --pretrained (pretrained= in Python) a checkpoint file")
 
 
 # ------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def load_torchvision(model: str, pretrained=None, device="auto", dtype=None, *, 
             names = [w.name for w in enum]
             raise InterpError(
                 f"unknown weights '{pretrained}' for torchvision model '{model}'; its weights: "
-                f"{', '.join(names)}. pretrained= may also be a checkpoint file (or 'random')."
+                f"{', '.join(names)}. --pretrained (pretrained= in Python) may also be a checkpoint file (or 'random')."
             ) from None
         what = f"{display_name} (pretrained '{weights.name}')"
         folder = Path(torch.hub.get_dir()) / "checkpoints"

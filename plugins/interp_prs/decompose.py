@@ -737,6 +737,9 @@ def decompose_dataset(decomposer: PRSDecomposer, dataset, out=None, *, batch_siz
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         if out.exists():
             shutil.rmtree(out)
+        from interpcore.cache import apply_umask
+
+        apply_umask(tmp, directory=True)  # mkdtemp makes 0700
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

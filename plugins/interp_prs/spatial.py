@@ -153,6 +153,9 @@ class SegmentationMeter:
 
 def input_size(backbone) -> tuple[int, int]:
     """The (H, W) of the backbone's input pixels (from its preprocessing of a tiny image)."""
+    shape = getattr(backbone, "pixel_shape", None)  # TorchBackbone: found without a warning
+    if shape:
+        return int(shape[-2]), int(shape[-1])
     from PIL import Image
 
     px = backbone.preprocess(Image.new("RGB", (8, 8)))

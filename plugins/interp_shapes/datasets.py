@@ -113,8 +113,7 @@ class SpuriousShapesDataset(_WorldTasks, Dataset):
     group_names = [f"{c} on {b}" for c in SPURIOUS_CLASSES for b in SPURIOUS_BACKGROUNDS]
 
     def __init__(self, split: str = "test", n: int | None = None, seed: int = 0,
-                 agreement: float = SPURIOUS_AGREEMENT, image_size: int = world.IMAGE_SIZE,
-                 **_ignored):
+                 agreement: float = SPURIOUS_AGREEMENT, image_size: int = world.IMAGE_SIZE):
         self.split = _check_split(split)
         self.n = _check_n(n, split)
         self.seed = int(seed)

@@ -30,7 +30,7 @@ def _model_options(f):
                      help="Concept vocabulary: a name (see 'interp vocabularies list') or a .txt "
                           "file. Default: the one the backbone advertises, else laion."),
         click.option("--vocabulary-size", "--vocab-size", type=int, default=None,
-                     help="Keep the k most frequent concepts (default: all)."),
+                     help="Keep the k most frequent concepts (default, or -1: all)."),
         click.option("-l", "--l1-penalty", "--l1", type=float, default=0.25, show_default=True,
                      help="Sparsity penalty: larger gives fewer concepts."),
         click.option("--solver", default="active_set", show_default=True,
@@ -88,8 +88,9 @@ def splice():
 def _check_common(kw):
     if kw["l1_penalty"] < 0:
         raise InterpError(f"--l1-penalty must be >= 0, got {kw['l1_penalty']}")
-    if kw["vocabulary_size"] is not None and kw["vocabulary_size"] < 0:
-        raise InterpError(f"--vocabulary-size must be positive, got {kw['vocabulary_size']}")
+    if kw["vocabulary_size"] is not None and (kw["vocabulary_size"] == 0 or kw["vocabulary_size"] < -1):
+        raise InterpError("--vocabulary-size must be at least 1 (omit it, or give -1, for the whole "
+                          f"vocabulary), got {kw['vocabulary_size']}")
     if kw.get("limit") is not None and kw["limit"] < 1:
         raise InterpError(f"--limit must be at least 1, got {kw['limit']}")
     if kw.get("plot_topk") is not None and kw["plot_topk"] < 1:
@@ -120,7 +121,7 @@ def _decomposer(kw):
     from .model import SpliceDecomposer
 
     backbone = get_backbone(kw["backbone"], pretrained=kw["pretrained"], device=kw["device"])
-    size = kw["vocabulary_size"] if kw["vocabulary_size"] else None
+    size = kw["vocabulary_size"] if kw["vocabulary_size"] != -1 else None
     return SpliceDecomposer(
         backbone, vocabulary=kw["vocabulary"], vocabulary_size=size,
         l1_penalty=kw["l1_penalty"], solver=kw["solver"], templates=kw["templates"],

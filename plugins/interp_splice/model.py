@@ -765,10 +765,12 @@ class SpliceDecomposer(Decomposer):
 
         check_problem(torch.zeros(1, 1), torch.zeros(1, 1), l1_penalty)
         resolve_solver_name(solver)
-        if vocabulary_size is not None and (not isinstance(vocabulary_size, int) or vocabulary_size < 0):
-            raise InterpError(f"vocabulary_size must be a positive integer, got {vocabulary_size!r}")
-        if vocabulary_size is not None and vocabulary_size <= 0:
-            vocabulary_size = None  # the reference's -1 / 0: the whole vocabulary
+        if vocabulary_size is not None and (not isinstance(vocabulary_size, int) or vocabulary_size < -1
+                                            or vocabulary_size == 0 or isinstance(vocabulary_size, bool)):
+            raise InterpError("vocabulary_size must be a positive integer (or -1 / None for the whole "
+                              f"vocabulary), got {vocabulary_size!r}")
+        if vocabulary_size == -1:
+            vocabulary_size = None  # the reference's -1: the whole vocabulary
         if vocabulary is None:
             vocabulary = default_vocabulary(backbone)
         vocab = _load_vocabulary(vocabulary, vocabulary_size)
