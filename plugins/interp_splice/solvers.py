@@ -104,6 +104,9 @@ class SolveInfo:
     rounds: int = 0  #: rounds (active_set) or iterations (admm) of the slowest chunk
     full_products: int = 0  #: batched products with the whole dictionary, summed over chunks
     seconds: float = 0.0
+    #: embeddings multiplied by the whole dictionary, summed over rounds; divided by the batch
+    #: size, the number of full ``batch x concepts x d`` products the solve was worth
+    product_rows: int = 0
 
 
 def objective(dictionary: torch.Tensor, v: torch.Tensor, weights: torch.Tensor, l1_penalty: float):
@@ -220,7 +223,10 @@ def _solve_on_set(G: torch.Tensor, q: torch.Tensor, F: torch.Tensor) -> torch.Te
     M.diagonal(dim1=1, dim2=2).copy_(torch.where(F, gd + ridge, torch.ones_like(gd)))
     rhs = torch.where(F, q, 0.0)[..., None]
     chol, info = torch.linalg.cholesky_ex(M)
-    z = None if bool((info != 0).any()) else torch.cholesky_solve(rhs, chol)[..., 0]
+    z = None
+    if not bool((info != 0).any()):  # two triangular solves: faster than cholesky_solve
+        z = torch.linalg.solve_triangular(chol, rhs, upper=False)
+        z = torch.linalg.solve_triangular(chol.mT, z, upper=True)[..., 0]
     if z is None:  # numerically singular (near-duplicate concepts): least squares
         z = torch.linalg.lstsq(M, rhs).solution[..., 0]
     return torch.where(F, z, 0.0)
@@ -369,13 +375,13 @@ class ActiveSetSolver:
         f = torch.zeros(B, dtype=torch.float64)
         gap = torch.zeros(B, dtype=torch.float64)
         conv = torch.zeros(B, dtype=torch.bool)
-        stats = {"rounds": 0, "full": 0}
+        stats = {"rounds": 0, "full": 0, "rows": 0}
         lock = threading.Lock()
 
         def run(span) -> None:
             s, e = span
             with torch.no_grad():
-                idx, val, fc, gc, cc, rc, nf = self._solve_chunk(V[s:e], lam)
+                idx, val, fc, gc, cc, rc, nf, nr = self._solve_chunk(V[s:e], lam)
             if idx.shape[1]:
                 ok = idx >= 0
                 rows = torch.arange(e - s, device=self.device)[:, None].expand_as(idx)
@@ -384,6 +390,7 @@ class ActiveSetSolver:
             with lock:
                 stats["rounds"] = max(stats["rounds"], rc)
                 stats["full"] += nf
+                stats["rows"] += nr
 
         spans = self._spans(B)
         with _full_precision_matmul():
@@ -408,13 +415,14 @@ class ActiveSetSolver:
                 for sp in spans:
                     run(sp)
         info = SolveInfo("active_set", f, gap, conv, stats["rounds"], stats["full"],
-                         time.perf_counter() - t0)
+                         time.perf_counter() - t0, stats["rows"])
         return (W, info) if return_info else W
 
     __call__ = solve
 
     # -- internals --------------------------------------------------------------------------
     MIN_CHUNK = 32  #: on the CPU, the smallest chunk a batch is split into for the workers
+    GROUP_MIN = 48  #: working sets of at least this many images are solved in size groups
 
     def _spans(self, B: int) -> list[tuple[int, int]]:
         """``(start, end)`` of each chunk: at most ``chunk_size`` images, and on the CPU at
@@ -508,7 +516,7 @@ class ActiveSetSolver:
         allowed = ws_idx >= 0
         cnt = allowed.sum(1)
         n = rows.numel()
-        if n >= 48:
+        if n >= self.GROUP_MIN:
             order = torch.argsort(cnt, stable=True)
             cuts = [0, n // 2, (n * 7) // 8, n]
             groups = [order[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
@@ -559,7 +567,7 @@ class ActiveSetSolver:
         force_full = torch.zeros(b, dtype=torch.bool, device=dev)
         extra = torch.full((b,), 8, dtype=torch.long, device=dev)
         exact_gram = lam == 0  # NNLS has no certificate slack: solve subproblems in float64
-        n_full = 0
+        n_full = n_rows = 0
         rnd = 0
         for rnd in range(1, self.max_rounds + 1):
             act = (~done).nonzero().flatten()
@@ -600,6 +608,7 @@ class ActiveSetSolver:
                 a_fi = act[fi]
                 corr = r32[fi] @ self.C.T
                 n_full += 1
+                n_rows += fi.numel()
                 if ref is None and a_fi.numel() == b:
                     ref = corr
                 else:
@@ -700,7 +709,7 @@ class ActiveSetSolver:
                 r[g_rows] = new_r
             if idx.shape[1] and not bool((idx[:, -1] >= 0).any()):
                 idx, w, sup_corr = _compact(idx, idx >= 0, w, sup_corr)
-        return idx, w, fval, gapv, done, rnd, n_full
+        return idx, w, fval, gapv, done, rnd, n_full, n_rows
 
 
 # ----------------------------------------------------------------------------------------
