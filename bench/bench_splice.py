@@ -219,6 +219,7 @@ def table(rows: list[dict]) -> str:
 def main() -> str:
     import torch
 
+    from common import machine_info
     from interp_splice.solvers import ActiveSetSolver
 
     # bench/run sets the limit; run directly, the benchmark's own
@@ -277,6 +278,7 @@ def main() -> str:
     text += ["", thr] if thr else []
     text += [
         "",
+        f"Machine of this run: {machine_info().get('CPU', '?')}, torch {torch.__version__}. "
         f"Load average during the run: {load0:.1f} -> {load1:.1f} on {os.cpu_count()} cores "
         "(shared machine: the ratios are measured side by side, absolute times are not "
         "comparable between runs).",

@@ -38,8 +38,17 @@ image::
     when that set grows large. In practice an image needs about two full products: one to
     choose the working set, one to certify it.
 
-    On the CPU, chunks of images are solved in parallel threads with single-threaded
-    operations (most of the work is small tensor operations that release the GIL).
+    **Working sets in size groups.** Supports differ a lot between images (a few need 50
+    concepts, most 15), so each round sorts the images by working-set size and solves up to
+    three groups, each padded to its own largest set. The exact residuals and support
+    correlations are, on the CPU, one sparse (CSR) product and one sampled product that read
+    only the support rows.
+
+    **Threads.** On the CPU every operation runs single-threaded (``torch.set_num_threads(1)``
+    inside the solve, restored afterwards) and the batch is split into at least one chunk per
+    worker thread (``workers``, default torch's thread count; chunks of at least 32 images),
+    solved in parallel: the small batched factorizations run several times slower with two
+    threads inside each operation than with one, and the operations release the GIL.
 
 ``sklearn``
     scikit-learn's ``Lasso(positive=True, fit_intercept=False)`` one image at a time with
@@ -315,7 +324,8 @@ class ActiveSetSolver:
     chunk_size: images solved together (one product of ``chunk_size x d`` by ``d x c``);
         default 512 on the CPU, 8192 on a GPU.
     workers: on the CPU, chunks solved in parallel threads (default: ``torch.get_num_threads()``),
-        each with single-threaded torch ops.
+        each with single-threaded torch ops; a batch of at least 32 images per worker is split
+        so that every worker has a chunk.
     max_rounds: safety cap; an image still uncertified after it is reported in
         ``SolveInfo.converged``.
     cheap_limit: a round skips the full product for an image when at most this many
