@@ -238,9 +238,9 @@ def test_threads_are_restored_and_workers_give_the_same_answer(correlated_proble
 def test_cpu_batches_are_split_for_the_workers(correlated_problem):
     C, _ = correlated_problem
     s = ActiveSetSolver(C, workers=2)
-    assert s._spans(128) == [(0, 64), (64, 128)]
-    assert s._spans(40) == [(0, 40)]  # too small to split
-    assert ActiveSetSolver(C, workers=1)._spans(128) == [(0, 128)]
+    assert s._spans(256) == [(0, 128), (128, 256)]
+    assert s._spans(128) == [(0, 128)]  # too small to split
+    assert ActiveSetSolver(C, workers=1)._spans(256) == [(0, 256)]
     spans = ActiveSetSolver(C, workers=2, chunk_size=100)._spans(1000)
     assert spans[0][0] == 0 and spans[-1][1] == 1000 and len(spans) == 10
     assert all(b - a <= 100 for a, b in spans)

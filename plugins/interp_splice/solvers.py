@@ -46,7 +46,7 @@ image::
 
     **Threads.** On the CPU every operation runs single-threaded (``torch.set_num_threads(1)``
     inside the solve, restored afterwards) and the batch is split into at least one chunk per
-    worker thread (``workers``, default torch's thread count; chunks of at least 32 images),
+    worker thread (``workers``, default torch's thread count; chunks of at least 128 images),
     solved in parallel: the small batched factorizations run several times slower with two
     threads inside each operation than with one, and the operations release the GIL.
 
@@ -324,7 +324,7 @@ class ActiveSetSolver:
     chunk_size: images solved together (one product of ``chunk_size x d`` by ``d x c``);
         default 512 on the CPU, 8192 on a GPU.
     workers: on the CPU, chunks solved in parallel threads (default: ``torch.get_num_threads()``),
-        each with single-threaded torch ops; a batch of at least 32 images per worker is split
+        each with single-threaded torch ops; a batch of at least 128 images per worker is split
         so that every worker has a chunk.
     max_rounds: safety cap; an image still uncertified after it is reported in
         ``SolveInfo.converged``.
@@ -431,7 +431,10 @@ class ActiveSetSolver:
     __call__ = solve
 
     # -- internals --------------------------------------------------------------------------
-    MIN_CHUNK = 32  #: on the CPU, the smallest chunk a batch is split into for the workers
+    #: on the CPU, the smallest chunk a batch is split into for the workers: below it the
+    #: per-operation overhead (the same for 64 images as for 128) outweighs the second core,
+    #: and a split 128-image batch measured slower with two workers than with one
+    MIN_CHUNK = 128
     GROUP_MIN = 48  #: working sets of at least this many images are solved in size groups
 
     def _spans(self, B: int) -> list[tuple[int, int]]:
