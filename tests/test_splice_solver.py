@@ -186,3 +186,78 @@ def test_bad_input_is_a_clear_error(C, V, l1, match):
             ActiveSetSolver(C)
         else:
             ActiveSetSolver(C).solve(V, l1)
+
+
+# -- correlated (text-like) dictionaries, threads, exact support products -------------------
+
+
+@pytest.fixture(scope="module")
+def correlated_problem():
+    # atoms in tight clusters around a few hundred directions (near-synonyms, as in real text
+    # embeddings), concepts normalized, centred and renormalized as SpLiCE prepares them
+    g = torch.Generator().manual_seed(11)
+    d, c, n = 64, 1500, 24
+    centres = torch.nn.functional.normalize(torch.randn(150, d, generator=g), dim=1)
+    C = centres[torch.randint(0, 150, (c,), generator=g)] + 0.35 * torch.randn(c, d, generator=g) / d ** 0.5
+    C = torch.nn.functional.normalize(C, dim=1)
+    C = torch.nn.functional.normalize(C - C.mean(0), dim=1)
+    mix = torch.rand(n, c, generator=g) * (torch.rand(n, c, generator=g) < 0.01)
+    V = torch.nn.functional.normalize(mix @ C + 0.2 * torch.randn(n, d, generator=g) / d ** 0.5, dim=1)
+    return C, V
+
+
+@pytest.mark.parametrize("l1", (0.15, 0.25, 0.35))
+def test_correlated_dictionary_matches_float32_sklearn_for_every_image(correlated_problem, l1):
+    C, V = correlated_problem
+    W, info = ActiveSetSolver(C).solve(V, l1)
+    Ws, _ = solve_sklearn(C, V, l1, dtype="float32")  # the reference's own inputs
+    f, fs = objective(C, V, W, l1), objective(C, V, Ws, l1)
+    rel = (f - fs) / fs
+    assert bool(info.converged.all())
+    assert float(rel.max()) <= 1e-4, f"worse than sklearn by {rel.max():.2e}"
+    assert float((info.gap / info.objective).max()) <= 1e-6
+    assert info.product_rows >= V.shape[0]  # at least one full product per image
+
+
+def test_threads_are_restored_and_workers_give_the_same_answer(correlated_problem):
+    C, V = correlated_problem
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        W2, i2 = ActiveSetSolver(C).solve(V, 0.25)
+        assert torch.get_num_threads() == 2
+        W1, i1 = ActiveSetSolver(C, workers=1).solve(V, 0.25)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert bool(i1.converged.all()) and bool(i2.converged.all())
+    rel = (i2.objective - i1.objective).abs() / i1.objective
+    assert float(rel.max()) <= 2e-6  # both certified to 1e-6 of the same optimum
+
+
+def test_cpu_batches_are_split_for_the_workers(correlated_problem):
+    C, _ = correlated_problem
+    s = ActiveSetSolver(C, workers=2)
+    assert s._spans(256) == [(0, 128), (128, 256)]
+    assert s._spans(128) == [(0, 128)]  # too small to split
+    assert ActiveSetSolver(C, workers=1)._spans(256) == [(0, 256)]
+    spans = ActiveSetSolver(C, workers=2, chunk_size=100)._spans(1000)
+    assert spans[0][0] == 0 and spans[-1][1] == 1000 and len(spans) == 10
+    assert all(b - a <= 100 for a, b in spans)
+
+
+def test_sparse_support_products_equal_the_dense_ones(correlated_problem):
+    C, V = correlated_problem
+    s = ActiveSetSolver(C)
+    g = torch.Generator().manual_seed(2)
+    idx = torch.stack([torch.randperm(C.shape[0], generator=g)[:12] for _ in range(V.shape[0])])
+    idx[::3, 8:] = -1  # padding
+    w = torch.rand(idx.shape, dtype=torch.float64, generator=g).masked_fill(idx < 0, 0.0)
+    V64 = V.double()
+    r, sc = s._support_products(idx, w, V64)
+    atoms = C.double()[idx.clamp_min(0)] * (idx >= 0)[..., None]
+    r_ref = V64 - torch.einsum("nk,nkd->nd", w, atoms)
+    sc_ref = torch.einsum("nkd,nd->nk", atoms, r_ref)
+    assert torch.allclose(r, r_ref, atol=1e-12, rtol=0)
+    assert torch.allclose(sc[idx >= 0], sc_ref[idx >= 0], atol=1e-12, rtol=0)
+    assert bool(torch.isneginf(sc[idx < 0]).all())

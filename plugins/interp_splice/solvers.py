@@ -38,8 +38,17 @@ image::
     when that set grows large. In practice an image needs about two full products: one to
     choose the working set, one to certify it.
 
-    On the CPU, chunks of images are solved in parallel threads with single-threaded
-    operations (most of the work is small tensor operations that release the GIL).
+    **Working sets in size groups.** Supports differ a lot between images (a few need 50
+    concepts, most 15), so each round sorts the images by working-set size and solves up to
+    three groups, each padded to its own largest set. The exact residuals and support
+    correlations are, on the CPU, one sparse (CSR) product and one sampled product that read
+    only the support rows.
+
+    **Threads.** On the CPU every operation runs single-threaded (``torch.set_num_threads(1)``
+    inside the solve, restored afterwards) and the batch is split into at least one chunk per
+    worker thread (``workers``, default torch's thread count; chunks of at least 128 images),
+    solved in parallel: the small batched factorizations run several times slower with two
+    threads inside each operation than with one, and the operations release the GIL.
 
 ``sklearn``
     scikit-learn's ``Lasso(positive=True, fit_intercept=False)`` one image at a time with
@@ -65,6 +74,7 @@ import dataclasses
 import math
 import threading
 import time
+import warnings
 
 import torch
 
@@ -103,6 +113,9 @@ class SolveInfo:
     rounds: int = 0  #: rounds (active_set) or iterations (admm) of the slowest chunk
     full_products: int = 0  #: batched products with the whole dictionary, summed over chunks
     seconds: float = 0.0
+    #: embeddings multiplied by the whole dictionary, summed over rounds; divided by the batch
+    #: size, the number of full ``batch x concepts x d`` products the solve was worth
+    product_rows: int = 0
 
 
 def objective(dictionary: torch.Tensor, v: torch.Tensor, weights: torch.Tensor, l1_penalty: float):
@@ -162,6 +175,33 @@ def _full_precision_matmul():
         torch.backends.cudnn.allow_tf32 = old_cudnn
 
 
+# the exact support products use CSR tensors, which torch flags as beta once per process
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta",
+                        category=UserWarning)
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_STATE = {"users": 0, "saved": 1}
+
+
+@contextlib.contextmanager
+def _single_threaded_ops():
+    """``torch.set_num_threads(1)`` while any solve is inside, restored when the last one
+    leaves (solves may run in several threads at once). Yields the thread count before."""
+    with _THREADS_LOCK:
+        if _THREADS_STATE["users"] == 0:
+            _THREADS_STATE["saved"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _THREADS_STATE["users"] += 1
+        threads = _THREADS_STATE["saved"]
+    try:
+        yield threads
+    finally:
+        with _THREADS_LOCK:
+            _THREADS_STATE["users"] -= 1
+            if _THREADS_STATE["users"] == 0:
+                torch.set_num_threads(_THREADS_STATE["saved"])
+
+
 def _compact(idx: torch.Tensor, keep: torch.Tensor, *vals: torch.Tensor):
     """Move kept entries of each row to the front and drop the all-empty tail columns;
     dropped index entries become -1, dropped values 0 (``-inf`` for float ones that are)."""
@@ -192,7 +232,10 @@ def _solve_on_set(G: torch.Tensor, q: torch.Tensor, F: torch.Tensor) -> torch.Te
     M.diagonal(dim1=1, dim2=2).copy_(torch.where(F, gd + ridge, torch.ones_like(gd)))
     rhs = torch.where(F, q, 0.0)[..., None]
     chol, info = torch.linalg.cholesky_ex(M)
-    z = None if bool((info != 0).any()) else torch.cholesky_solve(rhs, chol)[..., 0]
+    z = None
+    if not bool((info != 0).any()):  # two triangular solves: faster than cholesky_solve
+        z = torch.linalg.solve_triangular(chol, rhs, upper=False)
+        z = torch.linalg.solve_triangular(chol.mT, z, upper=True)[..., 0]
     if z is None:  # numerically singular (near-duplicate concepts): least squares
         z = torch.linalg.lstsq(M, rhs).solution[..., 0]
     return torch.where(F, z, 0.0)
@@ -281,7 +324,8 @@ class ActiveSetSolver:
     chunk_size: images solved together (one product of ``chunk_size x d`` by ``d x c``);
         default 512 on the CPU, 8192 on a GPU.
     workers: on the CPU, chunks solved in parallel threads (default: ``torch.get_num_threads()``),
-        each with single-threaded torch ops.
+        each with single-threaded torch ops; a batch of at least 128 images per worker is split
+        so that every worker has a chunk.
     max_rounds: safety cap; an image still uncertified after it is reported in
         ``SolveInfo.converged``.
     cheap_limit: a round skips the full product for an image when at most this many
@@ -301,12 +345,18 @@ class ActiveSetSolver:
             C = C.float()
         if not bool(torch.isfinite(C).all()):
             raise InterpError("the concept dictionary contains NaN or infinite values")
-        self.C = C.contiguous()
+        self.c, self.d = C.shape
+        # one zero row appended: padding index -1 gathers it (no masking after a gather);
+        # self.C is a view of the first c rows
+        self._Cz = torch.cat([C, C.new_zeros(1, self.d)]).contiguous()
+        self.C = self._Cz[: self.c]
         self.device = self.C.device
-        self.c, self.d = self.C.shape
         if keep_float64 is None:
             keep_float64 = self.c * self.d <= 64_000_000
-        self.C64 = self.C.double() if (keep_float64 or self.C.dtype == torch.float64) else None
+        self._Cz64 = None
+        if keep_float64 or self.C.dtype == torch.float64:
+            self._Cz64 = self._Cz if self._Cz.dtype == torch.float64 else self._Cz.double()
+        self.C64 = self._Cz64[: self.c] if self._Cz64 is not None else None
         self.tol = float(tol)
         self.first_adds = int(first_adds)
         self.adds = int(adds)
@@ -335,13 +385,13 @@ class ActiveSetSolver:
         f = torch.zeros(B, dtype=torch.float64)
         gap = torch.zeros(B, dtype=torch.float64)
         conv = torch.zeros(B, dtype=torch.bool)
-        stats = {"rounds": 0, "full": 0}
+        stats = {"rounds": 0, "full": 0, "rows": 0}
         lock = threading.Lock()
 
-        def run(s: int) -> None:
-            e = min(B, s + self.chunk_size)
+        def run(span) -> None:
+            s, e = span
             with torch.no_grad():
-                idx, val, fc, gc, cc, rc, nf = self._solve_chunk(V[s:e], lam)
+                idx, val, fc, gc, cc, rc, nf, nr = self._solve_chunk(V[s:e], lam)
             if idx.shape[1]:
                 ok = idx >= 0
                 rows = torch.arange(e - s, device=self.device)[:, None].expand_as(idx)
@@ -350,43 +400,94 @@ class ActiveSetSolver:
             with lock:
                 stats["rounds"] = max(stats["rounds"], rc)
                 stats["full"] += nf
+                stats["rows"] += nr
 
-        starts = list(range(0, B, self.chunk_size))
-        threads = torch.get_num_threads()
-        workers = min(self.workers or threads, len(starts)) if self.device.type == "cpu" else 1
+        spans = self._spans(B)
         with _full_precision_matmul():
-            if workers > 1:
-                # CPU: one chunk per core, each solved with single-threaded ops. Most of the
-                # work is in small tensor ops that do not parallelize well inside one op but
-                # release the GIL, so whole chunks in parallel use the cores far better.
-                from concurrent.futures import ThreadPoolExecutor
+            if self.device.type == "cpu":
+                # CPU: every chunk runs with single-threaded ops, and chunks run in parallel
+                # threads (a batch is split into at least one chunk per worker). Most of the
+                # work is in small batched ops (Cholesky factors of 60 x 60, gathers) that
+                # run several times slower with two threads inside each op than with one,
+                # and far slower when the cores are shared; they release the GIL, so whole
+                # chunks in parallel use the cores well.
+                with _single_threaded_ops() as threads:
+                    workers = min(self.workers or threads, len(spans))
+                    if workers > 1:
+                        from concurrent.futures import ThreadPoolExecutor
 
-                torch.set_num_threads(1)
-                try:
-                    with ThreadPoolExecutor(workers) as pool:
-                        list(pool.map(run, starts))
-                finally:
-                    torch.set_num_threads(threads)
+                        with ThreadPoolExecutor(workers) as pool:
+                            list(pool.map(run, spans))
+                    else:
+                        for sp in spans:
+                            run(sp)
             else:
-                for s in starts:
-                    run(s)
+                for sp in spans:
+                    run(sp)
         info = SolveInfo("active_set", f, gap, conv, stats["rounds"], stats["full"],
-                         time.perf_counter() - t0)
+                         time.perf_counter() - t0, stats["rows"])
         return (W, info) if return_info else W
 
     __call__ = solve
 
     # -- internals --------------------------------------------------------------------------
+    #: on the CPU, the smallest chunk a batch is split into for the workers: below it the
+    #: per-operation overhead (the same for 64 images as for 128) outweighs the second core,
+    #: and a split 128-image batch measured slower with two workers than with one
+    MIN_CHUNK = 128
+    GROUP_MIN = 48  #: working sets of at least this many images are solved in size groups
+
+    def _spans(self, B: int) -> list[tuple[int, int]]:
+        """``(start, end)`` of each chunk: at most ``chunk_size`` images, and on the CPU at
+        least one chunk per worker thread when the batch has ``MIN_CHUNK`` images each."""
+        n = -(-B // self.chunk_size)
+        if self.device.type == "cpu":
+            workers = self.workers or torch.get_num_threads()
+            n = max(n, min(workers, B // self.MIN_CHUNK))
+        n = max(1, min(n, B))
+        bounds = [round(i * B / n) for i in range(n + 1)]
+        return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+    def _rows(self, src: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        flat = torch.where(idx >= 0, idx, self.c).reshape(-1)
+        return src.index_select(0, flat).view(*idx.shape, self.d)
+
     def _gather64(self, idx: torch.Tensor) -> torch.Tensor:
         """Dictionary rows for an index tensor (any shape; -1 = padding -> zero row), float64."""
-        safe = idx.clamp_min(0)
-        rows = self.C64[safe] if self.C64 is not None else self.C[safe].double()
-        return rows.masked_fill_((idx < 0)[..., None], 0.0)
+        if self._Cz64 is not None:
+            return self._rows(self._Cz64, idx)
+        return self._rows(self._Cz, idx).double()
 
     def _gather32(self, idx: torch.Tensor) -> torch.Tensor:
         """Dictionary rows in the dictionary's own dtype (-1 = padding -> zero row)."""
-        rows = self.C[idx.clamp_min(0)]
-        return rows.masked_fill_((idx < 0)[..., None], 0.0)
+        return self._rows(self._Cz, idx)
+
+    def _support_products(self, idx: torch.Tensor, w: torch.Tensor, V: torch.Tensor):
+        """Exact (float64) residuals ``V - sum_k w_k c_k`` and support correlations
+        ``c_k . r`` (``-inf`` at padding) for supports ``idx`` (-1 = padding), weights ``w``.
+
+        On the CPU as a sparse (CSR) product and a sampled product, which read only the
+        support rows: a padded (n, K, d) float64 gather costs several times more there."""
+        ninf = -math.inf
+        if self.device.type == "cpu" and self.C64 is not None and idx.numel():
+            keep = idx >= 0
+            counts = keep.sum(1)
+            crow = torch.zeros(idx.shape[0] + 1, dtype=torch.long)
+            torch.cumsum(counts, 0, out=crow[1:])
+            cols = idx[keep]
+            Ws = torch.sparse_csr_tensor(crow, cols, w[keep], size=(idx.shape[0], self.c),
+                                         check_invariants=False)
+            r = V - Ws @ self.C64
+            mask = torch.sparse_csr_tensor(crow, cols, torch.zeros_like(w[keep]),
+                                           size=Ws.shape, check_invariants=False)
+            vals = torch.sparse.sampled_addmm(mask, r, self.C64.T).values()
+            sc = torch.full(idx.shape, ninf, dtype=torch.float64)
+            sc[keep] = vals
+            return r, sc
+        atoms = self._gather64(idx)
+        r = V - torch.bmm(w[:, None, :], atoms)[:, 0]
+        sc = torch.bmm(atoms, r[:, :, None])[..., 0].masked_fill_(idx < 0, ninf)
+        return r, sc
 
     @staticmethod
     def _select(vals: torch.Tensor, thr: torch.Tensor, cap: int):
@@ -394,8 +495,10 @@ class ActiveSetSolver:
         their values, and an upper bound ``rest`` on every entry left out. At most ``cap``
         entries per row are kept (the largest); beyond that ``rest`` is the next value."""
         n, c = vals.shape
-        mask = vals > thr.to(vals.dtype)[:, None]
-        counts = mask.sum(1)
+        # 0/1 in the values' dtype (a - t > 0 exactly when a > t in IEEE arithmetic): summing
+        # floats is several times faster on the CPU than summing a bool mask
+        mask = (vals - thr.to(vals.dtype)[:, None]).gt_(0)
+        counts = mask.sum(1).long()
         top = int(counts.max().item()) if n else 0
         if top <= cap:
             nz = mask.nonzero()
@@ -413,6 +516,49 @@ class ActiveSetSolver:
             return ti[:, :k], tv[:, :k], torch.maximum(tv[:, k].double(), thr.double())
         tv, ti = vals.sort(1, descending=True)
         return ti, tv, torch.full((n,), -math.inf, dtype=torch.float64, device=vals.device)
+
+    def _solve_working_sets(self, rows, ws_idx, ws_w, V, half, exact_gram):
+        """Solve each row's problem restricted to its working set ``ws_idx`` (-1 = padding),
+        warm-started at ``ws_w``; yields ``(rows, support, weights, residuals, support
+        correlations)`` per group of rows.
+
+        Working sets differ a lot in size (a few images need 50 concepts, most 20), so the
+        rows are sorted by size and solved in up to three groups, each padded only to its own
+        largest set: the Gram products cost ``K^2`` and the factorizations ``K^3`` per row."""
+        f64 = torch.float64
+        allowed = ws_idx >= 0
+        cnt = allowed.sum(1)
+        n = rows.numel()
+        if n >= self.GROUP_MIN:
+            order = torch.argsort(cnt, stable=True)
+            cuts = [0, n // 2, (n * 7) // 8, n]
+            groups = [order[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+        else:
+            groups = [torch.arange(n, device=rows.device)]
+        for g in groups:
+            gi, gw = _compact(ws_idx[g], allowed[g], ws_w[g])
+            g_rows = rows[g]
+            Vg = V[g_rows]
+            ok = gi >= 0
+            if exact_gram or self.C.dtype == f64:
+                atoms = self._gather64(gi)  # (n, K', d)
+                G = torch.bmm(atoms, atoms.transpose(1, 2))
+                q = torch.bmm(atoms, Vg[:, :, None])[..., 0]
+            else:
+                # float32 Gram matrix and correlations: the subproblem is then solved to
+                # float32 accuracy (~1e-7); the residual and the certificate are exact, and
+                # a round that cannot certify switches to float64 (exact_gram)
+                a32 = self._gather32(gi)
+                G = torch.bmm(a32, a32.transpose(1, 2)).double()
+                q = torch.bmm(a32, Vg[:, :, None].to(a32.dtype))[..., 0].double()
+                del a32
+            q = (q - half).masked_fill_(~ok, 0.0)
+            G = G.masked_fill_(~(ok[:, :, None] & ok[:, None, :]), 0.0)
+            G.diagonal(dim1=1, dim2=2).add_((~ok).to(f64))
+            new_w, _ = nnqp(G, q, ok, gw)
+            new_idx, new_w = _compact(gi, (new_w > 0) & ok, new_w)
+            new_r, new_sc = self._support_products(new_idx, new_w, Vg)
+            yield g_rows, new_idx, new_w, new_r, new_sc
 
     def _solve_chunk(self, V: torch.Tensor, lam: float):
         dev, c = self.device, self.c
@@ -434,7 +580,7 @@ class ActiveSetSolver:
         force_full = torch.zeros(b, dtype=torch.bool, device=dev)
         extra = torch.full((b,), 8, dtype=torch.long, device=dev)
         exact_gram = lam == 0  # NNLS has no certificate slack: solve subproblems in float64
-        n_full = 0
+        n_full = n_rows = 0
         rnd = 0
         for rnd in range(1, self.max_rounds + 1):
             act = (~done).nonzero().flatten()
@@ -456,14 +602,17 @@ class ActiveSetSolver:
                 a_ci = act[ci]
                 slack = (ra[ci] - r_ref[a_ci]).norm(dim=1) * self.maxnorm + ref_err[a_ci]
                 thr = (half - slack) - 1e-7 * (abs(half) + slack) - 1e-12  # rounded down
-                E, _, rest = self._select(ref[a_ci], thr, self.cheap_limit)
-                rest = rest + slack
-                many = (E >= 0).sum(1) >= self.cheap_limit
-                if bool(many.any()):  # the bound is too loose for these: full product
+                refs = ref if a_ci.numel() == b else ref[a_ci]
+                # the bound is too loose where too many concepts may reach the threshold:
+                # a full product for those (decided from counts, before any selection)
+                many = (refs - thr.to(refs.dtype)[:, None]).gt_(0).sum(1) >= self.cheap_limit
+                if bool(many.any()):
                     cheap[ci[many]] = False
                     keep = ~many
-                    ci, E, rest = ci[keep], E[keep], rest[keep]
+                    ci, refs, thr, slack = ci[keep], refs[keep], thr[keep], slack[keep]
                 if ci.numel():
+                    E, _, rest = self._select(refs, thr, self.cheap_limit)
+                    rest = rest + slack
                     vals = torch.bmm(self._gather32(E), r32[ci, :, None])[..., 0].double()
                     vals = vals.masked_fill_(E < 0, ninf)
                     groups.append((ci, E, vals, rest))
@@ -472,6 +621,7 @@ class ActiveSetSolver:
                 a_fi = act[fi]
                 corr = r32[fi] @ self.C.T
                 n_full += 1
+                n_rows += fi.numel()
                 if ref is None and a_fi.numel() == b:
                     ref = corr
                 else:
@@ -557,44 +707,22 @@ class ActiveSetSolver:
             a_rows = act[rows]
             ws_idx = torch.cat([idx[a_rows], cand], 1)
             ws_w = torch.cat([w[a_rows], torch.zeros(cand.shape, dtype=f64, device=dev)], 1)
-            allowed = ws_idx >= 0
-            if exact_gram or self.C.dtype == torch.float64:
-                atoms = self._gather64(ws_idx)  # (n, K', d)
-                G = torch.bmm(atoms, atoms.transpose(1, 2))
-                q = torch.bmm(atoms, V[a_rows, :, None])[..., 0]
-            else:
-                # float32 Gram matrix and correlations: the subproblem is then solved to
-                # float32 accuracy (~1e-7); the residual and the certificate below are exact,
-                # and a round that cannot certify switches to float64 (exact_gram)
-                a32 = self._gather32(ws_idx)
-                G = torch.bmm(a32, a32.transpose(1, 2)).double()
-                q = torch.bmm(a32, V[a_rows, :, None].float())[..., 0].double()
-                del a32
-            q = (q - half).masked_fill_(~allowed, 0.0)
-            pair = allowed[:, :, None] & allowed[:, None, :]
-            G = G.masked_fill_(~pair, 0.0)
-            G.diagonal(dim1=1, dim2=2).add_((~allowed).to(f64))
-            new_w, _ = nnqp(G, q, allowed, ws_w)
-            keep = (new_w > 0) & allowed
-            new_idx, new_w = _compact(ws_idx, keep, new_w)
-            atoms = self._gather64(new_idx)  # the new supports only, exact residuals
-            new_r = V[a_rows] - torch.bmm(new_w[:, None, :], atoms)[:, 0]
-            new_sc = torch.bmm(atoms, new_r[:, :, None])[..., 0].masked_fill_(new_idx < 0, ninf)
-            del atoms
-            width = max(idx.shape[1], new_idx.shape[1])
-            if width > idx.shape[1]:
-                pad = width - idx.shape[1]
-                idx = torch.nn.functional.pad(idx, (0, pad), value=-1)
-                w = torch.nn.functional.pad(w, (0, pad), value=0.0)
-                sup_corr = torch.nn.functional.pad(sup_corr, (0, pad), value=ninf)
-            pad = width - new_idx.shape[1]
-            idx[a_rows] = torch.nn.functional.pad(new_idx, (0, pad), value=-1)
-            w[a_rows] = torch.nn.functional.pad(new_w, (0, pad), value=0.0)
-            sup_corr[a_rows] = torch.nn.functional.pad(new_sc, (0, pad), value=ninf)
-            r[a_rows] = new_r
+            for g_rows, new_idx, new_w, new_r, new_sc in self._solve_working_sets(
+                    a_rows, ws_idx, ws_w, V, half, exact_gram):
+                width = max(idx.shape[1], new_idx.shape[1])
+                if width > idx.shape[1]:
+                    pad = width - idx.shape[1]
+                    idx = torch.nn.functional.pad(idx, (0, pad), value=-1)
+                    w = torch.nn.functional.pad(w, (0, pad), value=0.0)
+                    sup_corr = torch.nn.functional.pad(sup_corr, (0, pad), value=ninf)
+                pad = width - new_idx.shape[1]
+                idx[g_rows] = torch.nn.functional.pad(new_idx, (0, pad), value=-1)
+                w[g_rows] = torch.nn.functional.pad(new_w, (0, pad), value=0.0)
+                sup_corr[g_rows] = torch.nn.functional.pad(new_sc, (0, pad), value=ninf)
+                r[g_rows] = new_r
             if idx.shape[1] and not bool((idx[:, -1] >= 0).any()):
                 idx, w, sup_corr = _compact(idx, idx >= 0, w, sup_corr)
-        return idx, w, fval, gapv, done, rnd, n_full
+        return idx, w, fval, gapv, done, rnd, n_full, n_rows
 
 
 # ----------------------------------------------------------------------------------------
