@@ -127,6 +127,16 @@ def test_vocabulary_and_dataset_from_the_cli(world):
     assert data["samples"][0]["mask_values"] == [0, 1], data["samples"][0]
 
 
+def test_nothing_heavy_at_import_time(world):
+    """docs/plugins.md's first rule: listing, the vocabularies, the dataset and the command
+    module import no torch."""
+    code = ("import sys, interpcore; interpcore.list_backbones('outside:*'); "
+            "interpcore.get_vocabulary('outside-words', size=3); "
+            "interpcore.get_dataset('outside-shapes')[0]; import interp_outside.cli; "
+            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    assert world.python(code).stdout.strip() == "[]"
+
+
 def test_role_defaults_do_not_take_over_from_the_builtins(world):
     """The plugin advertises default_models for both roles; the docs say the built-ins load
     first and default_backbone(role) returns the first advertised, so shapes keeps them, and
@@ -412,6 +422,17 @@ def test_prs_decompose_cli(world):
     match = re.search(r"sum of contributions vs [\w ]*embedding: max \w+ error ([0-9.eE+-]+)",
                       proc.stdout)
     assert match and float(match.group(1)) < 1e-5, proc.stdout
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert settings["dataset"] == "outside-shapes", settings
+
+
+def test_textspan_run_cli(world):
+    out = world.base / "cli_textspan"
+    proc = world.interp("textspan", "run", "-b", "outside:clip", "-n", "12", "--texts-per-head", "3",
+                        "--json", "--out", out)
+    data = json.loads(proc.stdout)
+    assert data["backbone"] == "outside:clip" and data["n_images"] == 12, data
+    assert data["pool"] == "outside-words", data["pool"]
     settings = json.loads((out / "run.json").read_text())["settings"]
     assert settings["dataset"] == "outside-shapes", settings
 
