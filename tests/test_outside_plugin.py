@@ -317,6 +317,23 @@ def _():
     ex = interpcore.get_explainer("outside-saliency")
     return {"backbone": ex.backbone.name}
 
+@check("errors")
+def _():        # a user's mistakes are one-sentence InterpErrors
+    messages = []
+    for call in (lambda: interpcore.get_backbone("outside:clipp"),
+                 lambda: interpcore.get_explainer("outside-saliency", clip, target=99).explain(IMAGES),
+                 lambda: interpcore.get_explainer("outside-saliency", clip, bogus=1),
+                 lambda: interpcore.get_dataset("outside-shapes", split="nope")):
+        try:
+            call()
+        except interpcore.InterpError as exc:
+            messages.append(str(exc))
+        else:
+            raise AssertionError("no InterpError")
+    assert "outside:clip" in messages[0], messages[0]
+    assert all("\n" not in m for m in messages), messages
+    return messages
+
 json.dump(results, open(sys.argv[1], "w"), indent=1)
 '''
 
@@ -394,6 +411,10 @@ def _check_falcon(data):
 @pytest.mark.parametrize("name", ["falcon_told_everything", "falcon_all_defaults"])
 def test_falcon_api(api, name):
     _check_falcon(_ok(api, name))
+
+
+def test_errors_are_one_sentence(api):
+    assert len(_ok(api, "errors")) == 4
 
 
 def test_saliency_api(api):
