@@ -133,12 +133,10 @@ class Run:
         self._tmp = None
         self.user_out = Path(out) if out else None
         if self.report is not None:
-            if self.report.suffix.lower() not in (".html", ".htm"):
-                raise InterpError(f"--report {self.report}: give a path ending in .html")
+            if self.report.is_dir():
+                raise InterpError(f"--report {self.report} is a folder; give a file, PATH.html")
             check_writable(self.report.parent if str(self.report.parent) else Path("."),
                            "--report's folder")
-            if self.report.is_dir():
-                raise InterpError(f"--report {self.report} is a folder; give PATH.html")
         if self.user_out is not None:
             check_writable(self.user_out, "--out")
             self.out = self.user_out
@@ -221,11 +219,11 @@ def output_options(*, out: bool = True, report: bool = True, out_required: bool 
 
         opts = []
         if out:
-            opts.append(click.option(*out_names, "out", type=click.Path(file_okay=False),
+            opts.append(click.option(*out_names, "out", type=str,
                                      default=None, required=out_required,
                                      help="Write results, figures and run.json into this folder."))
         if report:
-            opts.append(click.option("--report", type=click.Path(dir_okay=False), default=None,
+            opts.append(click.option("--report", type=str, default=None,
                                      help="Also write a self-contained HTML report (PATH.html)."))
         opts.append(click.option("--json", "as_json", is_flag=True,
                                  help="Print the result as JSON."))

@@ -199,10 +199,7 @@ class Registry:
 
     def family_defaults(self, name: str) -> dict:
         """The defaults a backbone's family advertises, without loading the backbone."""
-        prefix = name.partition(":")[0]
-        self.ensure_loaded()
-        entry = self.entries["backbone"].get(prefix)
-        return dict(entry.defaults) if entry is not None else {}
+        return dict(self.entry("backbone", name.partition(":")[0]).defaults)
 
     def default_backbone(self, role: str) -> str:
         """The backbone name a plugin advertises as the default for ``role`` (see

@@ -44,9 +44,7 @@ def direct(spec: JobSpec) -> dict:
     ds = interpcore.get_dataset(spec.dataset, **spec.dataset_options)
     images = [ds[i]["image"] for i in range(len(ds))]
     out = method.decompose(bb.to_pixels(images))
-    arrays = out.to_arrays() if hasattr(out, "to_arrays") else {
-        "weights": out.weights, "l0": out.l0, "cosine": out.cosine}
-    return {k: v.detach().numpy() for k, v in arrays.items()}
+    return {k: np.asarray(v) for k, v in out.to_arrays().items()}  # every Result has to_arrays
 
 
 def test_spec_hash_is_stable_and_tracks_every_option():

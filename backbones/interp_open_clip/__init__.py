@@ -36,7 +36,8 @@ def _refuse_unlisted(prefix, model, listed, lister) -> None:
 
 
 def _load_open_clip(model, *, pretrained=None, device="auto", dtype=None, **options):
-    if not model.startswith("hf-hub:"):
+    if not model.startswith("hf-hub:") and options.get("model_config") is None:
+        # (a model_config given in the call defines an architecture no listing knows)
         _refuse_unlisted("open_clip", model, model.replace("/", "-"), list_open_clip_models)
     from .backbone import load_open_clip
 
