@@ -135,6 +135,8 @@ class Run:
         if self.report is not None:
             if self.report.is_dir():
                 raise InterpError(f"--report {self.report} is a folder; give a file, PATH.html")
+            if self.report.suffix.lower() not in (".html", ".htm"):
+                raise InterpError(f"--report {self.report}: give a path ending in .html")
             check_writable(self.report.parent if str(self.report.parent) else Path("."),
                            "--report's folder")
         if self.user_out is not None:
