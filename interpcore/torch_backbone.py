@@ -266,9 +266,10 @@ class TorchBackbone(Backbone):
 
     def _warn_out_of_domain(self, pil, source) -> None:
         """One :class:`InterpWarning` per backbone for an image whose size or shape is far
-        from the training images the backbone's ``image_domain`` describes (a side over 4x or
-        under half the training side, or an aspect ratio over 1.5). Pixels are not judged:
-        the sizes are what the backbone can state without a model of its world."""
+        from the training images the backbone's ``image_domain`` describes: a side over 4x
+        the training side, or, for image files, a side under half of it or an aspect ratio
+        over 1.5. Pixels are not judged: the sizes are what the backbone can state without a
+        model of its world."""
         if self.__dict__.get("_domain_warned"):
             return
         dom = self.image_domain or {}
@@ -277,7 +278,10 @@ class TorchBackbone(Backbone):
         except (KeyError, TypeError, ValueError):
             return
         w, h = pil.size
-        far = max(w, h) > 4 * side or min(w, h) < side / 2 or max(w, h) > 1.5 * min(w, h)
+        # Crops (FALCON's Grad-CAM boxes) are small and oblong by design: only files the user
+        # names are judged by small sides and aspect ratio; anything is judged by a large side.
+        is_file = isinstance(source, (str, os.PathLike))
+        far = max(w, h) > 4 * side or (is_file and (min(w, h) < side / 2 or max(w, h) > 1.5 * min(w, h)))
         if not far:
             return
         import warnings
