@@ -217,11 +217,17 @@ def _value(value) -> str:
     return str(value)
 
 
+@functools.lru_cache(maxsize=None)
+def template(name: str = "report.html.j2"):
+    """A template from ``interpcore/templates`` (autoescape on, undefined names are errors)."""
+    return _environment().get_template(name)
+
+
 @functools.lru_cache(maxsize=1)
-def _template():
+def _environment():
     import jinja2
 
-    env = jinja2.Environment(
+    return jinja2.Environment(
         loader=jinja2.PackageLoader("interpcore", "templates"),
         autoescape=True,  # every manifest value is escaped; nothing is marked safe
         undefined=jinja2.StrictUndefined,
@@ -229,7 +235,6 @@ def _template():
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    return env.get_template(TEMPLATE)
 
 
 def render_html(manifest: Mapping, run_dir: str | os.PathLike) -> str:
@@ -255,7 +260,7 @@ def render_html(manifest: Mapping, run_dir: str | os.PathLike) -> str:
                   for tab in sec["tables"]]
         sections.append({"title": sec["title"], "blocks": _blocks(sec["text"]) if sec["text"] else [],
                          "figures": figs, "tables": tables})
-    return _template().render(
+    return template(TEMPLATE).render(
         title=m["title"] or m["method"],
         method=m["method"],
         created=m["created"],
