@@ -90,3 +90,4 @@ def test_a_method_result_renders():
     assert rows["backbone"] == "shapes:clip-vit" and rows["vocabulary"] == "shapes"
     assert rows["weights"].startswith("tensor (1, ")
     assert "Concept Decomposition of" in html
+    assert html.count('<img src="data:image/png;base64,') == 1  # its figure(): the top concepts
