@@ -534,6 +534,13 @@ class Result:
             values[name] = np.load(folder / f"{name}.npy", allow_pickle=False)
         return cls(**values)
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: a compact table of the fields, the ``figure()`` if the result has
+        one, and the printout (see :mod:`interpcore.notebook`)."""
+        from .notebook import result_html
+
+        return result_html(self)
+
 
 def to_jsonable(value):
     """Convert tensors, arrays, paths and nested containers to JSON-friendly values."""

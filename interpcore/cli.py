@@ -251,86 +251,124 @@ def cache():
     """The user cache (concept dictionaries, image means, downloaded files)."""
 
 
-def _cache_files(kind: str | None = None, pattern: str = "*"):
-    """(relative path, absolute path, size, complete) for every file in the cache folder.
+#: A folder holding one of these files is one entry (a job, a PRS store), not one per file.
+_ENTRY_MARKERS = ("manifest.json", "meta.json")
 
-    The kind of an entry is its top-level folder (concepts, image_means, downloads, ...).
-    ``complete`` is False for ``*.part`` temporaries left by an interrupted write.
+
+def _cache_entries(kind: str | None = None, pattern: str = "*") -> list[dict]:
+    """One row per cache entry: kind, key, bytes, age_s, files, complete, about, path.
+
+    The files come from :func:`interpcore.cache.list_entries`. The kind is the top folder
+    (concepts, image_means, downloads, jobs, ...); the key is the path below it. A folder
+    with a manifest (a job, a PRS store) is one entry; any other file is its own entry.
+    ``list_entries`` leaves out the ``*.part`` temporaries of interrupted writes, so they
+    are found here (cache.py is not this module's to change) and shown as incomplete.
     """
     import fnmatch
+    import time
+    from pathlib import Path
 
     from . import cache as c
 
     root = c.cache_dir()
-    out = []
-    for p in sorted(root.rglob("*")):
-        if not p.is_file():
+    files = [(p, size, True) for p, size in c.list_entries()]
+    files += [(p, p.stat().st_size, False) for p in sorted(root.rglob("*.part")) if p.is_file()]
+    groups: dict[Path, list] = {}
+    for p, size, done in files:
+        rel = p.relative_to(root)
+        head = p
+        for n in range(2, len(rel.parts)):  # the shallowest folder below a kind that is an entry
+            folder = root.joinpath(*rel.parts[:n])
+            if any((folder / m).is_file() for m in _ENTRY_MARKERS):
+                head = folder
+                break
+        groups.setdefault(head, []).append((p, size, done))
+    now = time.time()
+    rows = []
+    for head, members in sorted(groups.items()):
+        rel = head.relative_to(root)
+        k = rel.parts[0] if len(rel.parts) > 1 else "(top)"
+        key = Path(*rel.parts[1:]).as_posix() if len(rel.parts) > 1 else rel.as_posix()
+        if kind is not None and k != kind:
             continue
-        rel = p.relative_to(root).as_posix()
-        top = rel.split("/", 1)[0] if "/" in rel else "(top)"
-        if kind is not None and top != kind:
+        if pattern != "*" and not any(fnmatch.fnmatch(x, pattern)
+                                      for x in (key, f"{k}/{key}", head.name)):
             continue
-        if pattern != "*" and not (fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(p.name, pattern)):
-            continue
-        out.append((rel, p, p.stat().st_size, not p.name.endswith(".part")))
-    return out
-
-
-def _safetensors_metadata(path) -> dict | None:
-    """The ``__metadata__`` of a safetensors file, read without torch (None if unreadable)."""
-    import struct
-
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) != 8:
-                return None
-            (n,) = struct.unpack("<Q", head)
-            if n > 100_000_000:
-                return None
-            header = json.loads(f.read(n))
-        return header.get("__metadata__") or {}
-    except (OSError, ValueError):
-        return None
+        complete = all(done for _, _, done in members)
+        newest = max(p.stat().st_mtime for p, _, _ in members)
+        rows.append({
+            "kind": k, "key": key, "bytes": sum(size for _, size, _ in members),
+            "age_s": max(0, int(now - newest)), "files": len(members), "complete": complete,
+            "about": _describe_entry(head) if head.is_dir() or complete else "incomplete write",
+            "path": str(head),
+        })
+    return rows
 
 
 def _describe_entry(path) -> str:
+    """What an entry holds: a safetensors file's metadata, a job's status, else nothing."""
+    if path.is_dir():
+        manifest = path / "manifest.json"
+        try:
+            status = json.loads(manifest.read_text()).get("status") if manifest.is_file() else None
+        except (OSError, ValueError):
+            return "(unreadable manifest)"
+        return f"job {status}" if status else ""
     if path.suffix != ".safetensors":
         return ""
-    meta = _safetensors_metadata(path)
-    if meta is None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "np") as f:
+            meta = f.metadata() or {}
+    except (OSError, SafetensorError):
         return "(unreadable: will be rebuilt)"
     parts = [meta.get(k) for k in ("kind", "backbone", "vocabulary", "dataset", "count")]
     return " ".join(str(v) for v in parts if v not in (None, "", "None"))
 
 
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def _age(seconds: int) -> str:
+    for unit, span in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= span:
+            return f"{seconds // span}{unit}"
+    return f"{seconds}s"
+
+
 @cache.command("list")
-@click.option("--kind", default=None, help="Only this kind (top folder): concepts, image_means, downloads, ...")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--kind", default=None, help="Only this kind (top folder): concepts, image_means, downloads, jobs, ...")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the same rows).")
 def cache_list(kind, as_json):
-    """List cached files by kind, with sizes and what each entry holds."""
+    """List cache entries, one line each: kind, key, size, age and what it holds."""
     from . import cache as c
 
-    files = _cache_files(kind)
+    rows = _cache_entries(kind)
     if as_json:
-        _echo_json({"folder": str(c.cache_dir()), "entries": [
-            {"path": rel, "kind": rel.split("/", 1)[0] if "/" in rel else None, "bytes": size,
-             "complete": done, "about": _describe_entry(p) if done else "incomplete write"}
-            for rel, p, size, done in files]})
+        _echo_json({"folder": str(c.cache_dir()), "entries": rows})
         return
     click.echo(f"cache folder: {c.cache_dir()}")
-    if not files:
+    if not rows:
         click.echo("(empty)")
         return
-    kinds: dict[str, list] = {}
-    for rel, p, size, done in files:
-        kinds.setdefault(rel.split("/", 1)[0] if "/" in rel else "(top)", []).append((rel, p, size, done))
-    for k, rows in kinds.items():
-        total = sum(r[2] for r in rows)
-        click.echo(f"{k}: {len(rows)} file(s), {total / 1e6:.2f} MB")
-        for rel, p, size, done in rows:
-            about = _describe_entry(p) if done else "incomplete write (removed by 'interp cache clear')"
-            click.echo(f"  {size / 1e6:9.2f} MB  {rel}  {about}".rstrip())
+    wk = max(4, *(len(r["kind"]) for r in rows))
+    wkey = max(3, *(len(r["key"]) for r in rows))
+    click.echo(f"{'KIND':<{wk}}  {'KEY':<{wkey}}  {'SIZE':>9}  {'AGE':>4}  ABOUT")
+    for r in rows:
+        about = r["about"] if r["complete"] or r["about"] != "incomplete write" else \
+            "incomplete write (removed by 'interp cache clear')"
+        if r["files"] > 1:
+            about = f"{r['files']} files" + (f", {about}" if about else "")
+        click.echo(f"{r['kind']:<{wk}}  {r['key']:<{wkey}}  {_size(r['bytes']):>9}  "
+                   f"{_age(r['age_s']):>4}  {about}".rstrip())
+    total = sum(r["bytes"] for r in rows)
+    click.echo(f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}, {_size(total)}")
 
 
 @cache.command("clear")
@@ -338,26 +376,32 @@ def cache_list(kind, as_json):
 @click.option("--kind", default=None, help="Only this kind (top folder), e.g. concepts.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def cache_clear(pattern, kind, yes):
-    """Delete cached files matching PATTERN (a name or relative-path wildcard; default: all),
-    including temporaries left by interrupted writes."""
+    """Delete cache entries matching PATTERN (a wildcard on the key, KIND/KEY or the name;
+    default: all), including temporaries left by interrupted writes."""
+    import shutil
+    from pathlib import Path
+
     from . import cache as c
 
-    files = _cache_files(kind, pattern)
-    if not files:
+    rows = _cache_entries(kind, pattern)
+    if not rows:
         click.echo("nothing to remove")
         return
-    what = f"{len(files)} cached file(s)" + (f" of kind '{kind}'" if kind else "")
+    what = f"{len(rows)} cache entr{'y' if len(rows) == 1 else 'ies'}" + (f" of kind '{kind}'" if kind else "")
     if not yes and not _confirm(f"delete {what} matching '{pattern}' in {c.cache_dir()}?"):
         click.echo("nothing removed")
         return
+    # cache.clear works file by file (Path.match, no kinds, skips *.part); an entry that is a
+    # folder (a job) goes as a whole, so it is removed here.
     removed = 0
-    for _, p, _, _ in files:
+    for r in rows:
+        path = Path(r["path"])
         try:
-            p.unlink()
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
             removed += 1
         except FileNotFoundError:
             pass
-    click.echo(f"removed {removed} file(s)")
+    click.echo(f"removed {removed} entr{'y' if removed == 1 else 'ies'}")
 
 
 # -- plugin commands ------------------------------------------------------------------------

@@ -1,8 +1,13 @@
-"""Progress bars that stay quiet when asked to (``--quiet``, ``INTERP_QUIET=1``) or when
-stderr is not a terminal (CI logs, pipes, redirected output).
+"""Progress bars: tqdm's own, through ``tqdm.auto``.
 
-``INTERP_PROGRESS=1`` forces bars on (e.g. to watch a job through ``tee``); in a Jupyter
-kernel bars are shown (as widgets through ``tqdm.auto``) unless quiet was asked for.
+Whether a bar is drawn is tqdm's decision (``disable=None``): on a terminal yes, when stderr
+is a pipe, a file or a CI log no, and in a Jupyter kernel the bar is a widget (``tqdm.auto``
+picks ``tqdm.notebook`` when ipywidgets is installed, else the plain bar, which a kernel's
+stderr hides). Two switches override it:
+
+- ``--quiet`` (:func:`set_quiet`) or ``INTERP_QUIET=1``: no bar anywhere;
+- ``INTERP_PROGRESS=1``: bars even when stderr is not a terminal (e.g. to watch a job through
+  ``tee``). Quiet wins over it.
 """
 
 from __future__ import annotations
@@ -20,33 +25,31 @@ def set_quiet(value: bool) -> None:
     _quiet = bool(value)
 
 
-def _stderr_is_terminal() -> bool:
-    stream = sys.stderr
-    isatty = getattr(stream, "isatty", None)
-    try:
-        return bool(isatty()) if callable(isatty) else False
-    except (ValueError, OSError):  # closed or detached stream
-        return False
-
-
-def _in_jupyter_kernel() -> bool:
-    shell = sys.modules.get("IPython")
-    if shell is None or "ipykernel" not in sys.modules:
-        return False
-    try:
-        ip = shell.get_ipython()
-    except Exception:  # noqa: BLE001
-        return False
-    return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
-
-
-def is_quiet() -> bool:
-    """True when progress bars must not be drawn."""
+def _disable() -> bool | None:
+    """tqdm's ``disable``: True (quiet asked for), False (bars forced on) or None (tqdm decides)."""
     if _quiet or os.environ.get("INTERP_QUIET", "").strip().lower() in _TRUE:
         return True
     if os.environ.get("INTERP_PROGRESS", "").strip().lower() in _TRUE:
         return False
-    return not (_stderr_is_terminal() or _in_jupyter_kernel())
+    return None
+
+
+def is_quiet() -> bool:
+    """True when interpcore's bars are not drawn, for libraries whose bars cannot take
+    ``disable=None`` (transformers has one global switch).
+
+    Without a switch this is tqdm's rule for ``disable=None``, asked of tqdm itself:
+    a bar is hidden when stderr has an ``isatty`` that says no, and shown in a notebook.
+    """
+    forced = _disable()
+    if forced is not None:
+        return forced
+    from tqdm.auto import tqdm
+
+    bar = tqdm(disable=None, total=0, delay=float("inf"), leave=False)
+    off = bar.disable
+    bar.close()
+    return bool(off)
 
 
 def progress(iterable=None, *, desc: str = "", total: int | None = None, unit: str = "it"):
@@ -59,5 +62,6 @@ def progress(iterable=None, *, desc: str = "", total: int | None = None, unit: s
             total = len(iterable)
         except TypeError:
             total = None
-    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=is_quiet(), leave=False,
-                dynamic_ncols=True, file=sys.stderr)
+    # file is left to tqdm: sys.stderr at the time the bar is made (stdout in a notebook)
+    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=_disable(), leave=False,
+                dynamic_ncols=True)

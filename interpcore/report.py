@@ -13,17 +13,19 @@ A method command given ``--out DIR`` writes its files there plus ``DIR/run.json`
 :func:`write_run` writes the manifest atomically; :func:`render_report` turns a run directory
 into ONE HTML file that needs nothing but a browser: every figure is embedded as a base64
 ``data:`` URI, the CSS is inline, there is no script, no external font and no network request.
-Everything taken from the manifest is HTML-escaped.
+The page is the jinja2 template ``interpcore/templates/report.html.j2`` with autoescape on,
+so everything taken from the manifest is HTML-escaped; the manifest's schema is the pydantic
+models of :mod:`interpcore.manifest`.
 
-This module imports only the standard library (and :mod:`interpcore.base` for JSON
-conversion), so method commands can call it without slowing the CLI down.
+At import this module needs only the standard library; jinja2 and pydantic are imported when
+a report is rendered or a manifest checked, so method commands do not slow the CLI down.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
+import functools
 import json
 import os
 import sys
@@ -36,6 +38,7 @@ from .figures import make_readable
 
 RUN_FILE = "run.json"
 REPORT_FILE = "report.html"
+TEMPLATE = "report.html.j2"
 
 #: Image types a figure may have, by file suffix.
 MIME_TYPES = {
@@ -77,68 +80,17 @@ def current_command() -> str:
 def validate_manifest(manifest: Mapping, run_dir: str | os.PathLike | None = None) -> dict:
     """Check a manifest's shape and return a normalized copy (missing optional keys filled).
 
-    Raises :class:`ReportError` naming the first problem. With ``run_dir``, also checks that
-    every figure file exists there.
+    The schema is the pydantic models of :mod:`interpcore.manifest`. Raises
+    :class:`ReportError` naming the first problem in one line. With ``run_dir``, also checks
+    that every figure file exists there.
     """
     if not isinstance(manifest, Mapping):
         raise ReportError(f"a run manifest must be a JSON object, got {type(manifest).__name__}")
-    m = dict(manifest)
-    if not isinstance(m.get("method"), str) or not m["method"]:
-        raise ReportError("the run manifest needs a 'method' string (e.g. \"splice\")")
-    m.setdefault("title", m["method"])
-    m.setdefault("command", "")
-    m.setdefault("created", "")
-    m.setdefault("settings", {})
-    m.setdefault("inputs", [])
-    m.setdefault("sections", [])
-    m.setdefault("results", {})
-    for key in ("title", "command", "created"):
-        if not isinstance(m[key], str):
-            m[key] = str(m[key])
-    if not isinstance(m["settings"], Mapping):
-        raise ReportError("the run manifest's 'settings' must be an object (name -> value)")
-    if isinstance(m["inputs"], (str, os.PathLike)) or not isinstance(m["inputs"], (list, tuple)):
-        raise ReportError("the run manifest's 'inputs' must be a list of paths or names")
-    if not isinstance(m["sections"], (list, tuple)):
-        raise ReportError("the run manifest's 'sections' must be a list")
-    sections = []
-    for i, sec in enumerate(m["sections"]):
-        where = f"section {i + 1}"
-        if not isinstance(sec, Mapping):
-            raise ReportError(f"{where} of the run manifest must be an object")
-        sec = dict(sec)
-        sec.setdefault("title", f"Section {i + 1}")
-        sec.setdefault("text", "")
-        sec.setdefault("figures", [])
-        sec.setdefault("tables", [])
-        if isinstance(sec["figures"], (str, os.PathLike)) or not isinstance(sec["figures"], (list, tuple)):
-            raise ReportError(f"{where} ('{sec['title']}'): 'figures' must be a list of paths")
-        sec["figures"] = [str(f) for f in sec["figures"]]
-        if not isinstance(sec["tables"], (list, tuple)):
-            raise ReportError(f"{where} ('{sec['title']}'): 'tables' must be a list")
-        tables = []
-        for j, tab in enumerate(sec["tables"]):
-            if not isinstance(tab, Mapping):
-                raise ReportError(f"{where}, table {j + 1}: a table must be an object")
-            tab = dict(tab)
-            tab.setdefault("title", "")
-            tab.setdefault("columns", [])
-            tab.setdefault("rows", [])
-            cols = list(tab["columns"])
-            rows = [list(r) if isinstance(r, (list, tuple)) else [r] for r in tab["rows"]]
-            for k, r in enumerate(rows):
-                if cols and len(r) != len(cols):
-                    raise ReportError(
-                        f"{where}, table '{tab['title'] or j + 1}': row {k + 1} has {len(r)} "
-                        f"cells but there are {len(cols)} columns"
-                    )
-            tab["columns"], tab["rows"] = cols, rows
-            tables.append(tab)
-        sec["tables"] = tables
-        sections.append(sec)
-    m["sections"] = sections
+    from .manifest import validate
+
+    m = validate(manifest)
     if run_dir is not None:
-        for sec in sections:
+        for sec in m["sections"]:
             for fig in sec["figures"]:
                 _figure_path(Path(run_dir), fig, sec["title"])
     return m
@@ -231,11 +183,8 @@ def _data_uri(path: Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _cell(value) -> str:
+def _cell(value) -> dict:
+    """A table cell: its text and whether it is a number (right-aligned)."""
     if isinstance(value, float):
         text = f"{value:.4g}"
     elif isinstance(value, (dict, list)):
@@ -244,36 +193,22 @@ def _cell(value) -> str:
         text = ""
     else:
         text = str(value)
-    cls = ' class="num"' if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
-    return f"<td{cls}>{_e(text)}</td>"
+    return {"text": text, "num": isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
-def _paragraphs(text: str) -> str:
-    """Plain text to HTML: blank lines separate paragraphs, lines starting '- ' are bullets."""
-    out = []
+def _blocks(text: str) -> list[tuple[str, object]]:
+    """Plain text to ("p", text) / ("ul", [items]) blocks: blank lines separate paragraphs,
+    a block whose every line starts with '- ' or '* ' is a bullet list."""
+    out: list[tuple[str, object]] = []
     for block in str(text).strip().split("\n\n"):
         lines = [ln.rstrip() for ln in block.strip().splitlines() if ln.strip()]
         if not lines:
             continue
         if all(ln.lstrip().startswith(("- ", "* ")) for ln in lines):
-            items = "".join(f"<li>{_e(ln.lstrip()[2:])}</li>" for ln in lines)
-            out.append(f"<ul>{items}</ul>")
+            out.append(("ul", [ln.lstrip()[2:] for ln in lines]))
         else:
-            out.append(f"<p>{_e(' '.join(ln.strip() for ln in lines))}</p>")
-    return "\n".join(out)
-
-
-def _table(tab: dict) -> str:
-    parts = ['<div class="tablewrap"><table>']
-    if tab["title"]:
-        parts.append(f"<caption>{_e(tab['title'])}</caption>")
-    if tab["columns"]:
-        parts.append("<thead><tr>" + "".join(f"<th>{_e(c)}</th>" for c in tab["columns"]) + "</tr></thead>")
-    parts.append("<tbody>")
-    for row in tab["rows"]:
-        parts.append("<tr>" + "".join(_cell(v) for v in row) + "</tr>")
-    parts.append("</tbody></table></div>")
-    return "".join(parts)
+            out.append(("p", " ".join(ln.strip() for ln in lines)))
+    return out
 
 
 def _value(value) -> str:
@@ -282,116 +217,61 @@ def _value(value) -> str:
     return str(value)
 
 
-_CSS = """
-:root { color-scheme: light; }
-* { box-sizing: border-box; }
-body { margin: 0; background: #f6f7f9; color: #1d2330;
-  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
-main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 48px; }
-header { border-bottom: 2px solid #d5d9e0; margin-bottom: 18px; }
-h1 { font-size: 26px; margin: 0 0 4px; }
-h2 { font-size: 20px; margin: 0 0 8px; }
-.meta { color: #555f70; margin: 0 0 12px; }
-.meta code { background: #eceff3; padding: 1px 5px; border-radius: 4px; word-break: break-all; }
-.card { background: #fff; border: 1px solid #dde1e7; border-radius: 8px; padding: 16px 20px;
-  margin: 0 0 18px; }
-.text p, .text ul { max-width: 80ch; margin: 0 0 8px; }
-.how { color: #3b4456; }
-figure { margin: 12px 0; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid #e3e6eb;
-  background: #fff; }
-figcaption { color: #6a7385; font-size: 13px; margin-top: 4px; }
-.tablewrap { overflow-x: auto; margin: 10px 0; }
-table { border-collapse: collapse; font-size: 14px; }
-caption { text-align: left; font-weight: 600; padding: 4px 0; }
-th, td { border: 1px solid #dde1e7; padding: 4px 9px; text-align: left; vertical-align: top; }
-th { background: #eef1f5; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tbody tr:nth-child(even) { background: #fafbfc; }
-ul.inputs { margin: 0; padding-left: 20px; word-break: break-all; }
-details summary { cursor: pointer; font-weight: 600; }
-pre { background: #f1f3f6; padding: 10px; overflow-x: auto; font-size: 13px;
-  white-space: pre-wrap; word-break: break-word; }
-nav ol { margin: 0; padding-left: 22px; }
-footer { color: #7a8393; font-size: 12px; margin-top: 24px; }
-"""
+@functools.lru_cache(maxsize=None)
+def template(name: str = "report.html.j2"):
+    """A template from ``interpcore/templates`` (autoescape on, undefined names are errors)."""
+    return _environment().get_template(name)
+
+
+@functools.lru_cache(maxsize=1)
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("interpcore", "templates"),
+        autoescape=True,  # every manifest value is escaped; nothing is marked safe
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
 
 
 def render_html(manifest: Mapping, run_dir: str | os.PathLike) -> str:
-    """The report for ``manifest`` (figures read from ``run_dir``) as an HTML string."""
+    """The report for ``manifest`` (figures read from ``run_dir``) as an HTML string.
+
+    The page is ``templates/report.html.j2``; this function only prepares plain values for it
+    (figures as base64 ``data:`` URIs, cells as text, text as paragraphs and bullets).
+    """
     from . import __version__
     from .base import to_jsonable
 
     run_dir = Path(run_dir)
     m = validate_manifest(manifest)
-    title = m["title"] or m["method"]
-    body = [f"<header><h1>{_e(title)}</h1>"]
-    meta = [f"method <strong>{_e(m['method'])}</strong>"]
-    if m["created"]:
-        meta.append(f"created {_e(m['created'])}")
-    body.append(f'<p class="meta">{" · ".join(meta)}</p>')
-    if m["command"]:
-        body.append(f'<p class="meta">command: <code>{_e(m["command"])}</code></p>')
-    body.append("</header>")
-
-    if len(m["sections"]) > 1:
-        items = "".join(
-            f'<li><a href="#s{i + 1}">{_e(s["title"])}</a></li>' for i, s in enumerate(m["sections"])
-        )
-        body.append(f'<nav class="card"><h2>Contents</h2><ol>{items}</ol></nav>')
-
-    body.append('<section class="card"><h2>Inputs</h2>')
-    if m["inputs"]:
-        body.append('<ul class="inputs">' + "".join(f"<li>{_e(_value(x))}</li>" for x in m["inputs"]) + "</ul>")
-    else:
-        body.append("<p>(none recorded)</p>")
-    body.append("</section>")
-
-    body.append('<section class="card"><h2>Settings</h2>')
-    if m["settings"]:
-        rows = "".join(
-            f"<tr><th>{_e(k)}</th><td>{_e(_value(to_jsonable(v)))}</td></tr>"
-            for k, v in m["settings"].items()
-        )
-        body.append(f'<div class="tablewrap"><table><tbody>{rows}</tbody></table></div>')
-    else:
-        body.append("<p>(defaults)</p>")
-    body.append("</section>")
-
-    for i, sec in enumerate(m["sections"]):
-        body.append(f'<section class="card" id="s{i + 1}"><h2>{_e(sec["title"])}</h2>')
-        if sec["text"]:
-            body.append(f'<div class="text how">{_paragraphs(sec["text"])}</div>')
+    sections = []
+    for sec in m["sections"]:
+        figs = []
         for fig in sec["figures"]:
             path = _figure_path(run_dir, fig, sec["title"])
-            alt = f"{sec['title']}: {Path(fig).name}"
-            body.append(
-                f'<figure><img src="{_data_uri(path)}" alt="{_e(alt)}">'
-                f"<figcaption>{_e(fig)}</figcaption></figure>"
-            )
-        for tab in sec["tables"]:
-            body.append(_table(tab))
-        body.append("</section>")
-
-    results = json.dumps(to_jsonable(m["results"]), indent=2, ensure_ascii=False, default=str)
-    body.append(
-        '<section class="card"><details><summary>Results (JSON)</summary>'
-        f"<pre>{_e(results)}</pre></details></section>"
-    )
-    body.append(
-        f"<footer>Written by interpcore {_e(__version__)} from {_e(run_dir.name)}/{RUN_FILE}."
-        " Self-contained: images are embedded; the page makes no network request.</footer>"
-    )
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        # No request of any kind may leave the page, not even for a favicon.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-        "img-src data:; style-src 'unsafe-inline'\">"
-        '<link rel="icon" href="data:,">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n"
-        "<body><main>\n" + "\n".join(body) + "\n</main></body></html>\n"
+            figs.append({"src": _data_uri(path), "alt": f"{sec['title']}: {Path(fig).name}",
+                         "caption": fig})
+        tables = [{"title": tab["title"], "columns": [str(c) for c in tab["columns"]],
+                   "rows": [[_cell(v) for v in row] for row in tab["rows"]]}
+                  for tab in sec["tables"]]
+        sections.append({"title": sec["title"], "blocks": _blocks(sec["text"]) if sec["text"] else [],
+                         "figures": figs, "tables": tables})
+    return template(TEMPLATE).render(
+        title=m["title"] or m["method"],
+        method=m["method"],
+        created=m["created"],
+        command=m["command"],
+        inputs=[_value(x) for x in m["inputs"]],
+        settings=[(str(k), _value(to_jsonable(v))) for k, v in m["settings"].items()],
+        sections=sections,
+        results=json.dumps(to_jsonable(m["results"]), indent=2, ensure_ascii=False, default=str),
+        version=__version__,
+        run_name=run_dir.name,
+        run_file=RUN_FILE,
     )
 
 

@@ -83,10 +83,26 @@ def test_write_run_refuses_missing_figure_and_writes_nothing(tmp_path):
     ({"sections": [{"figures": "a.png"}]}, "'figures' must be a list"),
     ({"sections": [{"tables": [{"columns": ["a", "b"], "rows": [[1]]}]}]}, "row 1 has 1 cells but there are 2"),
     ({"sections": [{"figures": ["x.pdf"]}]}, "unsupported type"),
+    ({"sections": [3]}, r"^section 1 of the run manifest must be an object, not int$"),
+    ({"sections": [{"title": "S", "tables": [{"title": "top", "columns": ["a"], "rows": [[1, 2]]}]}]},
+     r"^section 1 \('S'\), table 'top': row 1 has 2 cells but there are 1 columns$"),
+    ({"inputs": "cat.png"}, r"^the run manifest's 'inputs' must be a list of paths or names, not str$"),
 ])
 def test_bad_manifests_are_clear_errors(tmp_path, bad, message):
     with pytest.raises(ReportError, match=message):
         validate_manifest(_manifest(**bad), tmp_path)
+
+
+def test_manifest_defaults_filled_and_unknown_keys_kept():
+    from collections import OrderedDict
+
+    m = validate_manifest(OrderedDict(method="prs", extra={"x": 1},
+                                      sections=[{"note": "n", "tables": [{"rows": [1, (2, 3)]}]}]))
+    assert m["title"] == "prs" and m["command"] == "" and m["settings"] == {} and m["results"] == {}
+    assert m["extra"] == {"x": 1}
+    sec = m["sections"][0]
+    assert sec["title"] == "Section 1" and sec["note"] == "n" and sec["figures"] == []
+    assert sec["tables"][0] == {"title": "", "columns": [], "rows": [[1], [2, 3]]}
 
 
 def test_load_run_errors(tmp_path):

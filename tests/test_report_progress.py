@@ -1,5 +1,5 @@
-"""Progress bars: drawn on a terminal, silent under --quiet, INTERP_QUIET and when stderr is
-not a terminal (pipes, CI logs)."""
+"""Progress bars: tqdm.auto's, drawn on a terminal, silent under --quiet, INTERP_QUIET and when
+stderr is not a terminal (pipes, CI logs); INTERP_PROGRESS=1 forces them on."""
 
 from __future__ import annotations
 
@@ -58,16 +58,45 @@ def test_env_quiet_and_env_force(clean):
     assert "scanning pool" in _run_bar(io.StringIO(), clean)
 
 
-def test_stderr_without_isatty_is_quiet(clean):
-    class Bare:
-        def write(self, s):
-            pass
+class _Bare:
+    """A stream with no isatty at all: tqdm cannot tell, and draws."""
 
-        def flush(self):
-            pass
+    def __init__(self):
+        self.parts = []
 
-    clean.setattr(sys, "stderr", Bare())
-    assert P.is_quiet()
+    def write(self, s):
+        self.parts.append(s)
+
+    def flush(self):
+        pass
+
+    def getvalue(self):
+        return "".join(self.parts)
+
+
+@pytest.mark.parametrize("stream", [_TTY, io.StringIO, _Bare])
+def test_is_quiet_agrees_with_the_bars(clean, stream):
+    """is_quiet (for other libraries' bars) says what tqdm decides for ours, on every stream."""
+    clean.setattr(sys, "stderr", stream())
+    quiet = P.is_quiet()
+    drawn = _run_bar(stream(), clean) != ""
+    assert quiet is not drawn
+    assert quiet is (stream is io.StringIO)
+
+
+def test_quiet_silences_a_stream_without_isatty(clean):
+    clean.setenv("INTERP_QUIET", "1")
+    clean.setenv("INTERP_PROGRESS", "1")  # quiet wins
+    assert _run_bar(_Bare(), clean) == "" and P.is_quiet()
+
+
+def test_bars_are_tqdm_auto(clean):
+    import tqdm.auto
+
+    clean.setenv("INTERP_PROGRESS", "1")
+    bar = P.progress(total=1)
+    bar.close()
+    assert isinstance(bar, tqdm.auto.tqdm)
 
 
 def test_cli_quiet_flag_sets_quiet(clean):

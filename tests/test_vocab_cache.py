@@ -33,25 +33,55 @@ def run(*args):
     return res.output
 
 
-def test_list_groups_by_kind_and_describes_entries(cache):
+def _line(out, key):
+    lines = [ln for ln in out.splitlines() if f" {key} " in f" {ln} "]
+    assert len(lines) == 1, out
+    return lines[0]
+
+
+def test_list_is_one_line_per_entry_with_kind_key_size_age(cache):
     out = run("list")
-    assert "concepts: 3 file(s)" in out and "downloads: 1 file(s)" in out
-    assert "concept_dictionary fake:bb words 3" in out
-    assert "broken.safetensors  (unreadable" in out
-    assert "incomplete write" in out
+    assert out.splitlines()[1].split() == ["KIND", "KEY", "SIZE", "AGE", "ABOUT"]
+    line = _line(out, "a.safetensors")
+    assert line.split()[0] == "concepts"
+    assert "concept_dictionary fake:bb words 3" in line
+    assert "(unreadable" in _line(out, "broken.safetensors")
+    assert "incomplete write" in _line(out, ".b.safetensors.x1.part")
+    assert _line(out, "vocab/laion.txt").split()[:4] == ["downloads", "vocab/laion.txt", "4", "B"]
+    assert out.splitlines()[-1].startswith("4 entries")
 
 
-def test_list_json_and_kind_filter(cache):
+def test_a_job_folder_is_one_entry(cache):
+    job = cache / "jobs" / "0123abcd"
+    for i in range(5):
+        write_text(job / "arrays" / "emb" / f"shard-{i:05d}.npy", "x" * 10)
+    write_text(job / "manifest.json", json.dumps({"status": "complete"}))
+    rows = [e for e in json.loads(run("list", "--json"))["entries"] if e["kind"] == "jobs"]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["key"] == "0123abcd" and row["files"] == 6 and row["about"] == "job complete"
+    assert row["bytes"] == 50 + len(json.dumps({"status": "complete"}))
+    assert "6 files, job complete" in _line(run("list", "--kind", "jobs"), "0123abcd")
+    assert "removed 1 entry" in run("clear", "0123*", "-y")
+    assert not job.exists()
+
+
+def test_list_json_gives_the_same_rows_and_kind_filter(cache):
     data = json.loads(run("list", "--json", "--kind", "downloads"))
-    assert [e["path"] for e in data["entries"]] == ["downloads/vocab/laion.txt"]
-    assert data["entries"][0]["complete"] is True
+    assert [(e["kind"], e["key"], e["bytes"], e["files"]) for e in data["entries"]] == [
+        ("downloads", "vocab/laion.txt", 4, 1)]
+    assert data["entries"][0]["complete"] is True and data["entries"][0]["age_s"] >= 0
+    every = json.loads(run("list", "--json"))["entries"]
+    part = [e for e in every if e["key"].endswith(".part")]
+    assert [e["complete"] for e in part] == [False]
+    assert len(run("list").splitlines()) == 1 + 1 + len(every) + 1  # folder, header, rows, total
 
 
 def test_clear_by_kind_then_pattern_includes_interrupted_writes(cache):
-    assert "removed 1 file(s)" in run("clear", "--kind", "downloads", "-y")
+    assert "removed 1 entry" in run("clear", "--kind", "downloads", "-y")
     assert not (cache / "downloads" / "vocab" / "laion.txt").exists()
-    assert "removed 1 file(s)" in run("clear", "*.part", "-y")
+    assert "removed 1 entry" in run("clear", "*.part", "-y")
     assert sorted(p.name for p in (cache / "concepts").iterdir()) == ["a.safetensors",
                                                                       "broken.safetensors"]
-    assert "removed 2 file(s)" in run("clear", "-y")
+    assert "removed 2 entries" in run("clear", "-y")
     assert "nothing to remove" in run("clear", "-y")

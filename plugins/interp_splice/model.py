@@ -118,6 +118,18 @@ class SpliceResult(Result):
     def __str__(self) -> str:
         return "\n".join(self.format(i) for i in range(len(self)))
 
+    def figure(self, i: int = 0, k: int = 10):
+        """A bar chart of image ``i``'s ``k`` largest concept weights (a matplotlib figure;
+        shown inline by the notebook view)."""
+        if not len(self):
+            raise InterpError("an empty decomposition has nothing to draw")
+        from interpcore import figures
+
+        top = self.top(i, k)
+        return figures.bar_chart([c for c, _ in top], [w for _, w in top], xlabel="weight",
+                                 title=f"{Path(str(self.images[i])).name}: top concepts",
+                                 sort=False)
+
 
 @dataclasses.dataclass
 class DatasetDecomposition(Result):
