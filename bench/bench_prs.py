@@ -7,10 +7,18 @@ Targets (issue 7):
   layer (what the paper's reference code does), on the same model;
 * time per image at most 3x a plain ``encode_image``.
 
-Memory: each variant runs in a fresh process; the peak resident set size is reset
-(``/proc/self/clear_refs``) right before the call, and the figure is the peak during the call
-minus the resident size before it (everything torch allocates is counted). Where the reset is
+Memory: each variant runs in a fresh process and is run once to warm up (kernels, buffers);
+freed memory is handed back to the OS (``malloc_trim``) and the peak resident set size is
+reset (``/proc/self/clear_refs``) right before the measured call, and the figure is the peak
+during the call minus the resident size before it (everything the call allocates is counted,
+its output included). Where the reset is
 not available the whole process's ``ru_maxrss`` difference is used and the table says so.
+
+The reference's own per-patch path (``prs_hook.py`` of yossigandelsman/clip_text_span with
+its modified open_clip, ``attn_method="head"`` then ``finalize``) is measured too when
+``INTERP_REFERENCE_TEXT_SPAN`` names a checkout of that repository (and ``einops``, which it
+needs, is installed); its code is never part of this repository. Without it the table says
+"not measured".
 
 Run: ``python bench/bench_prs.py`` (prints the markdown section ``main()`` returns).
 """
@@ -26,9 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 TIME_LIMIT = 1200
 THREADS = 2
 CFG = dict(image_size=224, patch_size=16, width=768, layers=12, heads=12, mlp_ratio=4.0, output_dim=512)
+SIZES = {"ViT-B-16": CFG, "ViT-B-32": dict(CFG, patch_size=32)}
+REFERENCE_ENV = "INTERP_REFERENCE_TEXT_SPAN"
 
 
-def _backbone():
+def _backbone(size: str = "ViT-B-16"):
     import torch
     from open_clip.transformer import VisionTransformer
 
@@ -37,7 +47,7 @@ def _backbone():
     from interpcore.torch_backbone import TorchBackbone
 
     torch.manual_seed(0)
-    visual = VisionTransformer(**CFG).eval()
+    visual = VisionTransformer(**SIZES[size]).eval()
 
     class Tower(TorchBackbone):
         def _encode_image(self, pixels):
@@ -57,6 +67,15 @@ def _status_kb(key):
     return None
 
 
+def _trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _reset_peak() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -66,8 +85,29 @@ def _reset_peak() -> bool:
         return False
 
 
-def measure_memory(mode: str) -> dict:
-    """Peak extra memory (bytes) of one image's per-patch decomposition, in this process."""
+def _reference_model(size: str):
+    """The reference's own CLIP with its PRS logger hooked in (random weights)."""
+    checkout = os.environ.get(REFERENCE_ENV)
+    if not checkout or not Path(checkout, "prs_hook.py").is_file():
+        raise RuntimeError(f"set {REFERENCE_ENV} to a checkout of yossigandelsman/clip_text_span")
+    sys.path.insert(0, checkout)
+    import torch
+
+    try:
+        from prs_hook import hook_prs_logger
+        from utils.factory import create_model
+    except ImportError as exc:
+        raise RuntimeError(f"the reference code does not import here ({exc}); pip install einops") from None
+    torch.manual_seed(0)
+    model = create_model(size, pretrained=None, device="cpu").eval()
+    return model, hook_prs_logger(model, "cpu", spatial=True)
+
+
+def measure_memory(mode: str, size: str = "ViT-B-16") -> dict:
+    """Peak extra memory (bytes) of one image's per-patch decomposition, in this process.
+
+    ``mode``: ``ours``, ``naive`` (interpcore's own full-tensor code) or ``reference`` (the
+    reference's hook and finalize)."""
     import gc
 
     import torch
@@ -76,13 +116,24 @@ def measure_memory(mode: str) -> dict:
     from interp_prs.decompose import PRSDecomposer
     from interp_prs.naive import naive_per_patch_heads
 
-    bb = _backbone()
-    dec = PRSDecomposer(bb, per_patch=True)
-    _ = dec.folded  # weights folding is set-up, not per-image work
-    x = torch.randn(1, 3, CFG["image_size"], CFG["image_size"])
-    with torch.no_grad():
-        bb.model(x)  # warm up allocator and kernels
+    cfg = SIZES[size]
+    x = torch.randn(1, 3, cfg["image_size"], cfg["image_size"])
+    if mode == "reference":
+        model, logger = _reference_model(size)
+        with torch.no_grad():  # warm up on the same path, then clear what it logged
+            logger.finalize(model.encode_image(x, attn_method="head", normalize=False))
+        logger.reinit()
+    else:
+        bb = _backbone(size)
+        dec = PRSDecomposer(bb, per_patch=True)
+        _ = dec.folded  # weights folding is set-up, not per-image work
+        with torch.no_grad():  # warm up on the measured path itself (kernels, buffers)
+            if mode == "naive":
+                naive_per_patch_heads(dec.stream, x)
+            else:
+                dec.decompose(x)
     gc.collect()
+    _trim()  # hand freed pages back, so the peak counts everything the call itself needs
     exact = _reset_peak()
     before = _status_kb("VmRSS") * 1024
     import resource
@@ -92,6 +143,9 @@ def measure_memory(mode: str) -> dict:
     with torch.no_grad():
         if mode == "naive":
             out = naive_per_patch_heads(dec.stream, x)
+        elif mode == "reference":
+            rep = model.encode_image(x, attn_method="head", normalize=False)
+            out, _mlps = logger.finalize(rep)
         else:
             out = dec.decompose(x).heads
     wall = time.perf_counter() - t0
@@ -157,6 +211,7 @@ def main() -> str:
             f"({ours['shape']}, float32) is {fmt_bytes(ours['output_bytes'])}.\n\n")
     except Exception as exc:  # noqa: BLE001 - report, never invent a figure
         parts.append(f"### Peak memory\n\nnot measured: {str(exc).splitlines()[0][:300]}\n\n")
+    parts.append(_reference_section(env))
     try:
         speed = run_isolated("bench_prs:measure_speed", env=env, timeout=900)["result"]
         rows = [
@@ -175,6 +230,38 @@ def main() -> str:
     except Exception as exc:  # noqa: BLE001
         parts.append(f"### Time per image\n\nnot measured: {str(exc).splitlines()[0][:300]}\n")
     return "".join(parts)
+
+
+def _reference_section(env) -> str:
+    """Peak memory against the reference's own per-patch path, for ViT-B/32 and ViT-B/16."""
+    from common import fmt_bytes, md_table, run_isolated
+
+    rows, notes = [], []
+    for size in SIZES:
+        try:
+            ours = run_isolated("bench_prs:measure_memory", "ours", size, env=env, timeout=500)["result"]
+        except Exception as exc:  # noqa: BLE001
+            notes.append(f"{size}: interpcore not measured: {str(exc).splitlines()[0][:200]}")
+            continue
+        try:
+            ref = run_isolated("bench_prs:measure_memory", "reference", size, env=env,
+                               timeout=500)["result"]
+        except Exception as exc:  # noqa: BLE001 - say why, never invent a figure
+            msg = str(exc).strip().splitlines()
+            rows.append([size, "not measured", fmt_bytes(ours["peak_extra"]), "-"])
+            notes.append(f"{size}: reference not measured: {(msg[-1] if msg else 'failed')[:200]}")
+            continue
+        ratio = ref["peak_extra"] / max(ours["peak_extra"], 1)
+        rows.append([size, fmt_bytes(ref["peak_extra"]), fmt_bytes(ours["peak_extra"]), f"{ratio:.1f}x"])
+    text = ("### Peak memory against the reference's own code (one image, per patch)\n\n"
+            "The reference: `prs_hook.py` of clip_text_span on its own open_clip copy "
+            "(`attn_method=\"head\"`, then `finalize`), same sizes, random weights; "
+            f"measured when `{REFERENCE_ENV}` names a checkout.\n\n")
+    if rows:
+        text += md_table(["model", "reference", "interpcore prs", "reference / interpcore"], rows)
+    if notes:
+        text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    return text + "\n"
 
 
 if __name__ == "__main__":
