@@ -121,6 +121,8 @@ class PluginManager:
     def register(self, plugin, name: str | None = None) -> PluginStatus:
         """Register an in-process plugin (a module or object with hook implementations)."""
         name = name or getattr(plugin, "__name__", None) or repr(plugin)
+        if self.pm.get_plugin(name) is plugin and name in self.statuses:
+            return self.statuses[name]  # the same plugin again: nothing to do
         return self._load_one(name, lambda: plugin, getattr(plugin, "__name__", name), "-", "-")
 
     def _load_one(self, name, load, module, dist, version) -> PluginStatus:

@@ -77,6 +77,9 @@ class Registry:
         """Register an in-process plugin now (tests, notebooks) and collect its names."""
         with self._lock:
             self.ensure_loaded()
+            name = name or getattr(plugin, "__name__", None)
+            if name is not None and self.manager.pm.get_plugin(name) is plugin:
+                return self.manager.statuses[name]  # already registered and collected
             status = self.manager.register(plugin, name)
             if status.status == "ok":
                 self._collect(only=status.name)
