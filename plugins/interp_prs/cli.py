@@ -247,7 +247,9 @@ def ablate_cmd(task, templates, run, **kw):
 @click.option("--layers", "n_layers", type=int, default=4, show_default=True,
               help="Label the heads of the last k layers.")
 @click.option("--texts-per-head", type=int, default=10, show_default=True)
-@click.option("--rank", type=int, default=80, show_default=True)
+@click.option("--rank", type=int, default=None,
+              help="Dimension of each head's span the texts are projected onto (default and "
+                   "maximum: the head dimension).")
 @click.option("--task", default=None, help="Zero-shot task for the accuracy figures.")
 def textspan_cmd(pool, n_layers, texts_per_head, rank, task, run, **kw):
     """Greedy text basis for every head of the last layers, with the variance each text

@@ -289,8 +289,8 @@ class PRSDecomposer(Decomposer):
     name = "prs"
     requires = (Capability.VIT_RESIDUAL_STREAM, Capability.IMAGE_ENCODER)
 
-    def __init__(self, backbone, per_patch: bool = False, layers=None, **options):
-        super().__init__(backbone, per_patch=per_patch, layers=layers, **options)
+    def __init__(self, backbone, per_patch: bool = False, layers=None):
+        super().__init__(backbone, per_patch=per_patch, layers=layers)
         self.stream = backbone.residual_stream()
         self.per_patch = bool(per_patch)
         self.layers = resolve_layers(layers, self.stream.num_layers)

@@ -66,10 +66,17 @@ class SpanBasis:
     rank: int
 
 
-def greedy_text_basis(mean, gram, n, texts, iters: int = 10, rank: int = 80) -> SpanBasis:
+#: Eigenvalues of a head's X^T X below this fraction of its largest are numerical noise.
+RANK_TOL = 1e-9
+
+
+def greedy_text_basis(mean, gram, n, texts, iters: int = 10, rank: int | None = None) -> SpanBasis:
     """The greedy TextSpan basis of every head at once (see the module docstring).
 
     ``mean`` (K, D), ``gram`` (K, D, D) uncentred, ``texts`` (m, D) text embeddings.
+    ``rank``: the dimension of the span the texts are projected onto; it never exceeds the
+    data's numerical rank (the smallest over the heads), because directions beyond it are
+    rounding noise that a 1e-7 perturbation reorders. ``None``: that numerical rank.
     """
     mean = torch.as_tensor(mean, dtype=torch.float64)
     gram = torch.as_tensor(gram, dtype=torch.float64)
@@ -80,10 +87,12 @@ def greedy_text_basis(mean, gram, n, texts, iters: int = 10, rank: int = 80) -> 
     m = T.shape[0]
     if m == 0:
         raise InterpError("the text pool is empty")
-    rank = int(max(1, min(rank, D)))
-    iters = int(max(1, min(iters, m, rank)))
     # top-rank right singular vectors of X = top eigenvectors of X^T X
     evals, evecs = torch.linalg.eigh(gram)  # ascending
+    top = evals[:, -1:].clamp_min(1e-300)
+    numerical = int((evals > top * RANK_TOL).sum(-1).min().clamp_min(1))
+    rank = numerical if rank is None else int(max(1, min(rank, D, numerical)))
+    iters = int(max(1, min(iters, m, rank)))
     V = evecs[:, :, -rank:].flip(-1).transpose(1, 2)  # (K, rank, D), rows orthonormal
     C = (gram - n * mean[:, :, None] * mean[:, None, :]) / max(n - 1, 1)
     total_var = torch.diagonal(C, dim1=1, dim2=2).sum(-1).clamp_min(1e-30)  # (K,)
@@ -217,26 +226,42 @@ class TextSpanExplainer(Explainer):
     Options: ``pool`` (vocabulary name, file, list or Vocabulary; default: the one the
     dataset, else the backbone, advertises, else ``image_descriptions_general``),
     ``layers`` (int: the last k layers, default 4, or a list), ``texts_per_head`` (10),
-    ``rank`` (80: the dimension of each head's span the texts are projected onto).
+    ``rank`` (the dimension of each head's span the texts are projected onto; default and
+    maximum: the head dimension, since a head's contributions span at most that many
+    directions, and never more than the data's numerical rank; a larger value is clamped
+    with a warning).
     """
 
     name = "textspan"
     requires = (Capability.VIT_RESIDUAL_STREAM, Capability.IMAGE_ENCODER, Capability.TEXT_ENCODER)
 
-    def __init__(self, backbone, pool=None, layers=4, texts_per_head: int = 10, rank: int = 80,
-                 **options):
+    def __init__(self, backbone, pool=None, layers=4, texts_per_head: int = 10,
+                 rank: int | None = None):
         super().__init__(backbone, pool=pool, layers=layers, texts_per_head=texts_per_head,
-                         rank=rank, **options)
+                         rank=rank)
         from .decompose import PRSDecomposer, resolve_layers
 
         self.decomposer = PRSDecomposer(backbone)
-        L = self.decomposer.stream.num_layers
+        stream = self.decomposer.stream
+        L = stream.num_layers
         self.layers = resolve_layers(min(layers, L) if isinstance(layers, int) else layers, L)
         self.pool = pool
         self.texts_per_head = int(texts_per_head)
-        self.rank = int(rank)
         if self.texts_per_head < 1:
             raise InterpError("texts_per_head must be at least 1")
+        dh = int(stream.head_dim)
+        if rank is None:
+            rank = dh
+        elif int(rank) < 1:
+            raise InterpError(f"rank must be at least 1, got {rank}")
+        elif int(rank) > dh:
+            import warnings
+
+            warnings.warn(f"TextSpan rank {rank} is above the head dimension {dh} of "
+                          f"{backbone.name}: a head's contributions span at most {dh} directions "
+                          f"and the rest is rounding noise; using rank {dh}", stacklevel=2)
+            rank = dh
+        self.rank = int(rank)
 
     def store_for(self, dataset, *, batch_size: int = 64, limit=None, out=None):
         from .decompose import decompose_dataset
