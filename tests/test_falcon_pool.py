@@ -70,8 +70,16 @@ def test_retrieval_reads_the_pool_once_for_all_queries(data):
             yield from super().chunks(chunk_size)
 
     pool = Counting(caps, emb)
-    P.retrieve(np.concatenate([queries] * 20), pool, k=5, chunk_size=100)
+    ret = P.retrieve(np.concatenate([queries] * 20), pool, k=5, chunk_size=100)
     assert Counting.passes == 1
+    assert ret.passes == 1.0  # measured from the rows read, not a constant
+
+    class Twice(P.TensorPool):  # a pool that (wrongly) yields every row twice is seen
+        def chunks(self, chunk_size):
+            yield from super().chunks(chunk_size)
+            yield from super().chunks(chunk_size)
+
+    assert P.retrieve(queries, Twice(caps, emb), k=5, chunk_size=100).passes == 2.0
 
 
 def test_unpadded_laion_400m_numbering_is_read_in_numeric_order(tmp_path, data):

@@ -32,7 +32,7 @@ DEFAULTS = dict(
     cam="gradcam",
     grouping="reference",  # or "coactivation"
     sigma=5.0,
-    min_images=10,
+    min_images=11,  # the reference keeps groups of more than 10 images
     min_jaccard=0.5,
     max_images=50,
     box_threshold=0.6,
@@ -89,7 +89,7 @@ class FalconResult(Result):
     groups: list[GroupExplanation]
     settings: dict = dataclasses.field(default_factory=dict)
     pool: str | None = None
-    pool_passes: int = 0
+    pool_passes: float = 0.0  #: measured: pool rows read / pool size (1.0 = one pass)
     files: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -132,7 +132,7 @@ class FalconResult(Result):
         ]
         if not self.groups:
             lines.append(
-                f"  no group of at least {self.settings.get('min_images', 10)} images at sigma "
+                f"  no group of at least {self.settings.get('min_images', 11)} images at sigma "
                 f"{self.settings.get('sigma', 5.0)}: the reference's 5-sigma rule suits wide, "
                 "sparse layers; for a narrow or dense layer lower --sigma (e.g. 3) or --min-images"
             )

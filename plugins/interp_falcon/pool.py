@@ -346,7 +346,9 @@ class Retrieval:
     logsumexp: np.ndarray  # (M,) float64
     temperature: float
     pool_size: int
-    passes: int = 1
+    #: pool rows read divided by the pool's size: how many passes the retrieval really made
+    #: (counted while reading, so a pool whose chunks overlap or repeat shows it)
+    passes: float = 0.0
 
 
 def retrieve(queries, pool: CaptionPool, *, k: int = 20, chunk_size: int = 16384,
@@ -378,8 +380,10 @@ def retrieve(queries, pool: CaptionPool, *, k: int = 20, chunk_size: int = 16384
     best_i = torch.full((m, kk), -1, dtype=torch.long, device=dev)
     lse = torch.full((m,), float("-inf"), dtype=torch.float64, device=dev)
     bar = progress(total=n, desc=desc, unit="cap")
+    read = 0
     try:
         for start, arr in pool.chunks(chunk_size):
+            read += len(arr)
             if dev.type == "cpu":
                 c = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
             else:  # copy the stored dtype, convert on the device
@@ -397,7 +401,8 @@ def retrieve(queries, pool: CaptionPool, *, k: int = 20, chunk_size: int = 16384
             del c, s
     finally:
         bar.close()
-    return Retrieval(best_i.cpu().numpy(), best_v.cpu().numpy(), lse.cpu().numpy(), temperature, n)
+    return Retrieval(best_i.cpu().numpy(), best_v.cpu().numpy(), lse.cpu().numpy(), temperature, n,
+                     passes=read / max(n, 1))
 
 
 def top_captions(ret: Retrieval, pool: CaptionPool, *, k: int = 5, weights: str = "pool"

@@ -79,13 +79,14 @@ class FeatureGroup:
     extra: dict = field(default_factory=dict)
 
 
-def find_groups(reps_n: torch.Tensor, *, sigma: float = 5.0, min_images: int = 10,
+def find_groups(reps_n: torch.Tensor, *, sigma: float = 5.0, min_images: int = 11,
                 threshold: float | None = None) -> tuple[list[FeatureGroup], float]:
     """The reference's grouping rule.
 
     Each image's set of features at or above ``threshold`` (default mean + ``sigma`` std of
     the normalized matrix) is its key; images with the same non-empty key form a group;
-    groups of at least ``min_images`` images are kept, largest first. Returns
+    groups of at least ``min_images`` images (default 11: the reference keeps groups of
+    more than 10) are kept, largest first. Returns
     ``(groups, threshold)``.
     """
     if reps_n.dim() != 2:
@@ -103,7 +104,7 @@ def find_groups(reps_n: torch.Tensor, *, sigma: float = 5.0, min_images: int = 1
     return groups, thr
 
 
-def find_coactivation_groups(reps_n: torch.Tensor, *, sigma: float = 5.0, min_images: int = 10,
+def find_coactivation_groups(reps_n: torch.Tensor, *, sigma: float = 5.0, min_images: int = 11,
                              min_jaccard: float = 0.5, threshold: float | None = None
                              ) -> tuple[list[FeatureGroup], float]:
     """Group features that fire on the same images.
