@@ -323,9 +323,15 @@ def train_resnet(out, *, seed=0, steps=None, batch_size=None, lr=None, threads=N
         images, _, samples = _batch(step, B, seed, 0.0, ds, ds)
         x = _pixels(bb, images)
         y = evaluate.resnet_targets(samples).to(device)
-        loss = F.binary_cross_entropy_with_logits(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # oneDNN's CPU convolution backward in torch 2.14 corrupts memory (double free,
+        # segfault) on one thread for this small ResNet; the native kernels do not.
+        mkldnn, torch.backends.mkldnn.enabled = torch.backends.mkldnn.enabled, False
+        try:
+            loss = F.binary_cross_entropy_with_logits(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        finally:
+            torch.backends.mkldnn.enabled = mkldnn
         torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
         opt.step()
         sched.step()
