@@ -66,3 +66,16 @@ def test_an_unknown_option_names_the_valid_ones_with_a_suggestion():
                                           r"Did you mean: rank\? Valid options: rank, layers"):
         _Method(_BB(), rnak=3)
     assert _Method(_BB(), rank=3).options == {"rank": 3, "layers": None}
+
+
+def test_built_in_results_verify_themselves_under_one_name():
+    from pathlib import Path
+
+    import interpcore
+
+    img = str(Path(__file__).resolve().parents[1] / "examples" / "red_circle.png")
+    bb = interpcore.get_backbone("shapes:clip-vit", device="cpu")
+    prs = interpcore.get_decomposer("prs", bb).decompose([img]).verification
+    assert prs.passed and prs.value < 1e-5 and "sum of contributions" in prs.name
+    splice = interpcore.get_decomposer("splice", bb).decompose([img]).verification
+    assert splice.passed and splice.name == "largest relative duality gap"

@@ -17,9 +17,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 IMPORT = re.compile(r"^\s*(?:from|import)\s+(interp_\w+)", re.M)
 
-#: Imports another helper of issue 14 is removing (the PRS zero-shot tasks read the shapes
-#: world until datasets offer their own tasks); empty this set once that change has landed.
-BEING_REMOVED = {("plugins/interp_prs/tasks.py", "interp_shapes")}
 
 
 def _packages():
@@ -37,7 +34,7 @@ def test_no_built_in_plugin_imports_another():
             for other in IMPORT.findall(f.read_text(encoding="utf-8")):
                 if other != pkg.name and other in names:
                     found.add((str(f.relative_to(REPO)), other))
-    assert found <= BEING_REMOVED, sorted(found - BEING_REMOVED)
+    assert not found, sorted(found)
 
 
 @pytest.mark.parametrize("first", ["interp_shapes_models", "interp_shapes"])

@@ -171,6 +171,14 @@ class PRSDecomposition(Result):
             out["cls_attn"] = self.attn_cls.numpy()
         return out
 
+    @property
+    def verification(self):
+        """The sum of the contributions against the embedding (max relative error over the
+        images; float32 gives ~1e-7)."""
+        from interpcore import Verification
+
+        return Verification("max relative error of the sum of contributions", self.max_relative_error(), 1e-4)
+
     def max_relative_error(self) -> float:
         """max over images of |sum of contributions - embedding| / |embedding|."""
         target = self.embedding

@@ -31,6 +31,7 @@ import interpcore
 from interpcore import InterpError, Result
 
 from . import world
+from .vocab import text_categories
 
 CATEGORIES = ("color", "shape", "size", "position", "background")
 METHODS = ("prs", "splice", "falcon")
@@ -39,41 +40,10 @@ METHODS = ("prs", "splice", "falcon")
 # -- the world's words ---------------------------------------------------------------------
 
 
-def _category_words() -> dict[str, list[str]]:
-    w = world
-    return {
-        "color": [s for c in w.COLORS for s in w.COLOR_SYNONYMS[c]] + list(w.COLORS),
-        "shape": [s for k in w.SHAPES for s in w.SHAPE_SYNONYMS[k]],
-        "size": [s for k in w.SIZES for s in w.SIZE_SYNONYMS[k]],
-        "position": ["top", "bottom", "left", "right", "upper", "lower", "center", "middle"],
-        "background": [p for b in w.BACKGROUNDS for p in w.BACKGROUND_PHRASES[b]]
-        + list(w.BACKGROUNDS) + ["grassy", "lawn", "sea", "beach", "snowy", "wall", "bricks"],
-    }
-
-
-def text_categories(text: str) -> set[str]:
-    """The attribute categories a shapes-world phrase names (by its words)."""
-    t = f" {text.lower()} "
-    found = set()
-    for cat, ws in _category_words().items():
-        if any(f" {x} " in t or t.strip() == x for x in ws):
-            found.add(cat)
-    return found
-
-
 def text_category(text: str) -> str | None:
     """The single category of a phrase, or None when it names none or several."""
     cats = text_categories(text)
     return next(iter(cats)) if len(cats) == 1 else None
-
-
-def attribute_pool() -> interpcore.Vocabulary:
-    """The shapes vocabulary's phrases that name exactly one attribute ("crimson", "on
-    grass", "hexagon", "little", "in the upper left"): one clear label per text, so a head's
-    TextSpan basis reads as the attributes it carries."""
-    texts = list(interpcore.get_vocabulary("shapes").concepts)
-    return interpcore.Vocabulary("shapes-attributes", [t for t in texts if len(text_categories(t)) == 1],
-                                 source="shapes vocabulary, single-attribute phrases")
 
 
 def zeroshot_task(name: str, classes=None):
@@ -161,7 +131,7 @@ def prs_ground_truth(backbone=None, *, limit: int = 2000, seg_limit: int = 500, 
     ds = interpcore.get_dataset("shapes", split="test")
     store = dec.decompose_dataset(ds, layers=layers, limit=limit, batch_size=batch_size, desc="PRS (shapes)")
     textspan = interpcore.get_explainer("textspan", bb, layers=L, texts_per_head=texts_per_head, rank=rank)
-    pool = attribute_pool() if pool is None else interpcore.get_vocabulary(pool)
+    pool = interpcore.get_vocabulary("shapes-attributes" if pool is None else pool)
     ts = textspan.explain_store(store, pool, task=False)
     last_two = {f"L{h['layer']}.H{h['head']}": h["texts"][0] for h in ts.heads if h["layer"] >= L - 2}
     covered = sorted({c for t in last_two.values() if (c := text_category(t))})

@@ -73,6 +73,18 @@ class SpliceResult(Result):
     seconds: float = 0.0
 
     @property
+    def verification(self):
+        """The largest relative duality gap over the images: a certificate that each
+        objective is within that fraction of the optimum (``None`` for solvers that give
+        no gap, e.g. ``sklearn``)."""
+        if self.gap is None or not self.gap.numel():
+            return None
+        from interpcore import Verification
+
+        rel = (self.gap.double() / self.objective.double().abs().clamp_min(1e-300)).max()
+        return Verification("largest relative duality gap", float(rel), 1e-4)
+
+    @property
     def mean_l0(self) -> float:
         return float(self.l0.float().mean()) if self.l0.numel() else float("nan")
 
