@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import interpcore
-from interp_splice.toy import ToyPlugin
+from splice_toy import ToyPlugin
 
 # every method command that writes a run folder, with the arguments it needs to start
 METHOD_COMMANDS = [
