@@ -215,15 +215,23 @@ def compare_bars(labels: Sequence, series: Mapping[str, Sequence[float]], *, tit
 
 def line_plot(x: Sequence, series: Mapping[str, Sequence[float]], *, title: str = "",
               xlabel: str = "", ylabel: str = "", xticklabels: Sequence[str] | None = None,
-              markers: bool = True):
-    """Curves over a shared x axis (e.g. accuracy as attention layers are ablated)."""
+              markers: bool = True, dashed: Sequence[str] = ()):
+    """Curves over a shared x axis (e.g. accuracy as attention layers are ablated).
+
+    ``dashed``: names of reference series drawn dashed and on top, so a curve that
+    coincides with another stays visible. Whole-number x values get whole-number ticks."""
     fig = new_figure(7.0, 4.2)
     ax = fig.add_subplot()
     for name, ys in series.items():
         ys = list(ys)
         if len(ys) != len(x):
             raise InterpError(f"line_plot series '{name}' has {len(ys)} points but x has {len(x)}")
-        ax.plot(list(x), ys, marker="o" if markers else None, markersize=4, label=wrap_label(name, 40, 1))
+        ref = name in dashed
+        ax.plot(list(x), ys, marker=None if ref or not markers else "o", markersize=4,
+                linestyle="--" if ref else "-", linewidth=2.0 if ref else 1.5,
+                zorder=3 if ref else 2, label=wrap_label(name, 40, 1))
+    if xticklabels is None and x and all(float(v).is_integer() for v in x):
+        ax.set_xticks([int(v) for v in x])
     if xticklabels is not None:
         ax.set_xticks(list(x), [wrap_label(t, 14, 2) for t in xticklabels], fontsize=FONT_SIZE - 1,
                       rotation=45 if len(x) > 8 else 0, ha="right" if len(x) > 8 else "center")

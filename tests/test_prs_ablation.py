@@ -69,3 +69,16 @@ def test_store_representation_mean_ablates_the_named_heads(store):
     ablated = full - heads[:, j, 1] + heads[:, j, 1].mean(0)
     np.testing.assert_allclose(store.representation([(2, 1)]), ablated, rtol=1e-5, atol=1e-6)
     assert not np.allclose(store.representation([(2, 1)]), full)
+
+
+def test_ablation_figure_has_whole_layer_ticks_and_a_visible_reference_line():
+    from interpcore import figures
+
+    fig = figures.line_plot([0, 1, 2], {"ablated": [90, 50, 20], "no ablation": [90] * 3,
+                                        "class-token terms ablated": [90] * 3},
+                            dashed=("no ablation",))
+    ax = fig.axes[0]
+    assert list(ax.get_xticks()) == [0, 1, 2]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    ref = lines["no ablation"]
+    assert ref.get_linestyle() == "--" and ref.get_zorder() > lines["class-token terms ablated"].get_zorder()

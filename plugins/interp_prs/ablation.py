@@ -125,7 +125,7 @@ def plot_ablation(result: AblationResult, path) -> str:
     fig = figures.line_plot(
         x, series, title=f"Mean-ablation: {result.backbone}, task '{result.task}'",
         xlabel="number of attention layers mean-ablated (from the first)",
-        ylabel="zero-shot accuracy (%)",
+        ylabel="zero-shot accuracy (%)", dashed=("no ablation",),
     )
     written = figures.save_figure(fig, path)
     result.figure = str(written[0])
