@@ -288,6 +288,16 @@ def textspan_cmd(pool, n_layers, texts_per_head, rank, task, run, **kw):
 
 # -- heatmap ------------------------------------------------------------------------
 
+def _file_stems(names) -> list[str]:
+    """File-name stems after the images (``examples/red_circle.png`` -> ``red_circle``,
+    a dataset index -> ``shapes-12``), made unique by their position where two collide."""
+    import re
+
+    stems = [re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(n)).stem).strip("_") or f"image{i}"
+             for i, n in enumerate(names)]
+    return [f"{s}-{i}" if stems.count(s) > 1 else s for i, s in enumerate(stems)]
+
+
 @prs.command("heatmap")
 @click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
 @backbone_options("vision-language")
@@ -323,18 +333,19 @@ def heatmap_cmd(images, texts, layers, heads, per_head, no_contrast, dataset, in
         maps = maps - maps.mean(1, keepdim=True)
     out = run.out
     written = []
+    stems = _file_stems(names)
     for i, (img, nm) in enumerate(zip(pics, names)):
         fig = figures.heatmap_grid(img, {t: maps[i, j] for j, t in enumerate(texts)},
                                    title=f"{nm}: where each text is found",
                                    shared_scale=len(texts) > 1 and not no_contrast)
-        written += figures.save_figure(fig, out / f"heatmap_{i:02d}.png")
+        written += figures.save_figure(fig, out / f"heatmap_{stems[i]}.png")
         if per_head:
             for j, t in enumerate(texts):
                 hm = head_patch_maps(r, T[j] - (T.mean(0) if len(texts) > 1 and not no_contrast else 0))
                 fig = figures.heatmap_grid(img, {k: v[i] for k, v in hm.items()}, show_image=True,
                                            ncols=min(8, r.heads.shape[2] + 1), shared_scale=True,
                                            title=f"{nm}: '{t}' per head and patch")
-                written += figures.save_figure(fig, out / f"heads_{i:02d}_text{j}.png")
+                written += figures.save_figure(fig, out / f"heads_{stems[i]}_text{j}.png")
     res = {"images": names, "texts": list(texts), "figures": [str(p) for p in written],
            "maps": torch.round(maps * 1e4).div(1e4).tolist()}
     run.echo(f"wrote {len(written)} figure(s) to {out}", err=True)
