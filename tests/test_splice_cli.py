@@ -74,6 +74,12 @@ def test_decompose_json_and_out_folder(interp, images, tmp_path):
     assert manifest["method"] == "splice"
     assert manifest["results"]["images"][0]["concepts"][0]["concept"] == "red"
     assert (out / "red_concepts.png").is_file()
+    # the report shows the input image next to its concepts
+    assert manifest["sections"][0]["figures"][0] == "red_input.png"
+    from PIL import Image
+
+    with Image.open(out / "red_input.png") as im:
+        assert max(im.size) == 256
     text = (out / "red_weights.txt").read_text()
     assert text.startswith(f"Concept Decomposition of {images[0]}:")
 

@@ -183,6 +183,23 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "item"
 
 
+def _input_copy(image, path: Path, side: int = 256) -> Path:
+    """The input image as the report shows it (at most ``side`` pixels a side; small
+    images such as the shapes world's are scaled up without smoothing, so they stay sharp)."""
+    from PIL import Image
+
+    from interpcore.cache import atomic_path
+    from interpcore.torch_backbone import load_image
+
+    im = load_image(image)
+    scale = side / max(im.size)
+    size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    im = im.resize(size, Image.NEAREST if scale > 1 else Image.LANCZOS)
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
+    return path
+
+
 def _bar(path: Path, top, title: str):
     from interpcore import figures
 
@@ -240,6 +257,7 @@ def decompose_cmd(images, topk, run, **kw):
             write_text(txt, result.format(i) + "\n")
             png = _bar(run.out / f"{stem}_concepts.png", result.top(i, 20),
                        f"SpLiCE concepts of {Path(name).name}")
+            shown = _input_copy(name, run.out / f"{stem}_input.png")
             rows = [[c, round(w, 4)] for c, w in result.top(i)]
             sections.append({
                 "title": Path(name).name,
@@ -248,7 +266,7 @@ def decompose_cmd(images, topk, run, **kw):
                          f"(l1 penalty {result.l1_penalty}). Longer bars: concepts that carry more "
                          f"of the embedding. L0 = {int(result.l0[i])} concepts; cosine between the "
                          f"CLIP embedding and its SpLiCE reconstruction = {float(result.cosine[i]):.4f}."),
-                "figures": [png.name],
+                "figures": [shown.name, png.name],
                 "tables": [{"title": "Nonzero concepts", "columns": ["concept", "weight"], "rows": rows}],
             })
     data = result.to_dict()
