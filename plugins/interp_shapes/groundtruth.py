@@ -121,7 +121,7 @@ class PRSGroundTruth(Result):
 
 
 def prs_ground_truth(backbone=None, *, limit: int = 2000, seg_limit: int = 500, batch_size: int = 128,
-                     pool=None, texts_per_head: int = 5, rank: int = 80, device="auto") -> PRSGroundTruth:
+                     pool=None, texts_per_head: int = 5, rank: int | None = None, device="auto") -> PRSGroundTruth:
     """PRS / TextSpan on the shapes world (``backbone``: a name or object with a ViT residual
     stream and a text encoder; default ``shapes:clip-vit``)."""
     bb = _backbone(backbone, "shapes:clip-vit", device)
