@@ -290,7 +290,7 @@ def textspan_cmd(pool, n_layers, texts_per_head, rank, task, run, **kw):
 
 def _file_stems(names) -> list[str]:
     """File-name stems after the images (``examples/red_circle.png`` -> ``red_circle``,
-    a dataset index -> ``shapes-12``), made unique by their position where two collide."""
+    a dataset sample -> its name), made unique by their position where two collide."""
     import re
 
     stems = [re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(n)).stem).strip("_") or f"image{i}"

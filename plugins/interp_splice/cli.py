@@ -185,7 +185,7 @@ def _slug(text: str) -> str:
 
 def _input_copy(image, path: Path, side: int = 256) -> Path:
     """The input image as the report shows it (at most ``side`` pixels a side; small
-    images such as the shapes world's are scaled up without smoothing, so they stay sharp)."""
+    images, such as 32 x 32 renders, are scaled up without smoothing, so they stay sharp)."""
     from PIL import Image
 
     from interpcore.cache import atomic_path
