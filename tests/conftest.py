@@ -31,3 +31,19 @@ def plugin_cli(monkeypatch, tmp_path):
         return lambda *args: runner.invoke(icli.cli, ["-q", *args])
 
     return make
+
+
+@pytest.fixture
+def toy_registry(tmp_path, monkeypatch):
+    """A fresh process-wide registry with the SpLiCE toy plugin and an empty cache, restored
+    afterwards. Register more plugins on the returned registry as a test needs them."""
+    import interpcore.registry as R
+    from splice_toy import ToyPlugin
+
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "cache"))
+    old = R._registry
+    reg = R.Registry()
+    R.reset_registry(reg)
+    reg.register_plugin(ToyPlugin(), "splice-toy")
+    yield reg
+    R.reset_registry(old)

@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 import interpcore
-from splice_toy import ToyPlugin
 
 # every method command that writes a run folder, with the arguments it needs to start
 METHOD_COMMANDS = [
@@ -91,17 +90,9 @@ class _AdvertPlugin:
 
 
 @pytest.fixture
-def registry(tmp_path, monkeypatch):
-    import interpcore.registry as R
-
-    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "cache"))
-    old = R._registry
-    reg = R.Registry()
-    R.reset_registry(reg)
-    reg.register_plugin(ToyPlugin(), "splice-toy")
-    reg.register_plugin(_AdvertPlugin, "advert-test")
-    yield reg
-    R.reset_registry(old)
+def registry(toy_registry):
+    toy_registry.register_plugin(_AdvertPlugin, "advert-test")
+    return toy_registry
 
 
 def test_the_registry_fills_family_defaults(registry):

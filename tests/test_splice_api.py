@@ -9,22 +9,13 @@ import torch.nn.functional as F
 import interp_splice as splice
 from interp_splice.model import SpliceModel, SpliceResult, published_mean_file
 from interp_splice.solvers import objective
-from splice_toy import PALETTE, ToyColours, ToyPlugin, colour_image
+from splice_toy import PALETTE, ToyColours, colour_image
 from interpcore import CapabilityError, InterpError, OfflineError
 
 
 @pytest.fixture
-def registry(tmp_path, monkeypatch):
-    """A fresh registry with the toy plugin, and an empty cache; restored afterwards."""
-    import interpcore.registry as R
-
-    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "cache"))
-    old = R._registry
-    reg = R.Registry()
-    R.reset_registry(reg)
-    reg.register_plugin(ToyPlugin(), "splice-toy")
-    yield reg
-    R.reset_registry(old)
+def registry(toy_registry):
+    return toy_registry
 
 
 @pytest.fixture

@@ -10,30 +10,23 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from splice_toy import ToyPlugin, colour_image
+from splice_toy import colour_image
 
 TOY = ["-b", "toy:clip", "-v", "toy-words", "--mean-dataset", "toy-colours"]
 
 
 @pytest.fixture
-def interp(tmp_path, monkeypatch):
+def interp(toy_registry):
     """Run ``interp ARGS`` in-process against a registry that has the toy plugin."""
-    import interpcore.registry as R
     from interpcore.cli import _add_plugin_commands, cli
 
-    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "cache"))
-    old = R._registry
-    reg = R.Registry()
-    R.reset_registry(reg)
-    reg.register_plugin(ToyPlugin(), "splice-toy")
     _add_plugin_commands()
     runner = CliRunner()
 
     def invoke(*args):
         return runner.invoke(cli, list(args), catch_exceptions=False)
 
-    yield invoke
-    R.reset_registry(old)
+    return invoke
 
 
 @pytest.fixture
