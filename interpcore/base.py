@@ -365,7 +365,9 @@ class Method:
         self.options = options
 
     def __init_subclass__(cls, **kwargs):
-        """Options are checked at construction: an unknown one names the valid ones."""
+        """Options are checked at construction: an unknown one names the valid ones, and one
+        annotated with ``bool`` / ``int`` / ``float`` / ``str`` / ``Literal[...]`` (or a union
+        of them, e.g. ``int | None``) must have that type."""
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is None or getattr(init, "_checks_options", False):
@@ -374,13 +376,20 @@ class Method:
         import inspect
 
         sig = inspect.signature(init)
+        kinds: dict | None = None  # option name -> checkable annotation, resolved on first use
 
         @functools.wraps(init)
         def checked(self, *args, **options):
+            nonlocal kinds
             try:
-                sig.bind(self, *args, **options)
+                bound = sig.bind(self, *args, **options)
             except TypeError:
                 _raise_bad_options(type(self), sig, args, options)
+            if kinds is None:
+                kinds = _checkable_annotations(init, sig)
+            for name, value in list(bound.arguments.items())[2:]:
+                if name in kinds:
+                    _check_option_type(type(self), name, value, kinds[name])
             return init(self, *args, **options)
 
         checked._checks_options = True
@@ -399,6 +408,81 @@ class Explainer(Method):
 
     def explain(self, inputs=None, **kwargs):
         raise NotImplementedError
+
+
+def _checkable_annotations(init, sig) -> dict:
+    """The options whose annotations are built from ``bool``, ``int``, ``float``, ``str``,
+    ``None`` and ``Literal[...]`` (alone or in a union): those are type-checked at
+    construction. Other annotations (classes, containers, unresolvable names) are left to the
+    method."""
+    import typing
+
+    hints = {}
+    for name, prm in sig.parameters.items():
+        if prm.annotation is prm.empty:
+            continue
+        ann = prm.annotation
+        if isinstance(ann, str):  # ``from __future__ import annotations``
+            try:
+                ann = eval(ann, dict(vars(typing)), dict(init.__globals__))  # noqa: S307
+            except Exception:  # a name only importable under TYPE_CHECKING: not checked
+                continue
+        if _simple(ann):
+            hints[name] = ann
+    return hints
+
+
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _simple(ann) -> bool:
+    import typing
+
+    if ann in _SCALARS or ann is None:
+        return True
+    origin = typing.get_origin(ann)
+    if origin is typing.Literal:
+        return True
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return all(_simple(a) for a in typing.get_args(ann))
+    return False
+
+
+def _matches(value, ann) -> bool:
+    import numbers
+    import typing
+
+    if ann is None or ann is type(None):
+        return value is None
+    if ann is bool:
+        return isinstance(value, bool) or type(value).__name__ == "bool_"
+    if ann is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if ann is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ann is str:
+        return isinstance(value, str)
+    if typing.get_origin(ann) is typing.Literal:
+        return value in typing.get_args(ann)
+    return any(_matches(value, a) for a in typing.get_args(ann))
+
+
+def _describe(ann) -> str:
+    import typing
+
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             type(None): "None"}
+    if ann in names or ann is None:
+        return names.get(ann, "None")
+    if typing.get_origin(ann) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(ann))
+    return " or ".join(_describe(a) for a in typing.get_args(ann))
+
+
+def _check_option_type(cls, name: str, value, ann) -> None:
+    if not _matches(value, ann):
+        raise InterpError(f"option '{name}' of method '{getattr(cls, 'name', '?')}' must be "
+                          f"{_describe(ann)}, got {value!r}")
 
 
 def _raise_bad_options(cls, sig, args, options) -> None:
@@ -505,7 +589,9 @@ class Result:
             with atomic_path(folder / f"{name}.npy") as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, arr, allow_pickle=False)
-        rest = {k: v for k, v in self.to_dict().items() if k not in arrays}
+        # the fields themselves, not to_dict(): a result may print a summary there
+        rest = {f.name: to_jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if f.name not in arrays}
         doc = {"type": f"{type(self).__module__}:{type(self).__qualname__}",
                "arrays": sorted(arrays), "fields": rest}
         with atomic_path(folder / self.JSON_FILE) as tmp:
@@ -530,8 +616,11 @@ class Result:
         if cls is not Result and doc.get("type") != want:
             raise InterpError(f"{folder} holds a {doc.get('type')}, not a {want}")
         values = dict(doc.get("fields", {}))
+        hints = _field_types(cls)
+        values = {k: _rebuild(v, hints.get(k)) for k, v in values.items()}
         for name in doc.get("arrays", []):
-            values[name] = np.load(folder / f"{name}.npy", allow_pickle=False)
+            arr = np.load(folder / f"{name}.npy", allow_pickle=False)
+            values[name] = _tensor_if_annotated(arr, hints.get(name))
         return cls(**values)
 
     def _repr_html_(self) -> str:
@@ -540,6 +629,57 @@ class Result:
         from .notebook import result_html
 
         return result_html(self)
+
+
+def _field_types(cls) -> dict:
+    """A dataclass's field annotations, resolved where they can be (``{}`` otherwise)."""
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # a name only importable under TYPE_CHECKING: fields come back as JSON
+        return {}
+
+
+def _tensor_if_annotated(arr, ann):
+    """A loaded array as a torch tensor when its field is annotated ``torch.Tensor`` (alone or
+    in a union), else as it is."""
+    import sys
+    import typing
+
+    torch = sys.modules.get("torch")  # a Tensor annotation resolved: torch is imported
+    if torch is None or ann is None:
+        return arr
+    if ann is torch.Tensor or torch.Tensor in typing.get_args(ann):
+        return torch.from_numpy(arr)
+    return arr
+
+
+def _rebuild(value, ann):
+    """JSON data back into the annotated type: nested dataclasses, and tuples inside lists
+    (``list[GroupExplanation]``, ``list[tuple[str, float]]``); anything else as it is."""
+    import typing
+
+    if ann is None or value is None:
+        return value
+    if dataclasses.is_dataclass(ann) and isinstance(value, dict):
+        hints = _field_types(ann)
+        return ann(**{k: _rebuild(v, hints.get(k)) for k, v in value.items()})
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = [a for a in args if a is not type(None)]
+        return _rebuild(value, inner[0]) if len(inner) == 1 else value
+    if origin is list and args and isinstance(value, list):
+        return [_rebuild(v, args[0]) for v in value]
+    if origin is tuple and isinstance(value, list):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_rebuild(v, args[0]) for v in value)
+        if len(args) == len(value):
+            return tuple(_rebuild(v, a) for v, a in zip(value, args))
+        return tuple(value)
+    if origin is dict and len(args) == 2 and isinstance(value, dict):
+        return {k: _rebuild(v, args[1]) for k, v in value.items()}
+    return value
 
 
 def to_jsonable(value):
