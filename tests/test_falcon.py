@@ -29,7 +29,7 @@ def explained(parts):
     target, cap, pool, ds = parts
     f = Falcon(target, captioner=cap, pool=pool, low_min_similarity=0.0, max_images=12)
     groups = f.find_groups(ds)
-    return f, f.explain(ds, groups=groups)
+    return f, f.explain(groups)
 
 
 def test_groups_are_the_colour_detectors(explained):
@@ -75,7 +75,7 @@ def test_uninterpretable_groups_are_not_explained_by_default(parts):
     f = Falcon(target, captioner=cap, pool=pool, score_threshold=1.01, max_images=5)
     res = f.explain(ds)
     assert not res.interpretable and all(not g.words for g in res.groups)
-    res = f.explain(ds, groups=res, which=["1"])
+    res = f.explain(res, which=["1"])
     assert [bool(g.words) for g in res.groups] == [g.id == 1 for g in res.groups]
     with pytest.raises(InterpError, match="no feature group '42,43'"):
         res.group("42,43")
@@ -98,11 +98,13 @@ def test_named_groups_only_are_cropped(parts, monkeypatch):
     assert res.group("0,").score is not None
 
 
-def test_outputs(explained, tmp_path):
+def test_outputs(explained, parts, tmp_path):
     from interp_falcon.output import write_run_dir
 
     f, res = explained
-    files = write_run_dir(res, tmp_path, command="explain", features=f.features(res._dataset))
+    ds = parts[3]
+    files = write_run_dir(res, tmp_path, command="explain", features=f.features(ds), dataset=ds,
+                          crops=f.cropped(res))
     rows = list(csv.DictReader(open(tmp_path / "concepts.csv", encoding="utf-8")))
     assert len(rows) == 3 and rows[0]["words"].split(":")[0] in toy.COLOURS
     data = json.loads((tmp_path / "falcon.json").read_text())
@@ -119,9 +121,51 @@ def test_outputs(explained, tmp_path):
     assert [g.features for g in again.groups] == [g.features for g in res.groups]
 
 
+def test_results_hold_only_data_and_verify_the_grouping_rule(parts, explained, tmp_path):
+    target, cap, pool, ds = parts
+    f, res = explained
+    fields = {fl.name for fl in __import__("dataclasses").fields(res)}
+    assert set(vars(res)) == fields  # nothing hidden between find_groups and explain
+    v = res.verification
+    assert v.passed and v.value == 0.0 and "grouping rule" in v.name
+    assert res.explained == [g.id for g in res.groups]
+    # explain() returns a new result: the groups it was given stay unexplained
+    groups = f.find_groups(ds)
+    again = f.explain(groups)
+    assert all(not g.words for g in groups.groups) and all(g.words for g in again.groups)
+    # a group whose images break the rule is counted
+    broken = __import__("copy").deepcopy(res)
+    broken.groups[0].images = broken.groups[0].images + broken.groups[1].images[:2]
+    from interp_falcon.explainer import rule_violations
+    from interp_falcon.steps import normalize_rows
+
+    frac = rule_violations(normalize_rows(f.features(ds)), broken.groups, res.threshold, "reference")
+    n = sum(len(g.images) for g in broken.groups)
+    assert frac == pytest.approx(2 / n)
+    # save / load through the common Result folder format
+    back = type(res).load(res.save(tmp_path / "saved"))
+    assert back.to_dict() == res.to_dict() and back.groups[0].words == res.groups[0].words
+
+
+@pytest.mark.parametrize("opts, message", [
+    ({"sigma": "3"}, "option 'sigma' of method 'falcon' must be a number, got '3'"),
+    ({"min_images": 2.5}, "option 'min_images' .* must be an integer"),
+    ({"grouping": "kmeans"}, "must be one of 'reference', 'coactivation'"),
+    ({"weights": "idf"}, "must be one of 'pool', 'topk', 'cosine'"),
+    ({"score_include_self": 1}, "must be true or false"),
+    ({"top_k": 0}, "'top_k' must be at least 1"),
+    ({"box_threshold": 1.5}, r"'box_threshold' must be in \(0, 1\]"),
+    ({"limit": 0}, "'limit' must be at least 1"),
+])
+def test_options_are_typed_and_checked_at_construction(parts, opts, message):
+    target, cap, pool, _ = parts
+    with pytest.raises(InterpError, match=message):
+        Falcon(target, captioner=cap, pool=pool, **opts)
+
+
 def test_bad_options_fail_clearly(parts):
     target, cap, pool, _ = parts
-    with pytest.raises(InterpError, match="unknown falcon option 'sigmaa'.*sigma"):
+    with pytest.raises(InterpError, match="unknown option 'sigmaa'.*sigma"):
         Falcon(target, captioner=cap, sigmaa=3)
     with pytest.raises(InterpError, match="unknown CAM method"):
         Falcon(target, captioner=cap, cam="nope")

@@ -288,7 +288,7 @@ def _falcon_summary(r):
 def _():
     f = interpcore.get_explainer("falcon", cnn, captioner="outside:clip", pool="outside-captions", **SMALL)
     ds = interpcore.get_dataset("outside-shapes")
-    return _falcon_summary(f.explain(ds, groups=f.find_groups(ds)))
+    return _falcon_summary(f.explain(f.find_groups(ds)))
 
 @check("falcon_all_defaults")
 def _():        # no captioner, pool or dataset named

@@ -71,7 +71,7 @@ def _explainer(kw, **extra):
         batch_size=kw["batch_size"], limit=kw["limit"], split=kw["split"], **extra)
 
 
-def _finish(res, run, command, features=None):
+def _finish(res, run, command, falcon, features=None):
     """Write the run folder's files (with --out or --report), then print and write run.json."""
     import json as _json
 
@@ -80,7 +80,8 @@ def _finish(res, run, command, features=None):
         from .output import write_outputs
 
         sections, manifest = write_outputs(res, run.out, command=command, features=features,
-                                           report=run.report)
+                                           report=run.report, dataset=falcon._dataset(res),
+                                           crops=falcon.cropped(res))
     run.finish(res, data=res.to_dict(), results=_json.loads(res.to_json()), sections=sections,
                **manifest)
 
@@ -101,7 +102,7 @@ def find_groups(run, **kw):
     """Find feature groups and score how interpretable each one is."""
     f = _explainer(kw)
     res = f.find_groups(kw["dataset"])
-    _finish(res, run, "find-groups", features=f.features(kw["dataset"]) if run.out else None)
+    _finish(res, run, "find-groups", f, features=f.features(kw["dataset"]) if run.out else None)
 
 @falcon.command("explain")
 @_common
@@ -124,24 +125,20 @@ def find_groups(run, **kw):
 def explain(groups, all_groups, from_dir, pool, top_k, weights, n_concepts, run, **kw):
     """Caption feature groups from a caption pool and extract their concepts."""
     f = _explainer(kw, pool=pool, top_k=top_k, weights=weights, n_concepts=n_concepts)
-    found = None
-    features = None
+    found = features = None
     if from_dir:
         from pathlib import Path
 
         from interpcore.cache import load_tensors
 
         from .explainer import load_groups
-        from .steps import normalize_rows
 
         found = load_groups(from_dir, f)
         fpath = Path(from_dir) / "features.safetensors"
         if fpath.is_file():
             features = load_tensors(fpath)[0]["features"]
-            found._reps_n = normalize_rows(features)
-        found._dataset = f._dataset(kw["dataset"])
-    res = f.explain(kw["dataset"], groups=found, which=list(groups) or None,
-                    only_interpretable=not all_groups)
+    res = f.explain(found if found is not None else kw["dataset"], which=list(groups) or None,
+                    only_interpretable=not all_groups, features=features)
     if features is None and run.out is not None:
         features = f.features(kw["dataset"])
-    _finish(res, run, "explain", features=features)
+    _finish(res, run, "explain", f, features=features)

@@ -3,7 +3,7 @@
     >>> import interpcore
     >>> falcon = interpcore.get_explainer("falcon", interpcore.default_backbone("vision"))
     >>> groups = falcon.find_groups()                 # on the dataset the backbone advertises
-    >>> result = falcon.explain(groups=groups)        # captions + concepts per group
+    >>> result = falcon.explain(groups)               # captions + concepts per group
     >>> print(result)
 
 With nothing named, the captioner, the caption pool and the probe dataset are what the target
@@ -14,9 +14,11 @@ the captioner.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from interpcore import Capability, Explainer, InterpError, Result, default_for
@@ -25,32 +27,8 @@ from . import steps
 from .concepts import contrastive_concepts
 from .pool import load_pool, retrieve, top_captions
 
-DEFAULTS = dict(
-    captioner=None,  # None: what the backbone advertises, else the default vision-language one
-    pool=None,  # None: what the dataset or the backbone advertises
-    layer=None,
-    cam="gradcam",
-    grouping="reference",  # or "coactivation"
-    sigma=5.0,
-    min_images=11,  # the reference keeps groups of more than 10 images
-    min_jaccard=0.5,
-    max_images=50,
-    box_threshold=0.6,
-    score_threshold=0.8,
-    score_include_self=True,
-    low_count=10,
-    low_min_similarity=0.3,
-    top_k=5,
-    candidates=20,
-    temperature=100.0,
-    weights="pool",
-    low_word_threshold=0.1,
-    n_concepts=8,
-    batch_size=32,
-    chunk_size=16384,
-    limit=None,
-    split="test",
-)
+Grouping = Literal["reference", "coactivation"]
+Weights = Literal["pool", "topk", "cosine"]
 
 
 @dataclasses.dataclass
@@ -91,6 +69,21 @@ class FalconResult(Result):
     pool: str | None = None
     pool_passes: float = 0.0  #: measured: pool rows read / pool size (1.0 = one pass)
     files: dict = dataclasses.field(default_factory=dict)
+    explained: list[int] = dataclasses.field(default_factory=list)  #: ids of explained groups
+    #: fraction of the groups' images that break the grouping rule, recounted from the
+    #: activations (see :attr:`verification`); ``None`` when no activations were at hand
+    rule_violations: float | None = None
+
+    @property
+    def verification(self):
+        """The grouping rule, recounted independently of the grouping code on the same
+        activations: the fraction of (group, image) pairs that break it must be 0."""
+        if self.rule_violations is None:
+            return None
+        from interpcore import Verification
+
+        return Verification("fraction of group images breaking the grouping rule",
+                            float(self.rule_violations), 0.0)
 
     @property
     def interpretable(self) -> list[GroupExplanation]:
@@ -166,20 +159,27 @@ class Falcon(Explainer):
     name = "falcon"
     requires = (Capability.FEATURE_MAPS,)
 
-    def __init__(self, backbone, **options):
-        unknown = set(options) - set(DEFAULTS)
-        if unknown:
-            from interpcore.errors import close_matches
-
-            bad = sorted(unknown)[0]
-            near = close_matches(bad, sorted(DEFAULTS))
-            raise InterpError(
-                f"unknown falcon option '{bad}'"
-                + (f"; did you mean: {', '.join(near)}?" if near else "")
-                + f" Options: {', '.join(sorted(DEFAULTS))}."
-            )
-        opts = {**DEFAULTS, **options}
-        self._pool_named = opts["pool"] is not None
+    def __init__(self, backbone, *, captioner=None, pool=None, layer: str | None = None,
+                 cam: str = "gradcam", grouping: Grouping = "reference", sigma: float = 5.0,
+                 min_images: int = 11, min_jaccard: float = 0.5, max_images: int = 50,
+                 box_threshold: float = 0.6, score_threshold: float = 0.8,
+                 score_include_self: bool = True, low_count: int = 10,
+                 low_min_similarity: float = 0.3, top_k: int = 5, candidates: int = 20,
+                 temperature: float = 100.0, weights: Weights = "pool",
+                 low_word_threshold: float = 0.1, n_concepts: int = 8, batch_size: int = 32,
+                 chunk_size: int = 16384, limit: int | None = None, split: str = "test"):
+        # captioner None: what the backbone advertises, else the default vision-language
+        # backbone; pool None: what the probe dataset, else the backbone, advertises
+        opts = dict(captioner=captioner, pool=pool, layer=layer, cam=cam, grouping=grouping,
+                    sigma=sigma, min_images=min_images, min_jaccard=min_jaccard,
+                    max_images=max_images, box_threshold=box_threshold,
+                    score_threshold=score_threshold, score_include_self=score_include_self,
+                    low_count=low_count, low_min_similarity=low_min_similarity, top_k=top_k,
+                    candidates=candidates, temperature=temperature, weights=weights,
+                    low_word_threshold=low_word_threshold, n_concepts=n_concepts,
+                    batch_size=batch_size, chunk_size=chunk_size, limit=limit, split=split)
+        _check_ranges(opts)
+        self._pool_named = pool is not None
         if opts["captioner"] is None:
             opts["captioner"] = default_for("captioner", backbone)
             if opts["captioner"] is None:
@@ -189,13 +189,15 @@ class Falcon(Explainer):
         if opts["pool"] is None:
             opts["pool"] = default_for("caption_pool", backbone, opts["captioner"])
         super().__init__(backbone, **opts)
-        if opts["grouping"] not in ("reference", "coactivation"):
-            raise InterpError(f"unknown grouping '{opts['grouping']}'; use reference or coactivation")
         steps.cam_class(opts["cam"])  # fail early on a bad name
         self._captioner = None
         self._pool = None
+        # caches of this explainer (results hold only data): activations per dataset object,
+        # datasets by name, and Grad-CAM crops + their captioner embeddings per
+        # (dataset, group features, images)
         self._features: dict[Any, torch.Tensor] = {}
         self._datasets: dict[str, Any] = {}
+        self._crops: dict[tuple, tuple] = {}
 
     # -- parts ----------------------------------------------------------------------------
     @property
@@ -237,6 +239,10 @@ class Falcon(Explainer):
         return self._pool
 
     def _dataset(self, dataset):
+        """The probe dataset object for a name, an object, ``None`` (the advertised one) or a
+        :class:`FalconResult` (the dataset its groups were found on)."""
+        if isinstance(dataset, FalconResult):
+            dataset = dataset.dataset
         if dataset is None:
             dataset = default_for("dataset", self.backbone)
         if isinstance(dataset, str):
@@ -248,26 +254,64 @@ class Falcon(Explainer):
         if dataset is None:
             raise InterpError("give a probe dataset (a registered name or a Dataset): backbone "
                               f"'{self.backbone.name}' advertises none")
+        name = getattr(dataset, "name", None)
+        if isinstance(name, str):  # a result found on this object names it: find it again
+            self._datasets[name] = dataset
         return dataset
 
-    def features(self, dataset) -> torch.Tensor:
-        """Raw ``(N, F)`` activations of the target layer over the probe dataset (cached per
-        dataset object for this explainer)."""
+    def features(self, dataset=None, *, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw ``(N, F)`` activations of the target layer over the probe dataset, cached per
+        dataset object for this explainer. ``features``: activations computed earlier (e.g. a
+        ``find-groups`` run's ``features.safetensors``) to use instead of a forward pass."""
         ds = self._dataset(dataset)
         key = id(ds)
+        if features is not None:
+            feats = torch.as_tensor(features).float()
+            if feats.dim() != 2:
+                raise InterpError(f"features must be (images, features), got {tuple(feats.shape)}")
+            self._features[key] = (ds, feats)
         if key not in self._features:  # the dataset is kept with its features: ids stay unique
             self._features[key] = (ds, steps.extract_features(
                 self.backbone, ds, layer=self.options["layer"],
                 batch_size=self.options["batch_size"], limit=self.options["limit"]))
         return self._features[key][1]
 
+    def crops(self, group: GroupExplanation, dataset=None) -> tuple[list, torch.Tensor]:
+        """The Grad-CAM crops of a group's used images and their normalized captioner
+        embeddings (computed once per dataset, features and images; ``group.boxes`` is set)."""
+        o = self.options
+        ds = self._dataset(dataset)
+        key = (id(ds), tuple(group.features), tuple(group.used_images))
+        if key not in self._crops:
+            crops, boxes, _ = steps.group_crops(
+                self.backbone, ds, group.used_images, group.features, layer=o["layer"],
+                method=o["cam"], box_threshold=o["box_threshold"], batch_size=o["batch_size"])
+            emb = self.captioner.encode_image(crops, normalize=True, batch_size=o["batch_size"])
+            self._crops[key] = (crops, emb, [list(b) for b in boxes])
+        crops, emb, boxes = self._crops[key]
+        group.boxes = [list(b) for b in boxes]
+        return crops, emb
+
+    def cropped(self, result: FalconResult, dataset=None) -> dict[int, list]:
+        """``{group id: crops}`` for the groups of ``result`` cropped so far (for figures)."""
+        ds = self._dataset(dataset if dataset is not None else result)
+        return {g.id: self._crops[k][0] for g in result.groups
+                if (k := (id(ds), tuple(g.features), tuple(g.used_images))) in self._crops}
+
+    def _score(self, g: GroupExplanation, emb) -> None:
+        o = self.options
+        g.score = steps.interpretability_score(emb, include_self=o["score_include_self"])
+        g.interpretable = bool(g.score > o["score_threshold"])
+
     # -- step 1-4 ------------------------------------------------------------------------
     def find_groups(self, dataset=None, *, features: torch.Tensor | None = None,
                     score: bool = True) -> FalconResult:
-        """Feature groups, their Grad-CAM crops and interpretability scores."""
+        """Feature groups, their Grad-CAM crops and interpretability scores. ``features``:
+        activations computed earlier, used instead of a forward pass; ``score=False`` skips
+        the crops and scores."""
         o = self.options
         ds = self._dataset(dataset)
-        reps = self.features(ds) if features is None else torch.as_tensor(features).float()
+        reps = self.features(ds, features=features)
         reps_n = steps.normalize_rows(reps)
         if o["grouping"] == "reference":
             groups, thr = steps.find_groups(reps_n, sigma=o["sigma"], min_images=o["min_images"])
@@ -275,28 +319,17 @@ class Falcon(Explainer):
             groups, thr = steps.find_coactivation_groups(
                 reps_n, sigma=o["sigma"], min_images=o["min_images"], min_jaccard=o["min_jaccard"])
         out = []
-        crops_by_group = {}
         for g in steps.progress_groups(groups, desc="grad-cam crops"):
-            used = steps.rank_images(reps_n, g, o["max_images"])
-            ge = GroupExplanation(g.id, g.features, g.images, used)
+            ge = GroupExplanation(g.id, g.features, g.images,
+                                  steps.rank_images(reps_n, g, o["max_images"]))
             if score:
-                crops, boxes, _ = steps.group_crops(
-                    self.backbone, ds, used, g.features, layer=o["layer"], method=o["cam"],
-                    box_threshold=o["box_threshold"], batch_size=o["batch_size"])
-                emb = self.captioner.encode_image(crops, normalize=True, batch_size=o["batch_size"])
-                ge.score = steps.interpretability_score(emb, include_self=o["score_include_self"])
-                ge.interpretable = bool(ge.score > o["score_threshold"])
-                ge.boxes = [list(b) for b in boxes]
-                crops_by_group[g.id] = (crops, emb)
+                self._score(ge, self.crops(ge, ds)[1])
             out.append(ge)
-        res = FalconResult(
+        return FalconResult(
             backbone=self.backbone.name, captioner=self.settings()["captioner"],
             layer=o["layer"], dataset=getattr(ds, "name", str(dataset)), n_images=reps.shape[0],
-            n_features=reps.shape[1], threshold=thr, groups=out, settings=self.settings())
-        res._crops = crops_by_group  # kept for explain() and the output writer
-        res._reps_n = reps_n
-        res._dataset = ds
-        return res
+            n_features=reps.shape[1], threshold=thr, groups=out, settings=self.settings(),
+            rule_violations=rule_violations(reps_n, out, thr, o["grouping"]))
 
     def settings(self) -> dict:
         s = {k: v for k, v in self.options.items() if k not in ("captioner", "pool")}
@@ -307,48 +340,46 @@ class Falcon(Explainer):
         return s
 
     # -- step 5-7 --------------------------------------------------------------------------
-    def explain(self, inputs=None, groups: FalconResult | None = None, *, which=None,
-                only_interpretable: bool = True, **kwargs) -> FalconResult:
-        """Caption and explain feature groups.
+    def explain(self, inputs=None, *, which=None, only_interpretable: bool = True,
+                features: torch.Tensor | None = None) -> FalconResult:
+        """Caption and explain feature groups; returns a new :class:`FalconResult`.
 
-        ``inputs``: the probe dataset (name or object; default: the one the backbone
-        advertises). ``groups``: a :meth:`find_groups`
-        result (computed when missing). ``which``: group ids / feature keys to explain
-        (default: every interpretable group, or all groups with
-        ``only_interpretable=False``). All chosen groups are captioned in ONE pass over the
+        ``inputs``: a :meth:`find_groups` result (or one read with :func:`load_groups`), or
+        the probe dataset (name or object; default: the one the backbone advertises), whose
+        groups are found first. ``which``: group ids / feature keys to explain (default: every
+        interpretable group, or all groups with ``only_interpretable=False``). ``features``:
+        activations computed earlier. All chosen groups are captioned in ONE pass over the
         caption pool.
         """
-        if kwargs:
-            raise InterpError(f"unknown explain() argument '{sorted(kwargs)[0]}'")
         o = self.options
-        # with named groups only those are cropped (find_groups would score every group)
-        res = groups if groups is not None else self.find_groups(inputs, score=not which)
-        ds = getattr(res, "_dataset", None) or self._dataset(inputs)
+        if isinstance(inputs, FalconResult):
+            ds = self._dataset(inputs)
+            res = copy.deepcopy(inputs)
+        else:
+            ds = self._dataset(inputs)
+            # with named groups only those are cropped (find_groups would score every group)
+            res = self.find_groups(ds, features=features, score=not which)
+            features = None
         self._use_dataset_pool(ds)
-        reps_n = getattr(res, "_reps_n", None)
-        if reps_n is None:
-            reps_n = steps.normalize_rows(self.features(ds))
-        crops_by_group = getattr(res, "_crops", {})
+        reps = self.features(ds, features=features)
+        if reps.shape != (res.n_images, res.n_features):
+            raise InterpError(f"the groups were found on {res.n_images} x {res.n_features} "
+                              f"activations but the dataset gives {tuple(reps.shape)}; give the "
+                              "same dataset, --limit and --layer as the find-groups run")
+        reps_n = steps.normalize_rows(reps)
+        if res.rule_violations is None:
+            res.rule_violations = rule_violations(reps_n, res.groups, res.threshold, o["grouping"])
         if which:
             chosen = [res.group(w) for w in which]
         elif only_interpretable:
             chosen = res.interpretable
         else:
             chosen = list(res.groups)
-        # crops for groups that were not scored yet (e.g. loaded from a find-groups run)
         queries, spans = [], []
         for g in steps.progress_groups(chosen, desc="crops + low images"):
-            if g.id not in crops_by_group:
-                crops, boxes, _ = steps.group_crops(
-                    self.backbone, ds, g.used_images, g.features, layer=o["layer"],
-                    method=o["cam"], box_threshold=o["box_threshold"], batch_size=o["batch_size"])
-                emb = self.captioner.encode_image(crops, normalize=True, batch_size=o["batch_size"])
-                crops_by_group[g.id] = (crops, emb)
-                g.boxes = [list(b) for b in boxes]
-                if g.score is None:
-                    g.score = steps.interpretability_score(emb, include_self=o["score_include_self"])
-                    g.interpretable = bool(g.score > o["score_threshold"])
-            high_emb = crops_by_group[g.id][1]
+            high_emb = self.crops(g, ds)[1]
+            if g.score is None:  # e.g. a group named with which= that was never scored
+                self._score(g, high_emb)
             g.low_images = steps.low_activating_images(
                 reps_n, g.features, g.images, count=o["low_count"],
                 min_similarity=o["low_min_similarity"])
@@ -376,9 +407,45 @@ class Falcon(Explainer):
                 g.words, g.phrases = contrastive_concepts(
                     g.captions_high, g.captions_low, top=o["n_concepts"],
                     low_threshold=o["low_word_threshold"])
-        res._crops = crops_by_group
-        res._explained = [g.id for g in chosen]
+        res.settings = self.settings()
+        res.explained = [g.id for g in chosen]
         return res
+
+
+def _check_ranges(o: dict) -> None:
+    """Values the types allow but FALCON cannot use."""
+    positive = ("min_images", "max_images", "low_count", "top_k", "candidates", "n_concepts",
+                "batch_size", "chunk_size")
+    for name in positive:
+        if o[name] < 1:
+            raise InterpError(f"falcon option '{name}' must be at least 1, got {o[name]}")
+    if o["limit"] is not None and o["limit"] < 1:
+        raise InterpError(f"falcon option 'limit' must be at least 1 (or None), got {o['limit']}")
+    for name in ("min_jaccard", "box_threshold"):
+        if not 0 < o[name] <= 1:
+            raise InterpError(f"falcon option '{name}' must be in (0, 1], got {o[name]}")
+    if o["temperature"] <= 0:
+        raise InterpError(f"falcon option 'temperature' must be positive, got {o['temperature']}")
+
+
+def rule_violations(reps_n: torch.Tensor, groups, threshold: float, grouping: str) -> float:
+    """Fraction of (group, image) pairs breaking the grouping rule, recounted with one boolean
+    matrix (not the grouping code's per-image keys): under the reference rule an image's set of
+    high features must be exactly its group's; under co-activation at least half of the
+    group's features must be high on each of its images. ``0.0`` for no groups."""
+    high = (reps_n >= threshold).numpy()
+    pairs = bad = 0
+    for g in groups:
+        member = np.zeros(high.shape[1], dtype=bool)
+        member[list(g.features)] = True
+        rows = high[list(g.images)]
+        if grouping == "reference":
+            ok = (rows == member).all(axis=1)
+        else:
+            ok = rows[:, member].sum(axis=1) * 2 >= member.sum()
+        pairs += len(ok)
+        bad += int((~ok).sum())
+    return bad / pairs if pairs else 0.0
 
 
 def load_groups(run_dir, falcon: Falcon | None = None) -> FalconResult:

@@ -84,11 +84,13 @@ def concepts_csv(groups) -> str:
     return buf.getvalue()
 
 
-def write_run_dir(res, out_dir, *, command: str, report=None, features=None) -> dict:
+def write_run_dir(res, out_dir, *, command: str, report=None, features=None, dataset=None,
+                  crops=None) -> dict:
     """Write every output of ``res`` to ``out_dir`` (with ``run.json`` and, given
-    ``report``, the HTML report); returns ``{name: path}``."""
+    ``report``, the HTML report); returns ``{name: path}``. ``dataset`` / ``crops``: as for
+    :func:`write_outputs`."""
     sections, manifest = write_outputs(res, out_dir, command=command, features=features,
-                                       report=report)
+                                       report=report, dataset=dataset, crops=crops)
     from interpcore.report import finish_run
 
     finish_run(out_dir, {**manifest, "sections": sections,
@@ -96,19 +98,21 @@ def write_run_dir(res, out_dir, *, command: str, report=None, features=None) -> 
     return dict(res.files)
 
 
-def write_outputs(res, out_dir, *, command: str, features=None, report=None):
+def write_outputs(res, out_dir, *, command: str, features=None, report=None, dataset=None,
+                  crops=None):
     """Write the figures, CSV, features and ``falcon.json`` of ``res`` to ``out_dir``;
     returns ``(sections, manifest)`` for ``run.json`` (the caller writes it, e.g. with
     :meth:`interpcore.commands.Run.finish`; ``res.files`` already names ``run.json`` and the
-    ``report`` to come)."""
+    ``report`` to come). ``dataset``: the probe dataset (for the image grids); ``crops``:
+    ``{group id: Grad-CAM crops}`` (see :meth:`Falcon.cropped`)."""
     from interpcore.torch_backbone import load_image
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
-    ds = getattr(res, "_dataset", None)
-    crops = getattr(res, "_crops", {})
-    explained = set(getattr(res, "_explained", []))
+    ds = dataset
+    crops = crops or {}
+    explained = set(res.explained)
     if features is not None:
         save_tensors(out / "features.safetensors", {"features": features.contiguous()},
                      {"backbone": res.backbone, "layer": res.layer, "dataset": res.dataset})
@@ -121,7 +125,7 @@ def write_outputs(res, out_dir, *, command: str, features=None, report=None):
         figs = []
         gdir = Path("groups") / f"g{g.id:03d}"
         if g.id in crops:
-            _grid(crops[g.id][0], [f"img {i}" for i in g.used_images], out / gdir / "high_crops.png",
+            _grid(crops[g.id], [f"img {i}" for i in g.used_images], out / gdir / "high_crops.png",
                   f"group {g.id} [{g.key}]: Grad-CAM crops of highly activating images")
             figs.append(str(gdir / "high_crops.png"))
             if ds is not None:
