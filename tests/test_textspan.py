@@ -86,6 +86,22 @@ def test_explainer_end_to_end(tmp_path):
     assert res.matching_heads("grass|water|snow|sand", top=3) == [
         (h["layer"], h["head"]) for h in res.heads if {"grass", "water", "snow", "sand"} & set(h["texts"])]
     assert len(files) == 2
+    v = res.verification
+    assert v.passed and v.value < 1e-9, v
+    assert type(res).load(res.save(tmp_path / "saved")).heads == res.heads
+
+
+def test_reconstruction_gap_catches_a_basis_that_is_not_orthogonal():
+    from interp_prs.textspan import reconstruction_gap
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(50, 2, 6)) @ np.diag([4, 3, 2, 1, 0.5, 0.2])
+    texts = rng.normal(size=(20, 6))
+    mean, gram, n = head_statistics(iter([data]), 2, 6)
+    basis = greedy_text_basis(mean, gram, n, texts, iters=3, rank=6)
+    assert reconstruction_gap(basis, gram, n) < 1e-9
+    basis.explained[0, 0] += 0.05  # a share credited that the reconstruction does not capture
+    assert reconstruction_gap(basis, gram, n) == pytest.approx(0.05, rel=1e-6)
 
 
 def test_explainer_needs_recorded_layers(tmp_path):

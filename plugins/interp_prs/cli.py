@@ -256,14 +256,13 @@ def textspan_cmd(pool, n_layers, texts_per_head, rank, task, run, **kw):
     explains and the accuracy after replacing the heads by their text reconstructions."""
     _start(kw, run)
     from .tasks import default_task
-    from .textspan import TextSpanExplainer, default_pool, resolve_pool
+    from .textspan import TextSpanExplainer
 
     bb = _backbone(kw)
     ex = TextSpanExplainer(bb, pool=pool, layers=n_layers, texts_per_head=texts_per_head, rank=rank)
     ds = _dataset(kw, bb=bb)
     store = _store(bb, ds, kw, layers=ex.layers, desc="PRS (TextSpan)")
-    vocab = resolve_pool(pool or default_pool(ds, bb))
-    res = ex.explain_store(store, vocab, task=task or default_task(ds, allow_none=True))
+    res = ex.explain(store, task=task or default_task(ds, allow_none=True))
     figs = []
     if run.out is not None:
         res.write(run.out)
@@ -272,9 +271,9 @@ def textspan_cmd(pool, n_layers, texts_per_head, rank, task, run, **kw):
              " | ".join(h["texts"][:3])] for h in res.heads]
     acc_rows = [[k, round(v, 2)] for k, v in res.accuracy.items()]
     run.finish(res, method="textspan", title=f"TextSpan head labels of {bb.name}",
-               settings=_settings(kw, pool=vocab.name, layers=n_layers,
+               settings=_settings(kw, pool=res.pool, layers=n_layers,
                                   texts_per_head=texts_per_head, rank=rank),
-               inputs=[kw["dataset"], vocab.name],
+               inputs=[kw["dataset"], res.pool],
                sections=[{"title": "Head labels",
                           "text": "For each head, the texts chosen greedily to span its outputs, "
                                   "and the share of the head's variance (over the images) they "
@@ -443,10 +442,10 @@ def spurious_cmd(heads, heads_matching, match_top, textspan_layers, pool, probe,
     store = _store(bb, ds, kw, layers=layers)
     labels_from = None
     if heads_matching:
-        from .textspan import TextSpanExplainer, default_pool, resolve_pool
+        from .textspan import TextSpanExplainer
 
         ex = TextSpanExplainer(bb, pool=pool, layers=min(textspan_layers, L))
-        ts = ex.explain_store(store, resolve_pool(pool or default_pool(ds, bb)), task=False)
+        ts = ex.explain(store, task=False)
         matched = ts.matching_heads(heads_matching, top=match_top)
         chosen += [h for h in matched if h not in chosen]
         labels_from = {f"L{h['layer']}.H{h['head']}": h["texts"][:match_top] for h in ts.heads
@@ -593,9 +592,4 @@ def _layer_table(res):
 def _textspan_figure(res, path):
     from interpcore import figures
 
-    rows = [[f"L{h['layer']}.H{h['head']}", f"{100 * h['total_explained']:.0f}%",
-             h["texts"][0] if h["texts"] else "", h["texts"][1] if len(h["texts"]) > 1 else ""]
-            for h in res.heads]
-    fig = figures.table_figure(["head", "explained", "1st text", "2nd text"], rows,
-                               title=f"TextSpan: first texts per head ({res.pool})", col_width=2.2)
-    return figures.save_figure(fig, path)[0]
+    return figures.save_figure(res.figure(), path)[0]

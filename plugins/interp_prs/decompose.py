@@ -245,6 +245,17 @@ class PRSDecomposition(Result):
             },
         }
 
+    def figure(self):
+        """Mean norm of each layer's attention and MLP direct contribution (as printed)."""
+        from interpcore import figures
+
+        d = self.to_dict()["mean_norm"]
+        return figures.line_plot(
+            list(range(len(d["attn"]))), {"attention": d["attn"], "MLP": d["mlps"]},
+            title=f"PRS: direct contributions of each layer, {self.backbone} "
+                  f"({self.embedding.shape[0]} image(s))",
+            xlabel="layer", ylabel="mean |direct contribution|")
+
     def __str__(self) -> str:
         d = self.to_dict()
         lines = [
@@ -297,7 +308,7 @@ class PRSDecomposer(Decomposer):
     name = "prs"
     requires = (Capability.VIT_RESIDUAL_STREAM, Capability.IMAGE_ENCODER)
 
-    def __init__(self, backbone, per_patch: bool = False, layers=None):
+    def __init__(self, backbone, *, per_patch: bool = False, layers=None):
         super().__init__(backbone, per_patch=per_patch, layers=layers)
         self.stream = backbone.residual_stream()
         self.per_patch = bool(per_patch)

@@ -119,6 +119,18 @@ def greedy_text_basis(mean, gram, n, texts, iters: int = 10, rank: int | None = 
     return SpanBasis(idx_all, expl.clamp_min(0), R, mean, total_var, rank)
 
 
+def reconstruction_gap(basis: SpanBasis, gram, n: int) -> float:
+    """Largest ``|sum(explained) - tr(R^T C R) / tr(C)|`` over the heads: the greedy steps'
+    credited shares against the share the final reconstruction map captures (``C``: each
+    head's covariance, from its uncentred Gram and mean)."""
+    gram = torch.as_tensor(gram, dtype=torch.float64)
+    mean = basis.mean.to(torch.float64)
+    C = (gram - n * mean[:, :, None] * mean[:, None, :]) / max(n - 1, 1)
+    R = basis.R.to(torch.float64)
+    captured = ((C @ R) * R).sum((1, 2)) / basis.total_variance
+    return float((basis.explained.sum(1) - captured).abs().max())
+
+
 # --------------------------------------------------------------------------------------
 # Result
 # --------------------------------------------------------------------------------------
@@ -135,6 +147,32 @@ class TextSpanResult(Result):
     accuracy: dict  # {"all components": %, "earlier layers mean-ablated": %, "heads replaced by texts": %}
     task: str | None = None
     files: list = dataclasses.field(default_factory=list)
+    #: largest gap, over the heads, between the variance share the greedy steps credit to the
+    #: chosen texts and the share their final reconstruction map captures (see verification)
+    reconstruction_gap: float | None = None
+
+    @property
+    def verification(self):
+        """Each head's chosen texts, credited step by step with the variance they remove, must
+        together capture exactly the variance of the head's final reconstruction
+        ``(x - mean) R + mean`` (recomputed from ``R`` and the head's covariance)."""
+        if self.reconstruction_gap is None:
+            return None
+        from interpcore import Verification
+
+        return Verification("largest gap between the texts' variance shares and their "
+                            "reconstruction's", float(self.reconstruction_gap), 1e-6)
+
+    def figure(self):
+        """The first two texts of each head and the share of its variance they explain."""
+        from interpcore import figures
+
+        rows = [[f"L{h['layer']}.H{h['head']}", f"{100 * h['total_explained']:.0f}%",
+                 h["texts"][0] if h["texts"] else "", h["texts"][1] if len(h["texts"]) > 1 else ""]
+                for h in self.heads]
+        return figures.table_figure(["head", "explained", "1st text", "2nd text"], rows,
+                                    title=f"TextSpan: first texts per head ({self.pool})",
+                                    col_width=2.2)
 
     def head(self, layer: int, head: int) -> dict:
         for h in self.heads:
@@ -235,7 +273,7 @@ class TextSpanExplainer(Explainer):
     name = "textspan"
     requires = (Capability.VIT_RESIDUAL_STREAM, Capability.IMAGE_ENCODER, Capability.TEXT_ENCODER)
 
-    def __init__(self, backbone, pool=None, layers=4, texts_per_head: int = 10,
+    def __init__(self, backbone, *, pool=None, layers=4, texts_per_head: int = 10,
                  rank: int | None = None):
         super().__init__(backbone, pool=pool, layers=layers, texts_per_head=texts_per_head,
                          rank=rank)
@@ -263,7 +301,9 @@ class TextSpanExplainer(Explainer):
             rank = dh
         self.rank = int(rank)
 
-    def store_for(self, dataset, *, batch_size: int = 64, limit=None, out=None):
+    def decompose_dataset(self, dataset, *, batch_size: int = 64, limit=None, out=None):
+        """The PRS store of ``dataset`` with the heads of the chosen layers (what
+        :meth:`explain` reads; the same store as ``get_decomposer("prs").decompose_dataset``)."""
         from .decompose import decompose_dataset
 
         return decompose_dataset(self.decomposer, dataset, out=out, batch_size=batch_size,
@@ -275,7 +315,8 @@ class TextSpanExplainer(Explainer):
         """``inputs``: a dataset, a dataset name or a :class:`PRSStore` whose head layers
         include the chosen layers (default: the dataset the backbone advertises). ``task``:
         zero-shot task name for the accuracy figures (default ``label`` where the dataset has
-        class names; ``False`` to skip)."""
+        class names; ``False`` to skip). ``batch_size`` / ``limit``: for the PRS pass over a
+        dataset (a store is read as it is)."""
         import interpcore
 
         from .decompose import PRSStore
@@ -287,7 +328,7 @@ class TextSpanExplainer(Explainer):
                                   "dataset; give one (a name, a Dataset or a PRS store)")
         if isinstance(inputs, str):
             inputs = interpcore.get_dataset(inputs)
-        store = inputs if isinstance(inputs, PRSStore) else self.store_for(
+        store = inputs if isinstance(inputs, PRSStore) else self.decompose_dataset(
             inputs, batch_size=batch_size, limit=limit)
         missing = [li for li in self.layers if li not in store.head_layers]
         if missing:
@@ -295,9 +336,9 @@ class TextSpanExplainer(Explainer):
                               f"{store.head_layers}")
         pool = resolve_pool(self.pool if self.pool is not None
                             else default_pool(store.meta, self.backbone))
-        return self.explain_store(store, pool, task=task, templates=templates)
+        return self._explain(store, pool, task=task, templates=templates)
 
-    def explain_store(self, store, pool: Vocabulary, *, task=None, templates=None) -> TextSpanResult:
+    def _explain(self, store, pool: Vocabulary, *, task=None, templates=None) -> TextSpanResult:
         from interpcore.concepts import text_embeddings
 
         texts = torch.as_tensor(text_embeddings(self.backbone, pool, device="cpu")).float()
@@ -328,6 +369,7 @@ class TextSpanExplainer(Explainer):
         return TextSpanResult(
             backbone=self.backbone.name, pool=pool.name, n_images=n_img, layers=list(self.layers),
             rank=basis.rank, heads=heads, accuracy=accuracy, task=task_name,
+            reconstruction_gap=reconstruction_gap(basis, gram, n_img),
         )
 
     def _accuracy(self, store, basis, sel, task, templates):

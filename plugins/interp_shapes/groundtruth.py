@@ -130,9 +130,9 @@ def prs_ground_truth(backbone=None, *, limit: int = 2000, seg_limit: int = 500, 
     layers = list(range(L))
     ds = interpcore.get_dataset("shapes", split="test")
     store = dec.decompose_dataset(ds, layers=layers, limit=limit, batch_size=batch_size, desc="PRS (shapes)")
-    textspan = interpcore.get_explainer("textspan", bb, layers=L, texts_per_head=texts_per_head, rank=rank)
-    pool = interpcore.get_vocabulary("shapes-attributes" if pool is None else pool)
-    ts = textspan.explain_store(store, pool, task=False)
+    textspan = interpcore.get_explainer("textspan", bb, layers=L, texts_per_head=texts_per_head,
+                                        rank=rank, pool="shapes-attributes" if pool is None else pool)
+    ts = textspan.explain(store, task=False)
     last_two = {f"L{h['layer']}.H{h['head']}": h["texts"][0] for h in ts.heads if h["layer"] >= L - 2}
     covered = sorted({c for t in last_two.values() if (c := text_category(t))})
     bg_heads = [(h["layer"], h["head"]) for h in ts.heads if text_category(h["texts"][0]) == "background"]
