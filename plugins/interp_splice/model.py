@@ -79,10 +79,7 @@ class SpliceResult(Result):
         no gap, e.g. ``sklearn``)."""
         if self.gap is None or not self.gap.numel():
             return None
-        from interpcore import Verification
-
-        rel = (self.gap.double() / self.objective.double().abs().clamp_min(1e-300)).max()
-        return Verification("largest relative duality gap", float(rel), 1e-4)
+        return _gap_verification(relative_gap(self.gap, self.objective))
 
     @property
     def mean_l0(self) -> float:
@@ -143,6 +140,19 @@ class SpliceResult(Result):
                                  sort=False)
 
 
+def relative_gap(gap, objective) -> float:
+    """The largest duality gap relative to its objective over a batch."""
+    return float((gap.double() / objective.double().abs().clamp_min(1e-300)).max())
+
+
+def _gap_verification(value: float | None):
+    if value is None:
+        return None
+    from interpcore import Verification
+
+    return Verification("largest relative duality gap", float(value), 1e-4)
+
+
 @dataclasses.dataclass
 class DatasetDecomposition(Result):
     """Concept distribution of a dataset (``decompose_dataset``) or of its classes.
@@ -167,6 +177,14 @@ class DatasetDecomposition(Result):
     backbone: str = "?"
     vocabulary: str = "?"
     seconds: float = 0.0
+    #: the largest relative duality gap over every decomposed image (``None``: the solver
+    #: gives no gap)
+    max_relative_gap: float | None = None
+
+    @property
+    def verification(self):
+        """As :attr:`SpliceResult.verification`, over every image of the dataset."""
+        return _gap_verification(self.max_relative_gap)
 
     def top(self, k: int | None = None, label=None) -> list[tuple[str, float]]:
         w = self.mean_weights if label is None else self.class_weights[label]
@@ -584,6 +602,7 @@ def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: boo
     total = torch.zeros(c, dtype=torch.float64)
     l0_sum = cos_sum = 0.0
     count = 0
+    gaps: float | None = 0.0  # the largest relative duality gap so far (None: no gaps)
     cls_w: dict = {}
     cls_n: dict = {}
     cls_l0: dict = {}
@@ -620,6 +639,11 @@ def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: boo
             labels = labels[keep]
         with torch.no_grad():
             weights, _, cosine, _ = model._weights_and_cosine(images)
+        info = model.last_info
+        if info is None or info.gap is None:
+            gaps = None
+        elif gaps is not None and weights.shape[0]:
+            gaps = max(gaps, relative_gap(info.gap, info.objective))
         w = weights.detach().double().cpu()
         cosine = cosine.detach().double().cpu()
         l0 = (w > 0).sum(1).double()
@@ -650,6 +674,7 @@ def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: boo
         class_cosine={k: cls_cos[k] / cls_n[k] for k in labels_sorted},
         l1_penalty=model.l1_penalty, backbone=getattr(model.backbone, "name", "embeddings"),
         vocabulary=model.vocabulary_name, seconds=time.perf_counter() - t0,
+        max_relative_gap=gaps,
     )
 
 
