@@ -33,7 +33,27 @@ class AblationResult(Result):
     n_images: int
     rows: list  # [{"ablation": str, "accuracy": float (percent)}]
     cumulative_attention: list  # accuracy after ablating layers 0..j, j = 0..L-1
-    figure: str | None = None
+    files: list = dataclasses.field(default_factory=list)  #: figures written
+
+    def figure(self):
+        """Accuracy as attention layers are mean-ablated cumulatively, with the other rows as
+        reference lines."""
+        from interpcore import figures
+
+        L = len(self.cumulative_attention)
+        x = list(range(L + 1))
+        base = self.rows[0]["accuracy"]
+        series = {
+            "attention layers 0..j ablated": [base] + self.cumulative_attention,
+            "no ablation": [base] * (L + 1),
+            "MLPs ablated": [self.rows[1]["accuracy"]] * (L + 1),
+            "class-token terms ablated": [self.rows[2]["accuracy"]] * (L + 1),
+        }
+        return figures.line_plot(
+            x, series, title=f"Mean-ablation: {self.backbone}, task '{self.task}'",
+            xlabel="number of attention layers mean-ablated (from the first)",
+            ylabel="zero-shot accuracy (%)", dashed=("no ablation",),
+        )
 
     def table(self) -> dict:
         return {"title": "Mean-ablation study", "columns": ["ablation", "accuracy (%)"],
@@ -109,24 +129,10 @@ def mean_ablation_study(store, weights, labels, *, task: str = "label", backbone
 
 
 def plot_ablation(result: AblationResult, path) -> str:
-    """Accuracy as attention layers are mean-ablated cumulatively, with the other rows as
-    reference lines; saved as PNG."""
+    """:meth:`AblationResult.figure` saved as PNG; its path is recorded in ``result.files``."""
     from interpcore import figures
 
-    L = len(result.cumulative_attention)
-    x = list(range(L + 1))
-    base = result.rows[0]["accuracy"]
-    series = {
-        "attention layers 0..j ablated": [base] + result.cumulative_attention,
-        "no ablation": [base] * (L + 1),
-        "MLPs ablated": [result.rows[1]["accuracy"]] * (L + 1),
-        "class-token terms ablated": [result.rows[2]["accuracy"]] * (L + 1),
-    }
-    fig = figures.line_plot(
-        x, series, title=f"Mean-ablation: {result.backbone}, task '{result.task}'",
-        xlabel="number of attention layers mean-ablated (from the first)",
-        ylabel="zero-shot accuracy (%)", dashed=("no ablation",),
-    )
-    written = figures.save_figure(fig, path)
-    result.figure = str(written[0])
-    return result.figure
+    fig = result.figure()
+    written = str(figures.save_figure(fig, path)[0])
+    result.files = [written]
+    return written
