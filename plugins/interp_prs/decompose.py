@@ -30,7 +30,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -131,17 +130,17 @@ class PRSDecomposition(Result):
     """
 
     backbone: str
-    embedding: Any
-    embed: Any
-    attn: Any
-    attn_bias: Any
-    attn_cls: Any
-    mlps: Any
-    heads: Any
+    embedding: torch.Tensor
+    embed: torch.Tensor
+    attn: torch.Tensor
+    attn_bias: torch.Tensor
+    attn_cls: torch.Tensor
+    mlps: torch.Tensor
+    heads: torch.Tensor | None
     head_layers: list
-    ln_bias: Any
-    std: Any
-    norm: Any
+    ln_bias: torch.Tensor
+    std: torch.Tensor
+    norm: torch.Tensor
     per_patch: bool = False
     normalized: bool = False
     grid_size: tuple = ()
