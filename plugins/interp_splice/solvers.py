@@ -40,7 +40,8 @@ image::
 
     **Working sets in size groups.** Supports differ a lot between images (a few need 50
     concepts, most 15), so each round sorts the images by working-set size and solves up to
-    three groups, each padded to its own largest set. The exact residuals and support
+    three groups, each padded to its own largest set, when the padding would cost more than
+    a group's fixed cost (its dozens of batched operations). The exact residuals and support
     correlations are, on the CPU, one sparse (CSR) product and one sampled product that read
     only the support rows.
 
@@ -535,7 +536,8 @@ class ActiveSetSolver:
 
         Working sets differ a lot in size (a few images need 50 concepts, most 20), so the
         rows are sorted by size and solved in up to three groups, each padded only to its own
-        largest set: the Gram products cost ``K^2`` and the factorizations ``K^3`` per row."""
+        largest set: the Gram products cost ``K^2`` and the factorizations ``K^3`` per row,
+        against a fixed cost per group (``GROUP_COST``) for its batched operations."""
         f64 = torch.float64
         allowed = ws_idx >= 0
         cnt = allowed.sum(1)
