@@ -239,3 +239,39 @@ def test_a_mean_file_shipped_with_the_backbone_is_used(registry, tmp_path):
     bb.image_mean_file = str(tmp_path / "mean.npy")
     dec = get_decomposer("splice", bb, vocabulary="toy-words")
     assert torch.allclose(dec.model.image_mean.cpu(), torch.from_numpy(mean))
+
+
+def test_dataset_means_do_not_depend_on_how_the_images_are_solved_in_blocks(model, monkeypatch):
+    import interp_splice.model as M
+
+    ds = ToyColours("test", n=30)
+    sizes = []
+    solve = model._solve
+
+    def spy(v):
+        sizes.append(v.shape[0])
+        return solve(v)
+
+    monkeypatch.setattr(model, "_solve", spy)
+    monkeypatch.setattr(M, "SOLVE_BLOCK", 8)
+    small = M.decompose_data(model, ds, by_class=True, batch_size=4)
+    assert sizes == [8, 8, 8, 6]  # batches of 4 gathered into blocks of at least 8
+    sizes.clear()
+    monkeypatch.setattr(M, "SOLVE_BLOCK", 1000)
+    whole = M.decompose_data(model, ds, by_class=True, batch_size=4)
+    assert sizes == [30]
+    assert torch.allclose(small.mean_weights, whole.mean_weights, atol=1e-5)
+    assert small.class_counts == whole.class_counts and sum(small.class_counts.values()) == 30
+    for k in whole.class_weights:
+        assert torch.allclose(small.class_weights[k], whole.class_weights[k], atol=1e-5)
+
+
+def test_sparse_recomposition_equals_the_dense_product():
+    g = torch.Generator().manual_seed(1)
+    C = F.normalize(torch.randn(3000, 16, generator=g), dim=1)
+    mu = 0.3 * F.normalize(torch.randn(16, generator=g), dim=0)
+    m = SpliceModel(mu, C, l1_penalty=0.1, vocabulary=[f"w{i}" for i in range(3000)])
+    W = torch.rand(40, 3000, generator=g) * (torch.rand(40, 3000, generator=g) < 0.01)
+    assert torch.allclose(m._weights_times_dictionary(W), W @ C, atol=1e-6)
+    dense = F.normalize(F.normalize(W @ C, dim=1) + mu, dim=1)
+    assert torch.allclose(m.recompose_image(W), dense, atol=1e-6)

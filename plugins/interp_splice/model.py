@@ -417,8 +417,20 @@ class SpliceModel(torch.nn.Module):
         """Sparse weights ``(n, c)`` for centred, normalized embeddings (as the reference)."""
         if embedding.dim() == 1:
             embedding = embedding[None]
-        check_problem(self.dictionary, embedding, self.l1_penalty)
+        # the solvers check the dictionary's values themselves (the default one once, when
+        # it is built): one row here keeps the shape checks without a pass over all of it
+        check_problem(self.dictionary[:1], embedding, self.l1_penalty)
         return self._solve(embedding.float())
+
+    def _weights_times_dictionary(self, weights: torch.Tensor) -> torch.Tensor:
+        """``w C`` for sparse weight rows: a CSR product that reads only the used concepts'
+        rows, instead of a dense ``n x c`` by ``c x d`` product (as long as a full solve)."""
+        W = weights.float().to(self.dictionary.device)
+        if W.device.type == "cpu" and W.dim() == 2 and W.shape[0] * W.shape[1] >= 1 << 16:
+            nz = int(torch.count_nonzero(W))
+            if nz * 20 <= W.numel():
+                return torch.sparse.mm(W.to_sparse_csr(), self.dictionary.float())
+        return W @ self.dictionary
 
     def recompose_image(self, weights: torch.Tensor) -> torch.Tensor:
         """Dense SpLiCE embeddings ``normalize(normalize(w C) + mu)``."""
@@ -429,13 +441,13 @@ class SpliceModel(torch.nn.Module):
                 f"weights have {weights.shape[-1]} entries but the dictionary has "
                 f"{self.dictionary.shape[0]} concepts"
             )
-        recon = F.normalize(weights.float().to(self.dictionary.device) @ self.dictionary, dim=1)
+        recon = F.normalize(self._weights_times_dictionary(weights), dim=1)
         return F.normalize(recon + self.image_mean, dim=1)
 
     def recompose_text(self, weights: torch.Tensor) -> torch.Tensor:
         if self.text_mean is None:
             raise InterpError("recompose_text needs text_mean= (the mean text embedding)")
-        recon = F.normalize(weights.float().to(self.dictionary.device) @ self.dictionary, dim=1)
+        recon = F.normalize(self._weights_times_dictionary(weights), dim=1)
         return F.normalize(recon + self.text_mean, dim=1)
 
     def _weights_and_cosine(self, image):
@@ -593,6 +605,19 @@ def _iter_batches(data, batch_size: int = 64, limit: int | None = None, desc: st
         yield images, labels
 
 
+#: images a dataset decomposition solves together (its batches are embedded one by one)
+SOLVE_BLOCK = 512
+
+
+def _take(pending: list):
+    """Concatenate and clear a list of ``(embeddings, labels or None)`` batches."""
+    z = torch.cat([p[0] for p in pending])
+    labels = (None if any(p[1] is None for p in pending)
+              else torch.cat([torch.as_tensor(p[1]) for p in pending]))
+    pending.clear()
+    return z, labels
+
+
 def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: bool = False,
                    batch_size: int = 64, limit: int | None = None, name: str | None = None,
                    class_names: Sequence[str] | None = None) -> DatasetDecomposition:
@@ -625,20 +650,38 @@ def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: boo
             f"class label {target_label} is out of range: the dataset has {len(class_names)} classes"
         )
     need_labels = by_class or target_label is not None
-    for images, labels in _iter_batches(data, batch_size, limit, desc=f"SpLiCE {name or 'dataset'}"):
-        if need_labels and labels is None:
-            raise InterpError("per-class decomposition needs labels, but the dataset gives none")
-        if target_label is not None:
-            keep = (labels == int(target_label)).nonzero().flatten()
-            if keep.numel() == 0:
-                continue
-            if isinstance(images, torch.Tensor):
-                images = images[keep]
-            else:
-                images = [images[i] for i in keep.tolist()]
-            labels = labels[keep]
+    pending: list = []  # (embeddings, labels) of batches not solved yet
+
+    def blocks():
+        """Embeddings solved in blocks of at least SOLVE_BLOCK images: the solver's cost per
+        image falls with the batch (its per-round operations cost the same for 64 images as
+        for 512), and the dataset's means do not depend on how it is split."""
+        n = 0
+        for images, labels in _iter_batches(data, batch_size, limit,
+                                            desc=f"SpLiCE {name or 'dataset'}"):
+            if need_labels and labels is None:
+                raise InterpError("per-class decomposition needs labels, but the dataset gives none")
+            if target_label is not None:
+                keep = (labels == int(target_label)).nonzero().flatten()
+                if keep.numel() == 0:
+                    continue
+                if isinstance(images, torch.Tensor):
+                    images = images[keep]
+                else:
+                    images = [images[i] for i in keep.tolist()]
+                labels = labels[keep]
+            with torch.no_grad():
+                pending.append((model.embed_images(images), labels))
+            n += pending[-1][0].shape[0]
+            if n >= SOLVE_BLOCK:
+                yield _take(pending)
+                n = 0
+        if pending:
+            yield _take(pending)
+
+    for z, labels in blocks():
         with torch.no_grad():
-            weights, _, cosine, _ = model._weights_and_cosine(images)
+            weights, _, cosine, _ = model._weights_and_cosine(z)
         info = model.last_info
         if info is None or info.gap is None:
             gaps = None

@@ -40,7 +40,8 @@ image::
 
     **Working sets in size groups.** Supports differ a lot between images (a few need 50
     concepts, most 15), so each round sorts the images by working-set size and solves up to
-    three groups, each padded to its own largest set. The exact residuals and support
+    three groups, each padded to its own largest set, when the padding would cost more than
+    a group's fixed cost (its dozens of batched operations). The exact residuals and support
     correlations are, on the CPU, one sparse (CSR) product and one sampled product that read
     only the support rows.
 
@@ -225,20 +226,57 @@ def _compact(idx: torch.Tensor, keep: torch.Tensor, *vals: torch.Tensor):
 
 
 def _solve_on_set(G: torch.Tensor, q: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
-    """Per row, the minimizer of ``w^T G w - 2 q^T w`` with ``w_j = 0`` outside ``F``."""
-    gd = torch.diagonal(G, dim1=1, dim2=2)
-    ridge = 1e-13 * gd.abs().amax(1, keepdim=True).clamp_min(1e-30)
-    M = G.masked_fill(~(F[:, :, None] & F[:, None, :]), 0.0)
-    M.diagonal(dim1=1, dim2=2).copy_(torch.where(F, gd + ridge, torch.ones_like(gd)))
-    rhs = torch.where(F, q, 0.0)[..., None]
+    """Per row, the minimizer of ``w^T G w - 2 q^T w`` with ``w_j = 0`` outside ``F``
+    (``G`` already carries the small ridge :func:`nnqp` adds)."""
+    Ff = F.to(G.dtype)
+    M = G * (Ff[:, :, None] * Ff[:, None, :])
+    M.diagonal(dim1=1, dim2=2).add_(1 - Ff)  # identity outside F
+    rhs = (q * Ff)[..., None]
     chol, info = torch.linalg.cholesky_ex(M)
-    z = None
-    if not bool((info != 0).any()):  # two triangular solves: faster than cholesky_solve
+    if bool(info.any()):  # numerically singular (near-duplicate concepts): least squares
+        z = torch.linalg.lstsq(M, rhs).solution
+    else:  # two triangular solves: faster than cholesky_solve
         z = torch.linalg.solve_triangular(chol, rhs, upper=False)
-        z = torch.linalg.solve_triangular(chol.mT, z, upper=True)[..., 0]
-    if z is None:  # numerically singular (near-duplicate concepts): least squares
-        z = torch.linalg.lstsq(M, rhs).solution[..., 0]
-    return torch.where(F, z, 0.0)
+        z = torch.linalg.solve_triangular(chol.mT, z, upper=True)
+    return z[..., 0] * Ff
+
+
+def _bpp(G, q, allowed, F, scale, best, backup, iters: int):
+    """The block principal pivoting loop of :func:`nnqp` from the support guess ``F``.
+
+    Rows that have finished keep being solved with their final ``F`` (the same answer each
+    time) while most rows still work: per iteration this is a dozen batched operations, and
+    the per-operation cost, not the arithmetic, dominates at SpLiCE's sizes. Once at most a
+    quarter of the rows work, it continues on those rows only."""
+    n, K = q.shape
+    ar = torch.arange(K, device=q.device)
+    x = torch.zeros_like(q)
+    fin = torch.zeros(n, dtype=torch.bool, device=q.device)
+    for it in range(iters):
+        x = _solve_on_set(G, q, F)
+        y = torch.bmm(G, x[..., None])[..., 0] - q
+        bad = torch.where(F, x < -scale, allowed & (y < -scale))
+        nbad = bad.sum(1)
+        fin = nbad == 0
+        n_live = n - int(fin.sum())
+        if n_live == 0:
+            break
+        improve = nbad < best
+        use_backup = ~improve & (backup <= 0)
+        best = torch.minimum(best, nbad)
+        backup = torch.where(improve, 3, backup - 1)
+        # finished rows have no bad entry, so nothing flips there (last_bad is -1)
+        last_bad = torch.where(bad, ar, -1).amax(1)
+        F = F ^ torch.where(use_backup[:, None], ar == last_bad[:, None], bad)
+        if n > 16 and 4 * n_live <= n and it + 1 < iters:
+            L = (~fin).nonzero().flatten()
+            wl, fl = _bpp(G[L], q[L], allowed[L], F[L], scale[L], best[L], backup[L],
+                          iters - it - 1)
+            w = x.clamp_min(0)
+            w[L] = wl
+            fin[L] = fl
+            return w, fin
+    return x.clamp_min(0), fin
 
 
 def nnqp(G: torch.Tensor, q: torch.Tensor, allowed: torch.Tensor, w0: torch.Tensor | None = None,
@@ -267,40 +305,13 @@ def nnqp(G: torch.Tensor, q: torch.Tensor, allowed: torch.Tensor, w0: torch.Tens
         w0 = torch.where(allowed, w0.clamp_min(0), 0.0)
         grad0 = torch.bmm(G, w0[..., None])[..., 0] - q
         F = allowed & ((w0 > 0) | (grad0 < -scale))
-    live = torch.ones(n, dtype=torch.bool, device=dev)
+    # a tiny ridge keeps the factorizations of near-duplicate concepts' Gram matrices alive
+    gd = torch.diagonal(G, dim1=1, dim2=2)
+    G = G.clone()
+    G.diagonal(dim1=1, dim2=2).add_(1e-13 * gd.abs().amax(1, keepdim=True).clamp_min(1e-30))
     best = torch.full((n,), K + 1, dtype=torch.long, device=dev)
     backup = torch.full((n,), 3, dtype=torch.long, device=dev)
-    ar = torch.arange(K, device=dev)
-    w = torch.zeros_like(q)
-    max_iter = max_iter or (5 * K + 30)
-    for _ in range(max_iter):
-        L = live.nonzero().flatten()
-        if L.numel() == 0:
-            break
-        if 2 * L.numel() > n:  # most rows still work: skip the copies, redo finished ones
-            L = torch.arange(n, device=dev)
-            Fl, Gl, ql, al = F, G, q, allowed
-        else:
-            Fl, Gl, ql, al = F[L], G[L], q[L], allowed[L]
-        x = _solve_on_set(Gl, ql, Fl)
-        y = torch.bmm(Gl, x[..., None])[..., 0] - ql
-        sc = scale[L]
-        bad = (Fl & (x < -sc)) | (~Fl & al & (y < -sc))
-        nbad = bad.sum(1)
-        fin = nbad == 0
-        if Fl is F:  # rows that had finished stay as they were
-            fin = fin | ~live
-            x = torch.where(live[:, None], x, w)
-        w[L] = x.clamp_min(0)
-        improve = nbad < best[L]
-        use_backup = ~improve & (backup[L] <= 0)
-        best[L] = torch.where(improve, nbad, best[L])
-        backup[L] = torch.where(improve, torch.full_like(nbad, 3), backup[L] - (~improve).long())
-        last_bad = torch.where(bad, ar[None], torch.full_like(bad, -1, dtype=torch.long)).amax(1)
-        flip = torch.where(use_backup[:, None], ar[None] == last_bad[:, None], bad)
-        F[L] = Fl ^ (flip & ~fin[:, None])
-        live[L[fin]] = False
-    return w, ~live
+    return _bpp(G, q, allowed, F, scale, best, backup, max_iter or (5 * K + 30))
 
 
 # ----------------------------------------------------------------------------------------
@@ -435,7 +446,8 @@ class ActiveSetSolver:
     #: per-operation overhead (the same for 64 images as for 128) outweighs the second core,
     #: and a split 128-image batch measured slower with two workers than with one
     MIN_CHUNK = 128
-    GROUP_MIN = 48  #: working sets of at least this many images are solved in size groups
+    GROUP_MIN = 48  #: working sets of at least this many images may be solved in size groups
+    GROUP_COST = 4_000_000  #: the fixed cost of a group, in units of one K^3 factorization step
 
     def _spans(self, B: int) -> list[tuple[int, int]]:
         """``(start, end)`` of each chunk: at most ``chunk_size`` images, and on the CPU at
@@ -524,17 +536,26 @@ class ActiveSetSolver:
 
         Working sets differ a lot in size (a few images need 50 concepts, most 20), so the
         rows are sorted by size and solved in up to three groups, each padded only to its own
-        largest set: the Gram products cost ``K^2`` and the factorizations ``K^3`` per row."""
+        largest set: the Gram products cost ``K^2`` and the factorizations ``K^3`` per row,
+        against a fixed cost per group (``GROUP_COST``) for its batched operations."""
         f64 = torch.float64
         allowed = ws_idx >= 0
         cnt = allowed.sum(1)
         n = rows.numel()
+        groups = [torch.arange(n, device=rows.device)]
         if n >= self.GROUP_MIN:
             order = torch.argsort(cnt, stable=True)
-            cuts = [0, n // 2, (n * 7) // 8, n]
+            sizes = cnt[order].tolist()
+            # per group, ~n K^3 for the factorizations plus a fixed cost for its dozens of
+            # batched operations: split only where the padding costs more than that
+            best = None
+            for cuts in ([0, n], [0, n // 2, n], [0, n // 2, (n * 7) // 8, n]):
+                cost = sum((b - a) * sizes[b - 1] ** 3 + self.GROUP_COST
+                           for a, b in zip(cuts, cuts[1:]) if b > a)
+                if best is None or cost < best[0]:
+                    best = (cost, cuts)
+            cuts = best[1]
             groups = [order[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
-        else:
-            groups = [torch.arange(n, device=rows.device)]
         for g in groups:
             gi, gw = _compact(ws_idx[g], allowed[g], ws_w[g])
             g_rows = rows[g]
