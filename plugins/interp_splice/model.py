@@ -245,8 +245,10 @@ class SpliceModel(torch.nn.Module):
     ----------
     image_mean: ``(d,)`` mean of normalized image embeddings for the backbone.
     dictionary: ``(c, d)`` concept dictionary (unit, mean-centred rows).
-    backbone: an interpcore backbone (``encode_image`` / ``encode_text``), or ``None`` when
-        inputs are already embeddings.
+    clip / backbone: an interpcore backbone, or (the reference's ``clip=``) any module with
+        ``encode_image(pixels)`` and ``encode_text(tokens)``, which is then given
+        preprocessed pixel tensors and the texts as passed; ``None`` when inputs are already
+        embeddings. ``.clip`` is that module or backbone.
     solver: ``"active_set"`` (default, fast, certified), ``"sklearn"`` (reference) or
         ``"admm"``; ``"skl"`` is accepted for the reference's name.
     l1_penalty: sparsity penalty (larger: fewer concepts).
@@ -264,9 +266,21 @@ class SpliceModel(torch.nn.Module):
                  device="auto", *, backbone=None, vocabulary=None, vocabulary_name: str = "custom",
                  solver_options: dict | None = None, batch_size: int = 64):
         super().__init__()
-        backbone = backbone if backbone is not None else clip
-        self.backbone = backbone
-        self.device = _resolve_device(device, backbone)
+        from interpcore import Backbone
+
+        module = backbone if backbone is not None else clip
+        # anything that is not an interpcore backbone is driven like the reference drives clip=
+        is_backbone = isinstance(module, Backbone) or hasattr(module, "capabilities")
+        self.backbone = module if is_backbone else None
+        self.device = _resolve_device(device, self.backbone)
+        if module is not None and not is_backbone:
+            for need in ("encode_image", "encode_text"):
+                if not callable(getattr(module, need, None)):
+                    raise InterpError(f"clip= must have encode_image and encode_text; "
+                                      f"{type(module).__name__} has no {need}")
+            if callable(getattr(module, "to", None)):
+                module = module.to(self.device)
+        self.clip = module
         D = _as_tensor(dictionary, "the concept dictionary")
         mu = _as_tensor(image_mean, "the image mean")
         if D.dim() != 2:
@@ -281,6 +295,7 @@ class SpliceModel(torch.nn.Module):
             )
         if not bool(torch.isfinite(D).all()) or not bool(torch.isfinite(mu).all()):
             raise InterpError("the concept dictionary or image mean contains NaN or infinite values")
+        backbone = self.backbone
         dim = getattr(backbone, "embed_dim", None) if backbone is not None else None
         if dim is not None and dim != D.shape[1]:
             raise InterpError(
@@ -375,6 +390,8 @@ class SpliceModel(torch.nn.Module):
                 raise InterpError(
                     f"expected embeddings (n, {d}) or pixels (n, C, H, W), got shape {tuple(image.shape)}"
                 )
+        if self.backbone is None and self.clip is not None:
+            return self._module_embeddings(image)
         if self.backbone is None:
             raise InterpError(
                 "this SpLiCE model has no backbone, so it takes embeddings (n, "
@@ -389,6 +406,35 @@ class SpliceModel(torch.nn.Module):
         if not bool(torch.isfinite(z).all()):
             raise InterpError(f"backbone '{self.backbone.name}' produced NaN or infinite embeddings")
         return z
+
+    def _module_embeddings(self, image) -> torch.Tensor:
+        """Image embeddings from a plain ``clip=`` module, fed pixel batches as the reference does."""
+        if not isinstance(image, torch.Tensor):
+            raise InterpError(
+                f"this SpLiCE model's clip module ({type(self.clip).__name__}) takes preprocessed "
+                f"pixel tensors (n, C, H, W), not {type(image).__name__}: preprocess the images first"
+            )
+        pixels = image[None] if image.dim() == 3 else image
+        if callable(getattr(self.clip, "eval", None)):
+            self.clip.eval()
+        with torch.no_grad():
+            z = torch.cat([torch.as_tensor(self.clip.encode_image(pixels[i:i + self.batch_size].to(self.device)))
+                           for i in range(0, pixels.shape[0], self.batch_size)])
+        z = z.detach().float().reshape(pixels.shape[0], -1).to(self.device)
+        if z.shape[1] != self.embed_dim or not bool(torch.isfinite(z).all()):
+            raise InterpError(
+                f"the clip module gave embeddings of shape {tuple(z.shape)} (finite: "
+                f"{bool(torch.isfinite(z).all())}) but the dictionary has {self.embed_dim} dimensions"
+            )
+        return z
+
+    @property
+    def source(self) -> str:
+        """What the inputs go through: the backbone's name, the clip module's class, or
+        ``embeddings``."""
+        if self.backbone is not None:
+            return getattr(self.backbone, "name", "?")
+        return type(self.clip).__name__ if self.clip is not None else "embeddings"
 
     def center(self, z: torch.Tensor, mean=None) -> torch.Tensor:
         mean = self.image_mean if mean is None else mean
@@ -442,6 +488,12 @@ class SpliceModel(torch.nn.Module):
         if isinstance(text, torch.Tensor) and text.dim() == 2 and text.shape[1] == self.embed_dim \
                 and text.is_floating_point():
             t = text.float().to(self.device)
+        elif self.backbone is None and self.clip is not None:
+            if callable(getattr(self.clip, "eval", None)):
+                self.clip.eval()
+            with torch.no_grad():  # the texts as given (tokens, for the reference's modules)
+                t = torch.as_tensor(self.clip.encode_text(text)).detach().float().to(self.device)
+            t = t.reshape(-1, t.shape[-1])
         else:
             if self.backbone is None:
                 raise InterpError("this SpLiCE model has no backbone: pass text embeddings")
@@ -517,7 +569,7 @@ class SpliceModel(torch.nn.Module):
             l0=(w > 0).sum(1), cosine=cosine.detach().float().cpu(),
             objective=info.objective if info is not None else torch.full((n,), float("nan")),
             gap=info.gap if info is not None else None,
-            l1_penalty=self.l1_penalty, backbone=getattr(self.backbone, "name", "embeddings"),
+            l1_penalty=self.l1_penalty, backbone=self.source,
             vocabulary=self.vocabulary_name, solver=self.solver,
             seconds=time.perf_counter() - t0,
         )
@@ -526,7 +578,7 @@ class SpliceModel(torch.nn.Module):
         return list(self.vocabulary)
 
     def extra_repr(self) -> str:
-        return (f"backbone={getattr(self.backbone, 'name', None)}, vocabulary={self.vocabulary_name} "
+        return (f"backbone={self.source}, vocabulary={self.vocabulary_name} "
                 f"({self.dictionary.shape[0]} concepts), l1_penalty={self.l1_penalty}, solver={self.solver}")
 
 
