@@ -149,7 +149,10 @@ class DatasetDecomposition(Result):
 
     ``mean_weights`` ``(concepts,)`` averages the sparse weights over all images;
     ``class_weights`` maps each label to its class's average; ``mean_l0`` and
-    ``mean_cosine`` are per-image means (not batch sums).
+    ``mean_cosine`` are per-image means (not batch sums). ``concept_cosine`` (and
+    ``class_concept_cosine`` per label) is the cosine of the mean centred image embedding
+    with each concept: a word can lead the weights while others are closer to the mean, when
+    the images' embeddings also lie near it (``None`` / empty when not computed).
     """
 
     dataset: str
@@ -167,14 +170,20 @@ class DatasetDecomposition(Result):
     backbone: str = "?"
     vocabulary: str = "?"
     seconds: float = 0.0
+    concept_cosine: torch.Tensor | None = None
+    class_concept_cosine: dict = dataclasses.field(default_factory=dict)
+
+    def _closeness(self, label=None):
+        return self.concept_cosine if label is None else self.class_concept_cosine.get(label)
 
     def top(self, k: int | None = None, label=None) -> list[tuple[str, float]]:
         w = self.mean_weights if label is None else self.class_weights[label]
         return [(c, v) for c, _, v in _nonzero_sorted(w, self.concepts, k)]
 
     def to_dict(self, topk: int | None = None) -> dict:
-        def concepts(w):
-            return [{"concept": c, "index": j, "weight": v}
+        def concepts(w, cos=None):
+            return [{"concept": c, "index": j, "weight": v,
+                     **({} if cos is None else {"cosine_with_mean": float(cos[j])})}
                     for c, j, v in _nonzero_sorted(w, self.concepts, topk)]
 
         return {
@@ -182,11 +191,12 @@ class DatasetDecomposition(Result):
             "vocabulary": self.vocabulary, "vocabulary_size": len(self.concepts),
             "l1_penalty": self.l1_penalty, "count": self.count, "mean_l0": self.mean_l0,
             "mean_cosine": self.mean_cosine, "seconds": self.seconds,
-            "concepts": concepts(self.mean_weights),
+            "concepts": concepts(self.mean_weights, self.concept_cosine),
             "classes": [
                 {"label": to_jsonable(lab), "name": self.class_names.get(lab, str(lab)),
                  "count": self.class_counts.get(lab, 0), "mean_l0": self.class_l0.get(lab),
-                 "mean_cosine": self.class_cosine.get(lab), "concepts": concepts(w)}
+                 "mean_cosine": self.class_cosine.get(lab),
+                 "concepts": concepts(w, self.class_concept_cosine.get(lab))}
                 for lab, w in self.class_weights.items()
             ],
         }
@@ -195,15 +205,22 @@ class DatasetDecomposition(Result):
         w = self.mean_weights if label is None else self.class_weights[label]
         head = "Concept Decomposition:" if label is None else \
             f"Concept Decomposition of class {self.class_names.get(label, label)}:"
+        closeness = self._closeness(label)
         lines = [head]
-        for c, _, v in _nonzero_sorted(w, self.concepts, topk):
+        for c, j, v in _nonzero_sorted(w, self.concepts, topk):
             if round(v, decimals) == 0:
                 break
-            lines.append(f"\t{c}\t{round(v, decimals)}")
+            extra = "" if closeness is None else f"\t{float(closeness[j]):.3f}"
+            lines.append(f"\t{c}\t{round(v, decimals)}{extra}")
         l0 = self.mean_l0 if label is None else self.class_l0.get(label, float("nan"))
         cos = self.mean_cosine if label is None else self.class_cosine.get(label, float("nan"))
         lines.append(f"Average Decomposition L0 Norm: \t{l0}")
         lines.append(f"Average CLIP, SpLiCE Cosine Sim: \t{round(cos, decimals)}")
+        if closeness is not None:
+            near = torch.argsort(closeness, descending=True, stable=True)[:3].tolist()
+            lines.append("Third column: cosine of the mean centred image embedding with the concept; "
+                         "closest concepts: " + ", ".join(
+                             f"{self.concepts[j]} {float(closeness[j]):.3f}" for j in near))
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -634,6 +651,8 @@ def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: boo
     t0 = time.perf_counter()
     c = model.dictionary.shape[0]
     total = torch.zeros(c, dtype=torch.float64)
+    v_total = torch.zeros(model.embed_dim, dtype=torch.float64)  # sums of centred embeddings
+    cls_v: dict = {}
     l0_sum = cos_sum = 0.0
     count = 0
     cls_w: dict = {}
@@ -671,7 +690,9 @@ def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: boo
                 images = [images[i] for i in keep.tolist()]
             labels = labels[keep]
         with torch.no_grad():
-            weights, _, cosine, _ = model._weights_and_cosine(images)
+            weights, _, cosine, z = model._weights_and_cosine(images)
+        v = model.center(z).detach().double().cpu()
+        v_total += v.sum(0)
         w = weights.detach().double().cpu()
         cosine = cosine.detach().double().cpu()
         l0 = (w > 0).sum(1).double()
@@ -686,10 +707,16 @@ def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: boo
                 cls_n[lab] = cls_n.get(lab, 0) + int(m.sum())
                 cls_l0[lab] = cls_l0.get(lab, 0.0) + float(l0[m].sum())
                 cls_cos[lab] = cls_cos.get(lab, 0.0) + float(cosine[m].sum())
+                cls_v[lab] = cls_v.get(lab, 0.0) + v[m].sum(0)
     if count == 0:
         what = f"class {target_label}" if target_label is not None else "the dataset"
         raise InterpError(f"no images to decompose in {what}")
     labels_sorted = sorted(cls_w)
+    D = model.dictionary.detach().double().cpu()
+
+    def closeness(v_sum):
+        return (D @ F.normalize(v_sum, dim=0)).float()
+
     return DatasetDecomposition(
         dataset=name or getattr(data, "name", "dataset"), concepts=model.vocabulary,
         mean_weights=(total / count).float(), mean_l0=l0_sum / count, mean_cosine=cos_sum / count,
@@ -702,6 +729,8 @@ def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: boo
         class_cosine={k: cls_cos[k] / cls_n[k] for k in labels_sorted},
         l1_penalty=model.l1_penalty, backbone=getattr(model.backbone, "name", "embeddings"),
         vocabulary=model.vocabulary_name, seconds=time.perf_counter() - t0,
+        concept_cosine=closeness(v_total),
+        class_concept_cosine={k: closeness(cls_v[k]) for k in labels_sorted},
     )
 
 
