@@ -516,7 +516,7 @@ def search_cmd(heads, query, k, run, **kw):
 
         rows = [res.query] + [nb["row"] for nb in res.neighbours]
         imgs = [ds[int(store.samples[r].get("index", r))]["image"] for r in rows]
-        titles = ["query"] + [f"{nb['similarity']:.2f}" for nb in res.neighbours]
+        titles = ["query"] + [f"{nb['similarity']:.4f}" for nb in res.neighbours]
         fig = figures.image_grid(imgs, titles=titles, title=f"neighbours in the space of {heads}")
         figs = _rel(figures.save_figure(fig, run.out / "neighbours.png"), run.out)
         res.figure = figs[0]
