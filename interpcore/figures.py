@@ -251,10 +251,16 @@ def line_plot(x: Sequence, series: Mapping[str, Sequence[float]], *, title: str 
 # --------------------------------------------------------------------------------------
 
 
-def overlay_heatmap(ax, image, heatmap, *, alpha: float = 0.5, cmap: str = "jet",
-                    title: str | None = None, normalize: bool = True, vmin=None, vmax=None):
-    """Draw ``image`` with ``heatmap`` (any 2-D grid, resized to the image) on top of it on
-    ``ax``; return the image artist of the heatmap (for a colorbar)."""
+def overlay_heatmap(ax, image, heatmap, *, alpha: float = 0.8, cmap: str = "jet",
+                    title: str | None = None, normalize: bool = True, vmin=None, vmax=None,
+                    outline: bool = False):
+    """Draw ``heatmap`` (any 2-D grid, resized to the image) over a grey version of ``image``
+    on ``ax``; return the image artist of the heatmap (for a colorbar).
+
+    The image is shown in grey so that it only darkens or lightens the map: its colours
+    never mix with the colour map's (a yellow object under a blue map would read as green),
+    so the colours keep the values the colour bar gives them. ``outline``: also draw the
+    image's strongest colour edges as thin white lines (where the objects are)."""
     import numpy as np
 
     img = to_rgb_array(image)
@@ -263,8 +269,14 @@ def overlay_heatmap(ax, image, heatmap, *, alpha: float = 0.5, cmap: str = "jet"
         lo, hi = float(np.nanmin(hm)), float(np.nanmax(hm))
         hm = (hm - lo) / (hi - lo) if hi > lo else np.zeros_like(hm)
         vmin, vmax = 0.0, 1.0
-    ax.imshow(img, interpolation="bilinear")
+    grey = img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    ax.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0, interpolation="bilinear")
     art = ax.imshow(hm, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax, interpolation="bilinear")
+    if outline:
+        edges = sum(np.hypot(*np.gradient(img[..., c])) for c in range(3))
+        if float(edges.max()) > 0:
+            ax.contour(edges, levels=[0.5 * float(edges.max())], colors="white", linewidths=0.7,
+                       alpha=0.8)
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
@@ -280,11 +292,14 @@ def _grid_shape(n: int, ncols: int | None, max_cols: int = 6) -> tuple[int, int]
 
 def heatmap_grid(image, maps: Mapping[str, object], *, ncols: int | None = None,
                  title: str = "", show_image: bool = True, cell: float = 2.2,
-                 alpha: float = 0.5, cmap: str = "jet", shared_scale: bool = False):
+                 alpha: float = 0.8, cmap: str = "jet", shared_scale: bool = False,
+                 colorbar: bool = True, colorbar_label: str | None = None, outline: bool = False):
     """One image with several heatmaps (one per text, head, ...) as a grid of overlays.
 
     With ``show_image`` the first cell is the plain image. ``shared_scale`` puts all maps on
-    one colour scale (to compare strengths); otherwise each is min-max normalized."""
+    one colour scale (to compare strengths); otherwise each is min-max normalized. A colour
+    bar (``colorbar``) gives the scale: ``colorbar_label``, else "value" (shared scale) or
+    "relative to each map's range". ``outline``: see :func:`overlay_heatmap`."""
     import numpy as np
 
     items = list(maps.items())
@@ -304,12 +319,20 @@ def heatmap_grid(image, maps: Mapping[str, object], *, ncols: int | None = None,
         axes[0].set_xticks([])
         axes[0].set_yticks([])
         k = 1
+    art = None
     for name, hm in items:
-        overlay_heatmap(axes[k], image, hm, alpha=alpha, cmap=cmap, title=str(name),
-                        normalize=not shared_scale, vmin=vmin, vmax=vmax)
+        art = overlay_heatmap(axes[k], image, hm, alpha=alpha, cmap=cmap, title=str(name),
+                              normalize=not shared_scale, vmin=vmin, vmax=vmax, outline=outline)
         k += 1
     for ax in axes[k:]:
         ax.axis("off")
+    if colorbar and art is not None:
+        label = colorbar_label or ("value" if shared_scale else
+                                   "relative to each map's range (0 = min, 1 = max)")
+        bar = fig.colorbar(art, ax=list(axes[:k]), shrink=min(0.9, 0.45 * rows + 0.35),
+                           fraction=0.03, pad=0.02)
+        bar.set_label(wrap_label(label, 40, 2), fontsize=FONT_SIZE - 1)
+        bar.ax.tick_params(labelsize=FONT_SIZE - 2)
     if title:
         fig.suptitle(wrap_label(title, 90, 2), fontsize=TITLE_SIZE)
     return fig

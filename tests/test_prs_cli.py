@@ -126,6 +126,20 @@ def test_segment_and_heatmap(cli, tmp_path):
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "h").glob("heatmap_*.png"))) == 2
     assert len(list((tmp_path / "h").glob("heads_*.png"))) == 4
+    # the printout names each map's hottest patch, as found in the saved maps
+    r = cli("prs", "heatmap", "--dataset", "tinyprs-data", "--index", "0", "-t", "a circle",
+            "-t", "grass", "--out", str(tmp_path / "h2"), "--json", data=False)
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    maps = np.asarray(res["maps"])  # (images, texts, rows, cols)
+    assert len(res["peaks"]) == 2
+    for j, p in enumerate(res["peaks"]):
+        row, col = np.unravel_index(maps[0, j].argmax(), maps[0, j].shape)
+        assert p["patch"] == [int(row), int(col)] and p["value"] == pytest.approx(maps[0, j].max(), abs=1e-4)
+    r = cli("prs", "heatmap", "--dataset", "tinyprs-data", "--index", "0", "-t", "a circle",
+            "-t", "grass", "--out", str(tmp_path / "h3"), data=False)
+    p = res["peaks"][1]
+    assert f"'grass' at ({p['patch'][0]}, {p['patch'][1]})" in r.output
 
 
 def test_errors_are_one_line(cli, tmp_path):

@@ -165,3 +165,29 @@ def test_nearest_neighbours_equal_brute_force(group_store):
     with pytest.raises(InterpError, match="out of range"):
         nearest(group_store, heads, query=999)
     assert head_space(group_store, heads).shape == (32, 24)
+
+
+def test_search_agreement_covers_every_attribute_of_every_object(group_store):
+    from interp_prs.search import attribute_values, top_direction_share
+
+    attrs = {"background": "grass", "objects": [{"color": "red", "shape": "star"},
+                                                {"color": "blue", "shape": "cross"}]}
+    assert attribute_values(attrs) == {"background": frozenset({"grass"}),
+                                       "color": frozenset({"red", "blue"}),
+                                       "shape": frozenset({"star", "cross"})}
+    # a scalar entry wins over the per-object one of the same name
+    assert attribute_values({"color": "red", "objects": [{"color": "red"}]}) == {"color": frozenset({"red"})}
+    # nearest() counts, per attribute, the neighbours sharing one of the query's values
+    samples = group_store.samples
+    res = nearest(group_store, [(2, 3)], query=0, k=5)
+    q = attribute_values(samples[0].get("attributes"))
+    for key, vals in q.items():
+        want = np.mean([bool(vals & attribute_values(nb.get("attributes")).get(key, frozenset()))
+                        for nb in res.neighbours])
+        assert res.agreement[key] == pytest.approx(want)
+    # the share of variance along the first direction: 1 for points on a line
+    line = np.outer(np.linspace(-1, 1, 20), np.ones(6))
+    assert top_direction_share(line) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    assert top_direction_share(rng.normal(size=(400, 6))) < 0.4
+    assert 0 < res.top_direction_share <= 1 and "of the heads' variance" in str(res)

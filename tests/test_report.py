@@ -261,4 +261,36 @@ def test_grids_have_one_axis_per_item_and_hide_the_rest():
     visible = [ax for ax in fig.axes if ax.axison]
     assert len(fig.axes) == 6 and len(visible) == 5
     fig = figures.heatmap_grid(img, {"a": np.eye(4), "b": np.ones((4, 4))}, ncols=3)
-    assert [ax.get_title() for ax in fig.axes if ax.axison] == ["image", "a", "b"]
+    maps = [ax for ax in fig.axes if ax.axison and not hasattr(ax, "_colorbar")]
+    assert [ax.get_title() for ax in maps] == ["image", "a", "b"]
+
+
+def test_heatmap_overlays_keep_the_colour_maps_hue_and_have_a_colour_bar():
+    import colorsys
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    # left half yellow, right half blue, under one uniform map value: both halves must show
+    # the colour map's hue (only lighter or darker), not a mix with the image's colours
+    arr = np.zeros((40, 40, 3), dtype=np.uint8)
+    arr[:, :20] = (250, 230, 20)
+    arr[:, 20:] = (20, 40, 230)
+    fig = figures.heatmap_grid(Image.fromarray(arr), {"m": np.full((4, 4), 0.5)}, show_image=False,
+                               shared_scale=True, colorbar_label="units", cell=3)
+    (ax,) = [a for a in fig.axes if not hasattr(a, "_colorbar")]
+    bars = [a for a in fig.axes if hasattr(a, "_colorbar")]
+    assert len(bars) == 1 and bars[0].get_ylabel() == "units"
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    px = np.asarray(canvas.buffer_rgba())[..., :3] / 255.0
+    bb = ax.get_window_extent()
+    h = px.shape[0]
+    y = int(h - (bb.y0 + bb.y1) / 2)
+    left = px[y, int(bb.x0 + 0.25 * bb.width)]
+    right = px[y, int(bb.x0 + 0.75 * bb.width)]
+    hues = [colorsys.rgb_to_hsv(*c)[0] for c in (left, right)]
+    import matplotlib
+
+    want = colorsys.rgb_to_hsv(*matplotlib.colormaps["jet"](0.5)[:3])[0]
+    for hue in hues:
+        assert abs(hue - want) < 0.03, (hues, want)

@@ -275,3 +275,23 @@ def test_sparse_recomposition_equals_the_dense_product():
     assert torch.allclose(m._weights_times_dictionary(W), W @ C, atol=1e-6)
     dense = F.normalize(F.normalize(W @ C, dim=1) + mu, dim=1)
     assert torch.allclose(m.recompose_image(W), dense, atol=1e-6)
+
+
+def test_class_summaries_give_each_concepts_cosine_with_the_class_mean(model):
+    ds = ToyColours("test", n=20)
+    from interp_splice.model import decompose_data
+
+    out = decompose_data(model, ds, by_class=True)
+    for lab in out.class_weights:
+        imgs = [ds[i]["image"] for i in range(len(ds)) if ds[i]["label"] == lab]
+        v = model.center(F.normalize(model.embed_images(imgs), dim=1)).double().cpu()
+        expected = model.dictionary.double().cpu() @ F.normalize(v.mean(0), dim=0)
+        assert torch.allclose(out.class_concept_cosine[lab].double(), expected, atol=1e-5)
+        # the class's own colour is the closest concept to its mean
+        assert out.concepts[int(out.class_concept_cosine[lab].argmax())] == ToyColours.classes[lab]
+    lab = next(iter(out.class_weights))
+    lines = out.format(lab).splitlines()
+    first = lines[1].split("\t")
+    j = out.concepts.index(first[1])
+    assert float(first[3]) == pytest.approx(float(out.class_concept_cosine[lab][j]), abs=1e-3)
+    assert lines[-1].startswith("Third column: cosine of the mean centred image embedding")

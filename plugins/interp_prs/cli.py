@@ -297,6 +297,16 @@ def _file_stems(names) -> list[str]:
     return [f"{s}-{i}" if stems.count(s) > 1 else s for i, s in enumerate(stems)]
 
 
+def _peaks(maps, names, texts) -> list[dict]:
+    """The hottest patch of every (image, text) map: ``[{image, text, patch: [row, col], value}]``."""
+    gw = maps.shape[-1]
+    flat = maps.flatten(2)
+    val, idx = flat.max(-1)
+    return [{"image": str(nm), "text": t, "patch": [int(idx[i, j]) // gw, int(idx[i, j]) % gw],
+             "value": float(val[i, j])}
+            for i, nm in enumerate(names) for j, t in enumerate(texts)]
+
+
 @prs.command("heatmap")
 @click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
 @backbone_options("vision-language")
@@ -330,26 +340,36 @@ def heatmap_cmd(images, texts, layers, heads, per_head, no_contrast, dataset, in
     maps = patch_maps(r, T, heads=parse_heads(heads) or None)  # (N, k, gh, gw)
     if len(texts) > 1 and not no_contrast:
         maps = maps - maps.mean(1, keepdim=True)
+    contrast = len(texts) > 1 and not no_contrast
+    unit = "direct contribution to z . text" + (" minus its mean over the texts" if contrast else "")
     out = run.out
     written = []
     stems = _file_stems(names)
     for i, (img, nm) in enumerate(zip(pics, names)):
         fig = figures.heatmap_grid(img, {t: maps[i, j] for j, t in enumerate(texts)},
                                    title=f"{nm}: where each text is found",
-                                   shared_scale=len(texts) > 1 and not no_contrast)
+                                   shared_scale=contrast, colorbar_label=unit if contrast else None,
+                                   outline=True)
         written += figures.save_figure(fig, out / f"heatmap_{stems[i]}.png")
         if per_head:
             for j, t in enumerate(texts):
-                hm = head_patch_maps(r, T[j] - (T.mean(0) if len(texts) > 1 and not no_contrast else 0))
+                hm = head_patch_maps(r, T[j] - (T.mean(0) if contrast else 0))
                 fig = figures.heatmap_grid(img, {k: v[i] for k, v in hm.items()}, show_image=True,
                                            ncols=min(8, r.heads.shape[2] + 1), shared_scale=True,
+                                           colorbar_label=unit, outline=True,
                                            title=f"{nm}: '{t}' per head and patch")
                 written += figures.save_figure(fig, out / f"heads_{stems[i]}_text{j}.png")
+    peaks = _peaks(maps, names, texts)
     res = {"images": names, "texts": list(texts), "figures": [str(p) for p in written],
-           "maps": torch.round(maps * 1e4).div(1e4).tolist()}
+           "maps": torch.round(maps * 1e4).div(1e4).tolist(), "peaks": peaks}
     run.echo(f"wrote {len(written)} figure(s) to {out}", err=True)
-    run.finish(_Plain(res, f"heatmaps of {len(texts)} text(s) on {len(pics)} image(s): "
-                           + ", ".join(str(p) for p in written)),
+    gh, gw = maps.shape[-2:]
+    lines = [f"heatmaps of {len(texts)} text(s) on {len(pics)} image(s) ({unit}); the hottest "
+             f"patch (row, column of the {gh} x {gw} grid, from the top left) of each:"]
+    for p in peaks:
+        lines.append(f"  {p['image']}: '{p['text']}' at {tuple(p['patch'])}, {p['value']:.3f}")
+    lines.append("figures: " + ", ".join(str(p) for p in written))
+    run.finish(_Plain(res, "\n".join(lines)),
                method="prs", title="PRS text heatmaps",
                settings={"backbone": kw["backbone"], "texts": list(texts), "layers": layers,
                          "heads": heads},
@@ -495,7 +515,7 @@ def search_cmd(heads, query, k, run, **kw):
 
         rows = [res.query] + [nb["row"] for nb in res.neighbours]
         imgs = [ds[int(store.samples[r].get("index", r))]["image"] for r in rows]
-        titles = ["query"] + [f"{nb['similarity']:.2f}" for nb in res.neighbours]
+        titles = ["query"] + [f"{nb['similarity']:.4f}" for nb in res.neighbours]
         fig = figures.image_grid(imgs, titles=titles, title=f"neighbours in the space of {heads}")
         figs = _rel(figures.save_figure(fig, run.out / "neighbours.png"), run.out)
         res.figure = figs[0]

@@ -14,7 +14,7 @@ _API = {
     "load": "api", "decompose_image": "api", "decompose_classes": "api",
     "decompose_dataset": "api", "get_vocabulary": "api", "get_preprocess": "api",
     "get_tokenizer": "api", "available_models": "api",
-    "SpliceModel": "model", "SPLICE": "model", "SpliceDecomposer": "model",
+    "SpliceModel": "model", "SPLICE": "api", "SpliceDecomposer": "model",
     "SpliceResult": "model", "DatasetDecomposition": "model",
     "ActiveSetSolver": "solvers", "solve_sklearn": "solvers", "ADMMSolver": "solvers",
     "nnqp": "solvers", "objective": "solvers",
@@ -30,7 +30,7 @@ def __getattr__(name):
     import importlib
 
     mod = importlib.import_module(f"{__name__}.{module}")
-    value = getattr(mod, "SpliceModel" if name == "SPLICE" else name)
+    value = getattr(mod, name)
     globals()[name] = value
     return value
 

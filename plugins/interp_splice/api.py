@@ -28,7 +28,29 @@ from .model import (
 )
 
 __all__ = ["load", "decompose_image", "decompose_classes", "decompose_dataset", "get_vocabulary",
-           "get_preprocess", "get_tokenizer", "available_models", "SpliceModel"]
+           "get_preprocess", "get_tokenizer", "available_models", "SpliceModel", "SPLICE"]
+
+#: The vocabularies the reference downloads (``download_root`` is where it keeps them).
+REFERENCE_VOCABULARIES = ("laion", "laion_bigrams", "mscoco")
+
+
+class SPLICE(SpliceModel):
+    """The reference's class, with its defaults: ``SPLICE(image_mean, dictionary, clip=None,
+    solver, l1_penalty=0.01, return_weights=False, return_cosine=False, decomp_text=False,
+    text_mean=None, device="cpu")``. ``clip`` may be any module with ``encode_image`` and
+    ``encode_text``. The default solver is ``active_set`` (the same optimum as the
+    reference's ``skl``, certified, faster); ``solver="skl"`` runs scikit-learn."""
+
+    def __init__(self, image_mean, dictionary, clip=None, solver="active_set", l1_penalty=0.01,
+                 return_weights=False, return_cosine=False, decomp_text=False, text_mean=None,
+                 device="cpu", **kwargs):
+        super().__init__(image_mean, dictionary, clip, solver, l1_penalty, return_weights,
+                         return_cosine, decomp_text, text_mean, device, **kwargs)
+
+
+def _folder(name, download_root) -> dict:
+    """``folder=`` for the reference's own vocabularies when a download root is given."""
+    return {"folder": download_root} if download_root is not None and name in REFERENCE_VOCABULARIES else {}
 
 
 def _backbone(backbone_name=None, device="auto", pretrained=None):
@@ -55,9 +77,9 @@ def load(backbone_name=None, vocabulary=None, vocabulary_size=None, *args,
     vision-language backbone) and a vocabulary (default: the one the backbone advertises, else
     ``laion``).
 
-    ``load(name, vocabulary, vocabulary_size, l1_penalty, return_weights, device)``; the
-    reference's positional order ``load(name, vocabulary, vocabulary_size, device, ...)``
-    also works (a string or ``torch.device`` in fourth place is the device).
+    Positionally, the reference's order ``load(name, vocabulary, vocabulary_size, device,
+    download_root)`` (a string, ``torch.device`` or ``None`` in fourth place is the device),
+    or ``load(name, vocabulary, vocabulary_size, l1_penalty, return_weights, device)``.
     ``vocabulary_size`` ``None`` / ``-1`` / ``0`` keeps the whole vocabulary; else the k most
     frequent words. ``download_root`` is a folder holding SpLiCE's published image means.
     Other options (``solver``, ``return_cosine``, ``image_mean``, ``mean_dataset``,
@@ -67,14 +89,15 @@ def load(backbone_name=None, vocabulary=None, vocabulary_size=None, *args,
     from interpcore import InterpError
 
     args = list(args)
-    if args and isinstance(args[0], (str, torch.device)):  # the reference's order
-        if device is not None:
-            raise InterpError("device was given twice (positionally and as device=)")
-        device = args.pop(0)
-    names = ["l1_penalty", "return_weights", "device"]
-    given = {"l1_penalty": l1_penalty, "return_weights": return_weights, "device": device}
+    given = {"l1_penalty": l1_penalty, "return_weights": return_weights, "device": device,
+             "download_root": download_root}
+    if args and (args[0] is None or isinstance(args[0], (str, torch.device))):
+        names = ["device", "download_root"]  # the reference's order
+    else:
+        names = ["l1_penalty", "return_weights", "device"]
     if len(args) > len(names):
-        raise InterpError(f"load() takes at most 6 positional arguments, got {3 + len(args)}")
+        raise InterpError(f"load() takes at most {3 + len(names)} positional arguments here "
+                          f"({', '.join(names)} after the vocabulary size), got {3 + len(args)}")
     for name, value in zip(names, args):
         if given[name] is not None:
             raise InterpError(f"{name} was given twice (positionally and by name)")
@@ -82,6 +105,7 @@ def load(backbone_name=None, vocabulary=None, vocabulary_size=None, *args,
     l1 = DEFAULT_L1 if given["l1_penalty"] is None else given["l1_penalty"]
     ret_w = bool(given["return_weights"]) if given["return_weights"] is not None else False
     dev = given["device"] or "auto"
+    download_root = given["download_root"]
     if "solver" in kwargs and kwargs["solver"] == "skl":
         kwargs["solver"] = "sklearn"
     decomp_text = kwargs.pop("decomp_text", False)
@@ -93,6 +117,11 @@ def load(backbone_name=None, vocabulary=None, vocabulary_size=None, *args,
         vocabulary_size = None
     if download_root is not None:
         kwargs.setdefault("means_folder", download_root)
+        if _folder(vocabulary, download_root):
+            from interpcore import get_registry
+
+            vocabulary = get_registry().get_vocabulary(vocabulary, size=vocabulary_size,
+                                                       **_folder(vocabulary, download_root))
     dec = SpliceDecomposer(backbone, vocabulary=vocabulary, vocabulary_size=vocabulary_size,
                            l1_penalty=l1, return_weights=ret_w, device=dev, **kwargs)
     model = dec.model
@@ -103,19 +132,23 @@ def load(backbone_name=None, vocabulary=None, vocabulary_size=None, *args,
 
 
 def _model(splicemodel, device):
+    """The model the dataset functions use, switched to return weights and cosines as the
+    reference's functions switch it (``encode_image`` then returns ``(weights, cosines)``)."""
     if splicemodel is None:
-        return load(None, device=device)
+        splicemodel = load(None, device=device)
     if not isinstance(splicemodel, SpliceModel):
         from interpcore import InterpError
 
         raise InterpError(f"splicemodel must be a SpliceModel (from load()), got {type(splicemodel).__name__}")
+    splicemodel.return_weights = splicemodel.return_cosine = True
     return splicemodel
 
 
 def decompose_image(image, splicemodel: SpliceModel | None = None, device="auto"):
     """``(weights (n, c), l0, cosine)`` for an image (pixels, PIL image, path) or embedding.
 
-    ``l0`` and ``cosine`` are means over the images given (for one image: its values).
+    ``l0`` and ``cosine`` are means over the images given (for one image: its values). As in
+    the reference, the model is left with ``return_weights`` and ``return_cosine`` on.
     """
     model = _model(splicemodel, device)
     model.eval()
@@ -167,8 +200,8 @@ def get_vocabulary(name=None, vocabulary_size=None, download_root=None) -> list[
 
     if vocabulary_size is not None and vocabulary_size <= 0:
         vocabulary_size = None
-    opts = {"folder": download_root} if download_root is not None else {}
-    return list(get_registry().get_vocabulary(name, size=vocabulary_size, **opts).concepts)
+    return list(get_registry().get_vocabulary(name, size=vocabulary_size,
+                                              **_folder(name, download_root)).concepts)
 
 
 def get_preprocess(name=None):

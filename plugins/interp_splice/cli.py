@@ -314,15 +314,23 @@ def classes_cmd(class_label, run, **kw):
             top = res.top(kw["plot_topk"], label=lab)
             png = _bar(run.out / f"class_{_slug(cname)}.png", top,
                        f"{name} class {cname} decomposition")
+            near = res.class_concept_cosine.get(lab)
+            columns, rows = ["concept", "mean weight"], [[c, round(w, 4)] for c, w in top]
+            if near is not None:
+                index = {c: j for j, c in enumerate(res.concepts)}
+                columns.append("cosine with the class's mean embedding")
+                rows = [r + [round(float(near[index[r[0]]]), 3)] for r in rows]
             sections.append({
                 "title": f"Class {cname}",
                 "text": (f"Mean SpLiCE weights over the {res.class_counts[lab]} '{cname}' image(s) "
                          f"of {name} ({kw['split']} split): the concepts this class's embeddings "
                          f"are made of, top {kw['plot_topk']} shown. Average L0 "
-                         f"{res.class_l0[lab]:.2f}, average cosine {res.class_cosine[lab]:.4f}."),
+                         f"{res.class_l0[lab]:.2f}, average cosine {res.class_cosine[lab]:.4f}. "
+                         "A word can lead the weights although others are closer to the class's "
+                         "mean embedding (last column) when many of the class's images also "
+                         "lie near it."),
                 "figures": [png.name],
-                "tables": [{"title": "Top concepts", "columns": ["concept", "mean weight"],
-                            "rows": [[c, round(w, 4)] for c, w in top]}],
+                "tables": [{"title": "Top concepts", "columns": columns, "rows": rows}],
             })
     lines = [res.format(lab, topk=kw["plot_topk"] if not kw["verbose"] else None)
              for lab in res.class_weights]

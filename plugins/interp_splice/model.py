@@ -159,7 +159,10 @@ class DatasetDecomposition(Result):
 
     ``mean_weights`` ``(concepts,)`` averages the sparse weights over all images;
     ``class_weights`` maps each label to its class's average; ``mean_l0`` and
-    ``mean_cosine`` are per-image means (not batch sums).
+    ``mean_cosine`` are per-image means (not batch sums). ``concept_cosine`` (and
+    ``class_concept_cosine`` per label) is the cosine of the mean centred image embedding
+    with each concept: a word can lead the weights while others are closer to the mean, when
+    the images' embeddings also lie near it (``None`` / empty when not computed).
     """
 
     dataset: str
@@ -180,19 +183,25 @@ class DatasetDecomposition(Result):
     #: the largest relative duality gap over every decomposed image (``None``: the solver
     #: gives no gap)
     max_relative_gap: float | None = None
+    concept_cosine: torch.Tensor | None = None
+    class_concept_cosine: dict = dataclasses.field(default_factory=dict)
 
     @property
     def verification(self):
         """As :attr:`SpliceResult.verification`, over every image of the dataset."""
         return _gap_verification(self.max_relative_gap)
 
+    def _closeness(self, label=None):
+        return self.concept_cosine if label is None else self.class_concept_cosine.get(label)
+
     def top(self, k: int | None = None, label=None) -> list[tuple[str, float]]:
         w = self.mean_weights if label is None else self.class_weights[label]
         return [(c, v) for c, _, v in _nonzero_sorted(w, self.concepts, k)]
 
     def to_dict(self, topk: int | None = None) -> dict:
-        def concepts(w):
-            return [{"concept": c, "index": j, "weight": v}
+        def concepts(w, cos=None):
+            return [{"concept": c, "index": j, "weight": v,
+                     **({} if cos is None else {"cosine_with_mean": float(cos[j])})}
                     for c, j, v in _nonzero_sorted(w, self.concepts, topk)]
 
         return {
@@ -200,11 +209,12 @@ class DatasetDecomposition(Result):
             "vocabulary": self.vocabulary, "vocabulary_size": len(self.concepts),
             "l1_penalty": self.l1_penalty, "count": self.count, "mean_l0": self.mean_l0,
             "mean_cosine": self.mean_cosine, "seconds": self.seconds,
-            "concepts": concepts(self.mean_weights),
+            "concepts": concepts(self.mean_weights, self.concept_cosine),
             "classes": [
                 {"label": to_jsonable(lab), "name": self.class_names.get(lab, str(lab)),
                  "count": self.class_counts.get(lab, 0), "mean_l0": self.class_l0.get(lab),
-                 "mean_cosine": self.class_cosine.get(lab), "concepts": concepts(w)}
+                 "mean_cosine": self.class_cosine.get(lab),
+                 "concepts": concepts(w, self.class_concept_cosine.get(lab))}
                 for lab, w in self.class_weights.items()
             ],
         }
@@ -213,15 +223,22 @@ class DatasetDecomposition(Result):
         w = self.mean_weights if label is None else self.class_weights[label]
         head = "Concept Decomposition:" if label is None else \
             f"Concept Decomposition of class {self.class_names.get(label, label)}:"
+        closeness = self._closeness(label)
         lines = [head]
-        for c, _, v in _nonzero_sorted(w, self.concepts, topk):
+        for c, j, v in _nonzero_sorted(w, self.concepts, topk):
             if round(v, decimals) == 0:
                 break
-            lines.append(f"\t{c}\t{round(v, decimals)}")
+            extra = "" if closeness is None else f"\t{float(closeness[j]):.3f}"
+            lines.append(f"\t{c}\t{round(v, decimals)}{extra}")
         l0 = self.mean_l0 if label is None else self.class_l0.get(label, float("nan"))
         cos = self.mean_cosine if label is None else self.class_cosine.get(label, float("nan"))
         lines.append(f"Average Decomposition L0 Norm: \t{l0}")
         lines.append(f"Average CLIP, SpLiCE Cosine Sim: \t{round(cos, decimals)}")
+        if closeness is not None:
+            near = torch.argsort(closeness, descending=True, stable=True)[:3].tolist()
+            lines.append("Third column: cosine of the mean centred image embedding with the concept; "
+                         "closest concepts: " + ", ".join(
+                             f"{self.concepts[j]} {float(closeness[j]):.3f}" for j in near))
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -263,8 +280,10 @@ class SpliceModel(torch.nn.Module):
     ----------
     image_mean: ``(d,)`` mean of normalized image embeddings for the backbone.
     dictionary: ``(c, d)`` concept dictionary (unit, mean-centred rows).
-    backbone: an interpcore backbone (``encode_image`` / ``encode_text``), or ``None`` when
-        inputs are already embeddings.
+    clip / backbone: an interpcore backbone, or (the reference's ``clip=``) any module with
+        ``encode_image(pixels)`` and ``encode_text(tokens)``, which is then given
+        preprocessed pixel tensors and the texts as passed; ``None`` when inputs are already
+        embeddings. ``.clip`` is that module or backbone.
     solver: ``"active_set"`` (default, fast, certified), ``"sklearn"`` (reference) or
         ``"admm"``; ``"skl"`` is accepted for the reference's name.
     l1_penalty: sparsity penalty (larger: fewer concepts).
@@ -282,9 +301,21 @@ class SpliceModel(torch.nn.Module):
                  device="auto", *, backbone=None, vocabulary=None, vocabulary_name: str = "custom",
                  solver_options: dict | None = None, batch_size: int = 64):
         super().__init__()
-        backbone = backbone if backbone is not None else clip
-        self.backbone = backbone
-        self.device = _resolve_device(device, backbone)
+        from interpcore import Backbone
+
+        module = backbone if backbone is not None else clip
+        # anything that is not an interpcore backbone is driven like the reference drives clip=
+        is_backbone = isinstance(module, Backbone) or hasattr(module, "capabilities")
+        self.backbone = module if is_backbone else None
+        self.device = _resolve_device(device, self.backbone)
+        if module is not None and not is_backbone:
+            for need in ("encode_image", "encode_text"):
+                if not callable(getattr(module, need, None)):
+                    raise InterpError(f"clip= must have encode_image and encode_text; "
+                                      f"{type(module).__name__} has no {need}")
+            if callable(getattr(module, "to", None)):
+                module = module.to(self.device)
+        self.clip = module
         D = _as_tensor(dictionary, "the concept dictionary")
         mu = _as_tensor(image_mean, "the image mean")
         if D.dim() != 2:
@@ -299,6 +330,7 @@ class SpliceModel(torch.nn.Module):
             )
         if not bool(torch.isfinite(D).all()) or not bool(torch.isfinite(mu).all()):
             raise InterpError("the concept dictionary or image mean contains NaN or infinite values")
+        backbone = self.backbone
         dim = getattr(backbone, "embed_dim", None) if backbone is not None else None
         if dim is not None and dim != D.shape[1]:
             raise InterpError(
@@ -393,6 +425,8 @@ class SpliceModel(torch.nn.Module):
                 raise InterpError(
                     f"expected embeddings (n, {d}) or pixels (n, C, H, W), got shape {tuple(image.shape)}"
                 )
+        if self.backbone is None and self.clip is not None:
+            return self._module_embeddings(image)
         if self.backbone is None:
             raise InterpError(
                 "this SpLiCE model has no backbone, so it takes embeddings (n, "
@@ -407,6 +441,35 @@ class SpliceModel(torch.nn.Module):
         if not bool(torch.isfinite(z).all()):
             raise InterpError(f"backbone '{self.backbone.name}' produced NaN or infinite embeddings")
         return z
+
+    def _module_embeddings(self, image) -> torch.Tensor:
+        """Image embeddings from a plain ``clip=`` module, fed pixel batches as the reference does."""
+        if not isinstance(image, torch.Tensor):
+            raise InterpError(
+                f"this SpLiCE model's clip module ({type(self.clip).__name__}) takes preprocessed "
+                f"pixel tensors (n, C, H, W), not {type(image).__name__}: preprocess the images first"
+            )
+        pixels = image[None] if image.dim() == 3 else image
+        if callable(getattr(self.clip, "eval", None)):
+            self.clip.eval()
+        with torch.no_grad():
+            z = torch.cat([torch.as_tensor(self.clip.encode_image(pixels[i:i + self.batch_size].to(self.device)))
+                           for i in range(0, pixels.shape[0], self.batch_size)])
+        z = z.detach().float().reshape(pixels.shape[0], -1).to(self.device)
+        if z.shape[1] != self.embed_dim or not bool(torch.isfinite(z).all()):
+            raise InterpError(
+                f"the clip module gave embeddings of shape {tuple(z.shape)} (finite: "
+                f"{bool(torch.isfinite(z).all())}) but the dictionary has {self.embed_dim} dimensions"
+            )
+        return z
+
+    @property
+    def source(self) -> str:
+        """What the inputs go through: the backbone's name, the clip module's class, or
+        ``embeddings``."""
+        if self.backbone is not None:
+            return getattr(self.backbone, "name", "?")
+        return type(self.clip).__name__ if self.clip is not None else "embeddings"
 
     def center(self, z: torch.Tensor, mean=None) -> torch.Tensor:
         mean = self.image_mean if mean is None else mean
@@ -472,6 +535,12 @@ class SpliceModel(torch.nn.Module):
         if isinstance(text, torch.Tensor) and text.dim() == 2 and text.shape[1] == self.embed_dim \
                 and text.is_floating_point():
             t = text.float().to(self.device)
+        elif self.backbone is None and self.clip is not None:
+            if callable(getattr(self.clip, "eval", None)):
+                self.clip.eval()
+            with torch.no_grad():  # the texts as given (tokens, for the reference's modules)
+                t = torch.as_tensor(self.clip.encode_text(text)).detach().float().to(self.device)
+            t = t.reshape(-1, t.shape[-1])
         else:
             if self.backbone is None:
                 raise InterpError("this SpLiCE model has no backbone: pass text embeddings")
@@ -547,7 +616,7 @@ class SpliceModel(torch.nn.Module):
             l0=(w > 0).sum(1), cosine=cosine.detach().float().cpu(),
             objective=info.objective if info is not None else torch.full((n,), float("nan")),
             gap=info.gap if info is not None else None,
-            l1_penalty=self.l1_penalty, backbone=getattr(self.backbone, "name", "embeddings"),
+            l1_penalty=self.l1_penalty, backbone=self.source,
             vocabulary=self.vocabulary_name, solver=self.solver,
             seconds=time.perf_counter() - t0,
         )
@@ -556,7 +625,7 @@ class SpliceModel(torch.nn.Module):
         return list(self.vocabulary)
 
     def extra_repr(self) -> str:
-        return (f"backbone={getattr(self.backbone, 'name', None)}, vocabulary={self.vocabulary_name} "
+        return (f"backbone={self.source}, vocabulary={self.vocabulary_name} "
                 f"({self.dictionary.shape[0]} concepts), l1_penalty={self.l1_penalty}, solver={self.solver}")
 
 
@@ -625,6 +694,8 @@ def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: boo
     t0 = time.perf_counter()
     c = model.dictionary.shape[0]
     total = torch.zeros(c, dtype=torch.float64)
+    v_total = torch.zeros(model.embed_dim, dtype=torch.float64)  # sums of centred embeddings
+    cls_v: dict = {}
     l0_sum = cos_sum = 0.0
     count = 0
     gaps: float | None = 0.0  # the largest relative duality gap so far (None: no gaps)
@@ -681,12 +752,14 @@ def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: boo
 
     for z, labels in blocks():
         with torch.no_grad():
-            weights, _, cosine, _ = model._weights_and_cosine(z)
+            weights, _, cosine, zn = model._weights_and_cosine(z)
         info = model.last_info
         if info is None or info.gap is None:
             gaps = None
         elif gaps is not None and weights.shape[0]:
             gaps = max(gaps, relative_gap(info.gap, info.objective))
+        v = model.center(zn).detach().double().cpu()
+        v_total += v.sum(0)
         w = weights.detach().double().cpu()
         cosine = cosine.detach().double().cpu()
         l0 = (w > 0).sum(1).double()
@@ -701,10 +774,16 @@ def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: boo
                 cls_n[lab] = cls_n.get(lab, 0) + int(m.sum())
                 cls_l0[lab] = cls_l0.get(lab, 0.0) + float(l0[m].sum())
                 cls_cos[lab] = cls_cos.get(lab, 0.0) + float(cosine[m].sum())
+                cls_v[lab] = cls_v.get(lab, 0.0) + v[m].sum(0)
     if count == 0:
         what = f"class {target_label}" if target_label is not None else "the dataset"
         raise InterpError(f"no images to decompose in {what}")
     labels_sorted = sorted(cls_w)
+    D = model.dictionary.detach().double().cpu()
+
+    def closeness(v_sum):
+        return (D @ F.normalize(v_sum, dim=0)).float()
+
     return DatasetDecomposition(
         dataset=name or getattr(data, "name", "dataset"), concepts=model.vocabulary,
         mean_weights=(total / count).float(), mean_l0=l0_sum / count, mean_cosine=cos_sum / count,
@@ -718,6 +797,8 @@ def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: boo
         l1_penalty=model.l1_penalty, backbone=getattr(model.backbone, "name", "embeddings"),
         vocabulary=model.vocabulary_name, seconds=time.perf_counter() - t0,
         max_relative_gap=gaps,
+        concept_cosine=closeness(v_total),
+        class_concept_cosine={k: closeness(cls_v[k]) for k in labels_sorted},
     )
 
 
