@@ -17,6 +17,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -150,14 +151,20 @@ class Entry:
     complete: bool  #: False for the ``*.part`` temporary of an interrupted write
 
 
+def _is_temporary(name: str) -> bool:
+    """Our atomic writes' ``.name.XXXX.part`` files, or the ``tmpXXXXXXXX`` file pooch streams a
+    download into (its name cannot be chosen), left behind when a process was killed."""
+    return name.endswith(".part") or re.fullmatch(r"tmp[a-z0-9_]{8}", name) is not None
+
+
 def list_entries(kind: str | None = None, pattern: str = "*", *, incomplete: bool = False) -> list[Entry]:
     """The cache entries of ``kind`` (all kinds by default) whose key, ``kind/key`` or name
-    matches the wildcard ``pattern``. ``incomplete=True`` adds the ``*.part`` temporaries
-    that interrupted writes left (never valid entries, but they take space)."""
+    matches the wildcard ``pattern``. ``incomplete=True`` adds the temporaries that
+    interrupted writes left (never valid entries, but they take space)."""
     root = cache_dir()
     groups: dict[Path, list[tuple[Path, bool]]] = {}
     for p in sorted(root.rglob("*")):
-        done = not p.name.endswith(".part")
+        done = not _is_temporary(p.name)
         if not p.is_file() or not (done or incomplete):
             continue
         rel = p.relative_to(root)
