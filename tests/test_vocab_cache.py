@@ -124,3 +124,15 @@ def test_default_cache_folder_is_the_platform_user_cache(tmp_path, monkeypatch):
         assert cache_dir() == tmp_path / "xdg" / "interpcore"
     monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "mine"))  # the override wins
     assert cache_dir() == tmp_path / "mine" and (tmp_path / "mine").is_dir()
+
+
+def test_a_download_killed_midway_is_an_incomplete_entry(cache):
+    """pooch streams a download into ``tmpXXXXXXXX`` next to the target (a name it chooses);
+    left behind by a killed process it is listed as an interrupted write, never as an entry."""
+    from interpcore import cache as c
+
+    (cache / "downloads" / "vocab" / "tmpk3_9xq2a").write_bytes(b"half a file")
+    assert [e.key for e in c.list_entries("downloads")] == ["vocab/laion.txt"]
+    (part,) = [e for e in c.list_entries("downloads", incomplete=True) if not e.complete]
+    assert part.key == "vocab/tmpk3_9xq2a"
+    assert "incomplete write" in _line(run("list"), "vocab/tmpk3_9xq2a")
