@@ -29,6 +29,7 @@ from .errors import (
     PluginError,
     UnknownNameError,
 )
+from . import lazy
 from .hookspecs import hookimpl
 from .registry import get_registry
 
@@ -82,21 +83,11 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return get_registry().names("dataset", pattern)
 
 
-_LAZY = {
-    "concept_dictionary": "concepts",
-    "image_mean": "concepts",
-    "text_embeddings": "concepts",
-    "classifier_weights": "zeroshot",
-}
-
-
-def __getattr__(name):
-    """Torch-backed helpers, imported on first use so that ``import interpcore`` stays light."""
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'interpcore' has no attribute '{name}'")
+# Torch-backed helpers, imported on first use so that ``import interpcore`` stays light.
+__getattr__, __dir__ = lazy.attach(__name__, {
+    "concepts": ["concept_dictionary", "image_mean", "text_embeddings"],
+    "zeroshot": ["classifier_weights"],
+})[:2]
 
 
 __all__ = [

@@ -1,8 +1,9 @@
 """The user cache folder and atomic writes.
 
 Everything interpcore caches (concept embeddings, image means, downloaded files) lives under
-one folder: ``$INTERP_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/interpcore``, else
-``~/.cache/interpcore``. Entries are written to a temporary file in the same folder and then
+one folder: ``$INTERP_CACHE_DIR`` if set, else the platform's user cache folder for
+``interpcore`` as platformdirs gives it (``$XDG_CACHE_HOME/interpcore`` or
+``~/.cache/interpcore`` on Linux, ``~/Library/Caches/interpcore`` on macOS). Entries are written to a temporary file in the same folder and then
 renamed, so a process killed mid-write leaves no entry that loads as valid; the renamed file
 has the permissions the user's umask gives (not the temporary file's 0600). Tensors are
 stored as safetensors, never pickle.
@@ -11,10 +12,15 @@ stored as safetensors, never pickle.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import fnmatch
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import InterpError
@@ -25,8 +31,9 @@ def cache_dir(*parts: str) -> Path:
     if root:
         base = Path(root)
     else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = Path(xdg) / "interpcore" if xdg else Path.home() / ".cache" / "interpcore"
+        import platformdirs
+
+        base = Path(platformdirs.user_cache_dir("interpcore", appauthor=False))
     path = base.joinpath(*parts)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -127,19 +134,73 @@ def write_text(path, text: str) -> Path:
     return Path(path)
 
 
-def list_entries() -> list[tuple[Path, int]]:
+#: A folder holding one of these files is one entry (a job, a PRS store), not one per file.
+ENTRY_MARKERS = ("manifest.json", "meta.json")
+
+
+@dataclasses.dataclass
+class Entry:
+    """One cache entry: a file, or a folder with a manifest (a job, a PRS store)."""
+
+    kind: str  #: the top folder: concepts, image_means, downloads, jobs, ... ("(top)" for loose files)
+    key: str  #: the path below the kind
+    path: Path
+    bytes: int
+    files: int
+    age_s: int  #: seconds since its newest file was written
+    complete: bool  #: False for the ``*.part`` temporary of an interrupted write
+
+
+def _is_temporary(name: str) -> bool:
+    """Our atomic writes' ``.name.XXXX.part`` files, or the ``tmpXXXXXXXX`` file pooch streams a
+    download into (its name cannot be chosen), left behind when a process was killed."""
+    return name.endswith(".part") or re.fullmatch(r"tmp[a-z0-9_]{8}", name) is not None
+
+
+def list_entries(kind: str | None = None, pattern: str = "*", *, incomplete: bool = False) -> list[Entry]:
+    """The cache entries of ``kind`` (all kinds by default) whose key, ``kind/key`` or name
+    matches the wildcard ``pattern``. ``incomplete=True`` adds the temporaries that
+    interrupted writes left (never valid entries, but they take space)."""
     root = cache_dir()
-    return sorted(
-        (p, p.stat().st_size)
-        for p in root.rglob("*")
-        if p.is_file() and not p.name.endswith(".part")
-    )
+    groups: dict[Path, list[tuple[Path, bool]]] = {}
+    for p in sorted(root.rglob("*")):
+        done = not _is_temporary(p.name)
+        if not p.is_file() or not (done or incomplete):
+            continue
+        rel = p.relative_to(root)
+        head = p
+        for n in range(2, len(rel.parts)):  # the shallowest folder below a kind that is an entry
+            folder = root.joinpath(*rel.parts[:n])
+            if any((folder / m).is_file() for m in ENTRY_MARKERS):
+                head = folder
+                break
+        groups.setdefault(head, []).append((p, done))
+    now = time.time()
+    out = []
+    for head, members in sorted(groups.items()):
+        rel = head.relative_to(root)
+        k = rel.parts[0] if len(rel.parts) > 1 else "(top)"
+        key = Path(*rel.parts[1:]).as_posix() if len(rel.parts) > 1 else rel.as_posix()
+        if kind is not None and k != kind:
+            continue
+        if pattern != "*" and not any(fnmatch.fnmatch(x, pattern) for x in (key, f"{k}/{key}", head.name)):
+            continue
+        stats = [p.stat() for p, _ in members]
+        out.append(Entry(
+            k, key, head, sum(st.st_size for st in stats), len(members),
+            max(0, int(now - max(st.st_mtime for st in stats))), all(done for _, done in members),
+        ))
+    return out
 
 
-def clear(pattern: str = "*") -> list[Path]:
+def clear(pattern: str = "*", kind: str | None = None) -> list[Entry]:
+    """Delete the entries :func:`list_entries` gives for ``kind`` and ``pattern``, each as a
+    whole (a job's folder with all its shards), interrupted writes included. Returns them."""
     removed = []
-    for p, _ in list_entries():
-        if p.match(pattern) or pattern == "*":
-            p.unlink()
-            removed.append(p)
+    for entry in list_entries(kind, pattern, incomplete=True):
+        try:
+            shutil.rmtree(entry.path) if entry.path.is_dir() else entry.path.unlink()
+        except FileNotFoundError:  # removed meanwhile (another process clearing too)
+            continue
+        removed.append(entry)
     return removed

@@ -251,57 +251,19 @@ def cache():
     """The user cache (concept dictionaries, image means, downloaded files)."""
 
 
-#: A folder holding one of these files is one entry (a job, a PRS store), not one per file.
-_ENTRY_MARKERS = ("manifest.json", "meta.json")
-
-
-def _cache_entries(kind: str | None = None, pattern: str = "*") -> list[dict]:
-    """One row per cache entry: kind, key, bytes, age_s, files, complete, about, path.
-
-    The files come from :func:`interpcore.cache.list_entries`. The kind is the top folder
-    (concepts, image_means, downloads, jobs, ...); the key is the path below it. A folder
-    with a manifest (a job, a PRS store) is one entry; any other file is its own entry.
-    ``list_entries`` leaves out the ``*.part`` temporaries of interrupted writes, so they
-    are found here (cache.py is not this module's to change) and shown as incomplete.
-    """
-    import fnmatch
-    import time
-    from pathlib import Path
+def _cache_rows(kind: str | None = None, pattern: str = "*") -> list[dict]:
+    """:func:`interpcore.cache.list_entries` (interrupted writes included) as rows, each with
+    what it holds (``about``)."""
+    import dataclasses
 
     from . import cache as c
 
-    root = c.cache_dir()
-    files = [(p, size, True) for p, size in c.list_entries()]
-    files += [(p, p.stat().st_size, False) for p in sorted(root.rglob("*.part")) if p.is_file()]
-    groups: dict[Path, list] = {}
-    for p, size, done in files:
-        rel = p.relative_to(root)
-        head = p
-        for n in range(2, len(rel.parts)):  # the shallowest folder below a kind that is an entry
-            folder = root.joinpath(*rel.parts[:n])
-            if any((folder / m).is_file() for m in _ENTRY_MARKERS):
-                head = folder
-                break
-        groups.setdefault(head, []).append((p, size, done))
-    now = time.time()
     rows = []
-    for head, members in sorted(groups.items()):
-        rel = head.relative_to(root)
-        k = rel.parts[0] if len(rel.parts) > 1 else "(top)"
-        key = Path(*rel.parts[1:]).as_posix() if len(rel.parts) > 1 else rel.as_posix()
-        if kind is not None and k != kind:
-            continue
-        if pattern != "*" and not any(fnmatch.fnmatch(x, pattern)
-                                      for x in (key, f"{k}/{key}", head.name)):
-            continue
-        complete = all(done for _, _, done in members)
-        newest = max(p.stat().st_mtime for p, _, _ in members)
-        rows.append({
-            "kind": k, "key": key, "bytes": sum(size for _, size, _ in members),
-            "age_s": max(0, int(now - newest)), "files": len(members), "complete": complete,
-            "about": _describe_entry(head) if head.is_dir() or complete else "incomplete write",
-            "path": str(head),
-        })
+    for e in c.list_entries(kind, pattern, incomplete=True):
+        row = dataclasses.asdict(e)
+        row["path"] = str(e.path)
+        row["about"] = _describe_entry(e.path) if e.path.is_dir() or e.complete else "incomplete write"
+        rows.append(row)
     return rows
 
 
@@ -349,7 +311,7 @@ def cache_list(kind, as_json):
     """List cache entries, one line each: kind, key, size, age and what it holds."""
     from . import cache as c
 
-    rows = _cache_entries(kind)
+    rows = _cache_rows(kind)
     if as_json:
         _echo_json({"folder": str(c.cache_dir()), "entries": rows})
         return
@@ -378,12 +340,9 @@ def cache_list(kind, as_json):
 def cache_clear(pattern, kind, yes):
     """Delete cache entries matching PATTERN (a wildcard on the key, KIND/KEY or the name;
     default: all), including temporaries left by interrupted writes."""
-    import shutil
-    from pathlib import Path
-
     from . import cache as c
 
-    rows = _cache_entries(kind, pattern)
+    rows = c.list_entries(kind, pattern, incomplete=True)
     if not rows:
         click.echo("nothing to remove")
         return
@@ -391,16 +350,7 @@ def cache_clear(pattern, kind, yes):
     if not yes and not _confirm(f"delete {what} matching '{pattern}' in {c.cache_dir()}?"):
         click.echo("nothing removed")
         return
-    # cache.clear works file by file (Path.match, no kinds, skips *.part); an entry that is a
-    # folder (a job) goes as a whole, so it is removed here.
-    removed = 0
-    for r in rows:
-        path = Path(r["path"])
-        try:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-            removed += 1
-        except FileNotFoundError:
-            pass
+    removed = len(c.clear(pattern, kind))
     click.echo(f"removed {removed} entr{'y' if removed == 1 else 'ies'}")
 
 

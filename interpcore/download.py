@@ -1,4 +1,5 @@
-"""Published files fetched on first use: checksum-verified, cached, or read from a folder.
+"""Published files fetched on first use (checksum-verified, cached, or read from a folder), and
+the one switch and probe that decide whether interpcore may use the network at all.
 
 A plugin describes each file it needs with a :class:`RemoteFile` (where it is published, its
 SHA-256, the path it has inside a data folder) and calls :func:`locate`, which looks, in
@@ -10,11 +11,17 @@ order:
 4. on the network, from ``mirror + relpath`` when a mirror is given, else from the URL.
 
 In a folder a file may sit at its ``relpath`` (``vocab/laion.txt``) or directly
-(``laion.txt``). Files from folders and the cache are checked against the SHA-256; a
-download is hashed while it streams into a temporary file and only renamed into the cache
-when the hash matches, so a bad or interrupted download leaves nothing behind.
+(``laion.txt``). Files from folders are checked against the SHA-256 here; the cache and the
+network are pooch's: it keeps a registry of the file's hash, re-checks a cached copy on every
+use (a corrupt one is fetched again), streams a download into a temporary file in the cache
+folder, retries a failed transfer (``INTERP_DOWNLOAD_RETRIES``, default 2) and moves the file
+into place only when the hash matches, so a bad or interrupted download leaves nothing.
 
-``INTERP_OFFLINE=1`` forbids network access. When a file is missing and cannot be
+Offline mode (:func:`offline`): ``INTERP_OFFLINE=1``, ``HF_HUB_OFFLINE=1`` or
+``TRANSFORMERS_OFFLINE=1``, for data files and weights alike. Without it, a host that does not
+answer a TCP connection within ``INTERP_NET_TIMEOUT`` seconds (3) is treated the same way
+(:func:`reachable`, probed once per process), so a machine without network gets the one
+message in seconds, not after a library's retries. When a file is missing and cannot be
 downloaded, :class:`~interpcore.errors.OfflineError` says in one message what to download,
 from where, and where to put it. This module knows no file by name and never imports torch.
 """
@@ -22,17 +29,81 @@ from where, and where to put it. This module knows no file by name and never imp
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from .cache import atomic_path, cache_dir, file_sha256
+from .cache import apply_umask, atomic_path, cache_dir, file_sha256
 from .errors import InterpError, OfflineError
 
-USER_AGENT = "interpcore-downloader (python-urllib)"
+USER_AGENT = "interpcore-downloader (python-requests, pooch)"
+RETRIES_ENV = "INTERP_DOWNLOAD_RETRIES"
+NET_TIMEOUT_ENV = "INTERP_NET_TIMEOUT"
+_OFFLINE_VARS = ("INTERP_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def offline() -> bool:
+    """True when the user asked for no network access (any of the three switches)."""
+    return any(os.environ.get(v, "").strip().lower() not in ("", "0", "false", "no", "off")
+               for v in _OFFLINE_VARS)
+
+
+_REACHABLE: dict[tuple[str, int], bool] = {}
+
+
+def hub_url() -> str:
+    """The Hugging Face endpoint (``HF_ENDPOINT`` if set, as huggingface_hub reads it)."""
+    return os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
+
+
+def reachable(url: str) -> bool:
+    """Whether a TCP connection to ``url``'s host (or the HTTPS proxy, when one is set) opens
+    within a few seconds (``INTERP_NET_TIMEOUT``, default 3). Probed once per process and host,
+    so that a machine without network fails in seconds instead of waiting through a library's
+    retries; a host that answers is left to the library to talk to."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url if "//" in url else f"https://{url}")
+    if parts.scheme == "file":
+        return True
+    proxy = urllib.request.getproxies().get(parts.scheme or "https")
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urllib.parse.urlsplit(proxy if "//" in proxy else f"http://{proxy}")
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = 443
+    key = (host, port)
+    if key not in _REACHABLE:
+        try:
+            timeout = float(os.environ.get(NET_TIMEOUT_ENV, "") or 3.0)
+        except ValueError:
+            timeout = 3.0
+        try:
+            with socket.create_connection(key, timeout=timeout):
+                _REACHABLE[key] = True
+        except OSError:
+            _REACHABLE[key] = False
+    return _REACHABLE[key]
+
+
+def no_network(url: str | None = None) -> bool:
+    """True when downloads must not be tried: offline mode is on, or ``url``'s host (default
+    the Hugging Face Hub) cannot be reached."""
+    return offline() or not reachable(url or hub_url())
+
+
+def why_no_network(url: str | None = None) -> str:
+    """The reason :func:`no_network` gives, as a clause for a message."""
+    if offline():
+        return "offline mode is on (INTERP_OFFLINE / HF_HUB_OFFLINE)"
+    import urllib.parse
+
+    host = urllib.parse.urlsplit(url or hub_url()).hostname or (url or hub_url())
+    return f"{host} cannot be reached (no network?)"
 
 
 class ChecksumError(InterpError):
@@ -55,10 +126,6 @@ class RemoteFile:
     @property
     def label(self) -> str:
         return self.what or self.filename
-
-
-def offline() -> bool:
-    return os.environ.get("INTERP_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _candidates(folder: Path, remote: RemoteFile) -> list[Path]:
@@ -115,28 +182,23 @@ def locate(
             if p.is_file():
                 return _check(p, remote, verify, f"from ${env_var}")
     target = cached_path(remote, cache_subdir)
-    if target.is_file():
-        try:
-            return _check(target, remote, True, "in the cache")
-        except ChecksumError:
-            target.unlink()  # corrupt cache entry: fetch it again
     url = mirror.rstrip("/") + "/" + remote.relpath if mirror else remote.url
     hint = (
         f"download {url} and put it at {target}"
         + (f" or in a folder named by {env_var} / folder=" if env_var else "")
     )
-    if not download or offline():
-        why = "offline mode (INTERP_OFFLINE is set)" if offline() else "downloads are turned off"
+    # a good cached copy is used without asking the network (pooch would re-check it too, but
+    # only after the probe below)
+    if target.is_file() and (not remote.sha256 or file_sha256(target) == remote.sha256):
+        return target
+    if not download or no_network(url):
+        why = ("downloads are turned off" if not download else
+               "offline mode (INTERP_OFFLINE is set)" if offline() else why_no_network(url))
         raise OfflineError(f"{remote.label} is not available locally and {why}: {hint}.")
-    from .weights import reachable, why_no_network
-
-    if url.startswith(("http://", "https://")) and not reachable(url):  # seconds, not a timeout
-        raise OfflineError(f"{remote.label} is not available locally and {why_no_network(url)}: {hint}.")
     try:
-        fetch_url(url, target, sha256=remote.sha256, timeout=timeout, what=remote.label)
+        return fetch_url(url, target, sha256=remote.sha256, timeout=timeout, what=remote.label)
     except DownloadFailed as exc:
         raise OfflineError(f"{remote.label} could not be downloaded ({exc.reason}): {hint}.") from None
-    return target
 
 
 class DownloadFailed(OfflineError):
@@ -145,54 +207,77 @@ class DownloadFailed(OfflineError):
         super().__init__(reason)
 
 
+def _copy_file_url(url: str, output_file, pooch) -> None:
+    """pooch's downloader for ``file://`` URLs (a mirror on a shared disk), which it lacks."""
+    import urllib.parse
+    import urllib.request
+
+    shutil.copyfile(urllib.request.url2pathname(urllib.parse.urlsplit(url).path), output_file)
+
+
+def _retries() -> int:
+    try:
+        return max(0, int(os.environ.get(RETRIES_ENV, "") or 2))
+    except ValueError:
+        return 2
+
+
 def fetch_url(url: str, dest, *, sha256: str | None = None, timeout: float = 60.0,
               what: str = "") -> Path:
-    """Download ``url`` to ``dest`` atomically, verifying ``sha256`` (the full hex digest, or
-    a prefix of it as some model hubs publish) before the rename.
+    """Download ``url`` to ``dest`` with pooch (hash registry, retries, temporary file moved
+    into place only when its SHA-256 is ``sha256``); an existing ``dest`` with that hash is
+    returned without a download. ``file://`` URLs work too.
 
-    Raises :class:`ChecksumError` on a hash mismatch and an :class:`OfflineError` (with a
-    ``reason`` attribute) when the URL cannot be read. Nothing is left at ``dest`` (nor any
-    temporary file) on failure. ``file://`` URLs work too.
+    Raises :class:`ChecksumError` on a hash mismatch and :class:`DownloadFailed` (an
+    :class:`OfflineError` with a ``reason``) when the URL cannot be read. Nothing is left at
+    ``dest`` on failure.
     """
+    import pooch
+    import requests
+
     from .progress import progress
 
     dest = Path(dest)
-    h = hashlib.sha256()
-    label = what or Path(dest).name
-    with atomic_path(dest) as tmp:
-        try:
-            req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-            with urllib.request.urlopen(req, timeout=timeout) as src, open(tmp, "wb") as out:
-                headers = getattr(src, "headers", None)
-                length = headers.get("Content-Length") if headers else None
-                total = int(length) if length and str(length).isdigit() else None
-                bar = progress(total=total, desc=f"downloading {label}", unit="B")
-                try:
-                    while True:
-                        block = src.read(1 << 16)
-                        if not block:
-                            break
-                        h.update(block)
-                        out.write(block)
-                        bar.update(len(block))
-                finally:
-                    bar.close()
-                if total is not None and out.tell() != total:
-                    raise DownloadFailed(
-                        f"connection closed after {out.tell()} of {total} bytes from {url}"
-                    )
-        except urllib.error.HTTPError as exc:
-            raise DownloadFailed(f"HTTP {exc.code} {exc.reason} from {url}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise DownloadFailed(f"{reason} ({url})") from None
-        if sha256 and not h.hexdigest().startswith(sha256.lower()):
-            raise ChecksumError(
-                f"the file downloaded from {url} has SHA-256 {h.hexdigest()[:12]}..., not "
-                f"the published {sha256[:12]}...; nothing was saved (the file may have "
-                "changed upstream or the download was altered)"
-            )
+    known = f"sha256:{sha256.lower()}" if sha256 else None
+    store = pooch.create(path=dest.parent, base_url="", registry={dest.name: known},
+                         urls={dest.name: url}, retry_if_failed=_retries())
+    if url.startswith("file:"):
+        downloader = _copy_file_url
+    else:
+        bar = progress(total=None, desc=f"downloading {what or dest.name}", unit="B")
+        if bar.disable:
+            bar.close()
+        downloader = pooch.HTTPDownloader(progressbar=False if bar.disable else bar,
+                                          timeout=timeout, headers={"User-Agent": USER_AGENT})
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")  # our bar says what is downloaded; pooch would add lines
+    fresh = not dest.is_file()
+    try:
+        store.fetch(dest.name, downloader=downloader)
+    except ValueError as exc:
+        if "hash" not in str(exc):
+            raise DownloadFailed(f"{exc} ({url})") from None
+        raise ChecksumError(
+            f"the file downloaded from {url} does not have the published SHA-256 "
+            f"{sha256[:12]}...; nothing was saved (the file may have changed upstream or the "
+            "download was altered)"
+        ) from None
+    except requests.HTTPError as exc:
+        r = exc.response
+        raise DownloadFailed(f"HTTP {r.status_code} {r.reason} from {url}") from None
+    except (requests.RequestException, OSError) as exc:
+        raise DownloadFailed(f"{_first_line(exc)} ({url})") from None
+    finally:
+        logger.setLevel(level)
+    if fresh:
+        apply_umask(dest)  # pooch's temporary file is 0600; the entry gets the usual permissions
     return dest
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
 
 
 def copy_into(path, folder, relpath: str | None = None) -> Path:

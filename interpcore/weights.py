@@ -1,23 +1,25 @@
 """Finding, fetching and reading model weights, with one clear message when they are missing.
 
-Backbone plugins use these helpers so that every library behaves the same way offline:
+Weights are downloaded by the model libraries' own functions (huggingface_hub's
+``hf_hub_download``, open_clip's ``download_pretrained``, timm's ``load_pretrained``,
+torchvision's ``get_state_dict``); backbone plugins call them through these helpers so that
+every library behaves the same way offline:
 
 * :func:`hub_file` looks in the Hugging Face cache first (no network), then downloads unless
   offline mode is on, and on failure raises ONE :class:`~interpcore.errors.OfflineError`
   naming the model, the tag, where it looked, and how to supply the file by hand.
-* :func:`url_file` downloads a URL into a cache folder atomically (temporary file, checksum,
-  rename), so an interrupted download never leaves a file that looks complete.
+* :func:`library_download` runs a library's download call: offline (or with the host out of
+  reach) the Hub is switched to its own offline mode for the call and a URL the library would
+  fetch is not asked for unless already cached; the library's network and absence errors
+  become that one message, a checksum failure an :class:`~interpcore.errors.InterpError`.
 * :func:`read_state_dict` reads ``.safetensors``, ``.pt`` / ``.pth`` / ``.bin`` (tensors only,
   ``weights_only=True``) and TorchScript archives (OpenAI's CLIP files), with a message
   naming the file when it is not a checkpoint.
 * :func:`load_checked` loads a state dict into a model and, when keys or shapes disagree,
   says which keys mismatch instead of printing torch's wall of text.
 
-Offline mode: ``INTERP_OFFLINE=1``, ``HF_HUB_OFFLINE=1`` or ``TRANSFORMERS_OFFLINE=1``. Without
-it, a host that does not answer a TCP connection within ``INTERP_NET_TIMEOUT`` seconds (3) is
-treated the same way (:func:`reachable`, probed once per process), so a machine without
-network gets the one message in seconds, not after the libraries' retries.
-Only the functions that need torch import it.
+Offline mode and the reachability probe are :mod:`interpcore.download`'s (one switch for data
+files and weights). Only the functions that need torch import it.
 """
 
 from __future__ import annotations
@@ -27,72 +29,8 @@ import os
 import zipfile
 from pathlib import Path
 
+from . import download as net
 from .errors import InterpError, OfflineError
-
-
-def offline() -> bool:
-    """True when the user asked for no network access."""
-    for var in ("INTERP_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return True
-    return False
-
-
-_REACHABLE: dict[tuple[str, int], bool] = {}
-NET_TIMEOUT_ENV = "INTERP_NET_TIMEOUT"
-
-
-def hub_url() -> str:
-    """The Hugging Face endpoint (``HF_ENDPOINT`` if set, as huggingface_hub reads it)."""
-    return os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
-
-
-def reachable(url: str) -> bool:
-    """Whether a TCP connection to ``url``'s host (or the HTTPS proxy, when one is set) opens
-    within a few seconds (``INTERP_NET_TIMEOUT``, default 3). Probed once per process and host,
-    so that a machine without network fails in seconds instead of waiting through a library's
-    retries; a host that answers is left to the library to talk to."""
-    import socket
-    import urllib.parse
-    import urllib.request
-
-    parts = urllib.parse.urlsplit(url if "//" in url else f"https://{url}")
-    proxy = urllib.request.getproxies().get(parts.scheme or "https")
-    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
-        parts = urllib.parse.urlsplit(proxy if "//" in proxy else f"http://{proxy}")
-    host = parts.hostname or ""
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        port = 443
-    key = (host, port)
-    if key not in _REACHABLE:
-        try:
-            timeout = float(os.environ.get(NET_TIMEOUT_ENV, "") or 3.0)
-        except ValueError:
-            timeout = 3.0
-        try:
-            with socket.create_connection(key, timeout=timeout):
-                _REACHABLE[key] = True
-        except OSError:
-            _REACHABLE[key] = False
-    return _REACHABLE[key]
-
-
-def no_network(url: str | None = None) -> bool:
-    """True when downloads must not be tried: offline mode is on, or ``url``'s host (default
-    the Hugging Face Hub) cannot be reached."""
-    return offline() or not reachable(url or hub_url())
-
-
-def why_no_network(url: str | None = None) -> str:
-    """The reason :func:`no_network` gives, as a clause for a message."""
-    if offline():
-        return "offline mode is on (INTERP_OFFLINE / HF_HUB_OFFLINE)"
-    import urllib.parse
-
-    host = urllib.parse.urlsplit(url or hub_url()).hostname or (url or hub_url())
-    return f"{host} cannot be reached (no network?)"
 
 
 def hf_cache_dir(cache_dir=None) -> str:
@@ -146,7 +84,7 @@ def hub_file(
         with contextlib.suppress(Exception):
             return hf_hub_download(repo_id, name, local_files_only=True, **kwargs)
     last: BaseException | None = None
-    if not no_network():
+    if not net.no_network():
         for name in filenames:
             try:
                 return hf_hub_download(repo_id, name, **kwargs)
@@ -156,7 +94,7 @@ def hub_file(
     if not required:
         return None
     tried = " or ".join(filenames)
-    why = why_no_network() if no_network() else f"the download failed ({_short(last)})" if last else "it is not cached"
+    why = net.why_no_network() if net.no_network() else f"the download failed ({_short(last)})" if last else "it is not cached"
     by_hand = by_hand or (f"pass --pretrained /path/to/{filenames[0]} (pretrained= in Python; "
                           "or the folder holding it)")
     raise OfflineError(
@@ -168,59 +106,95 @@ def hub_file(
     )
 
 
-def url_file(
-    url: str,
-    *,
-    what: str,
-    cache_dir,
-    sha256_prefix: str | None = None,
-    extra_dirs=(),
-    timeout: float = 60.0,
-) -> str:
-    """A local copy of ``url``: found in ``cache_dir`` (or ``extra_dirs``) or downloaded there.
-
-    The download goes to a temporary file that is checked against ``sha256_prefix`` (when
-    known) and renamed into place only when complete and correct.
-    """
-    from .cache import file_sha256
-
-    filename = os.path.basename(url.split("?")[0])
-    dirs = list(dict.fromkeys([Path(cache_dir).expanduser()] + [Path(d).expanduser() for d in extra_dirs]))
-    corrupt = []
-    for d in dirs:
-        candidate = d / filename
-        if candidate.is_file():
-            if not sha256_prefix or file_sha256(candidate).startswith(sha256_prefix):
-                return str(candidate)
-            corrupt.append(str(candidate))
-    target = dirs[0] / filename
-    looked = ", ".join(str(d) for d in dirs)
-    if corrupt:
-        looked += f" (found {', '.join(corrupt)}, but its SHA256 does not start with {sha256_prefix})"
-    hint = (
-        f"To supply it by hand, download {url} on a machine with internet and either pass "
-        f"--pretrained /path/to/{filename} (pretrained= in Python) or put the file in {dirs[0]}."
-    )
-    if no_network(url):
-        raise OfflineError(
-            f"cannot get the weights for {what}: {filename} is not in {looked} and "
-            f"{why_no_network(url)}. {hint}"
-        )
-    from .download import ChecksumError, DownloadFailed, fetch_url
-
+@contextlib.contextmanager
+def _hub_offline(on: bool):
+    """huggingface_hub's own offline mode for the duration of a call (it reads its constant at
+    call time; the environment variable only when it is imported)."""
+    if not on:
+        yield
+        return
     try:
-        fetch_url(url, target, sha256=sha256_prefix, timeout=timeout, what=filename)
-    except ChecksumError:
-        raise InterpError(
-            f"the download of {url} for {what} is corrupt (its SHA256 does not start with "
-            f"{sha256_prefix[:12]}); nothing was written to {dirs[0]}."
-        ) from None
-    except DownloadFailed as exc:
-        raise OfflineError(
-            f"cannot get the weights for {what}: {filename} is not in {looked} and downloading "
-            f"it failed ({exc.reason}). {hint}"
-        ) from None
-    return str(target)
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        yield
+        return
+    was = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = was
+
+
+def _network_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says a file could not be fetched or is absent:
+    OS and socket errors (urllib's, torch.hub's, FileNotFoundError from a cache lookup) and
+    the HTTP libraries' and huggingface_hub's errors."""
+    seen = 0
+    while exc is not None and seen < 8:
+        mod = type(exc).__module__.split(".")[0]
+        if isinstance(exc, OSError) or mod in ("huggingface_hub", "requests", "httpx", "urllib3"):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _checksum_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("sha256" in text or "hash" in text)
+
+
+def library_download(fetch, *, what: str, url: str | None = None, url_dir=None,
+                     hub_repo: str | None = None, cache_dir=None, filename: str | None = None):
+    """``fetch()`` (a model library's own download call), offline-aware, its errors one line.
+
+    ``url``/``url_dir``: the URL the library would download and the folder it keeps it in;
+    ``hub_repo``: the Hugging Face repo it would ask (its cache: ``cache_dir`` or the HF
+    default). They only make the message: what it names as looked at and how to supply the
+    file (``filename``, default the URL's). Offline (or with the host out of reach) the Hub
+    answers from its cache only, and a URL download whose file is not in ``url_dir`` is
+    refused before the library is called.
+    """
+    filename = filename or (os.path.basename(url.split("?")[0]) if url else "checkpoint.safetensors")
+    looked = []
+    if hub_repo:
+        looked.append(f"Hugging Face repo '{hub_repo}' in the cache {hf_cache_dir(cache_dir)}")
+    if url and url_dir:
+        looked.append(f"{filename} in {url_dir}")
+    probe = net.hub_url() if hub_repo else url
+    blocked = net.no_network(probe)
+
+    def fail(why: str) -> OfflineError:
+        sources = " or ".join(x for x in (f"{net.hub_url()}/{hub_repo}" if hub_repo else "", url or "") if x)
+        fill = []
+        if url and url_dir:
+            fill.append(f"put the file in {url_dir}")
+        if hub_repo:
+            fill.append(f"copy a Hugging Face cache holding it here and point HF_HOME / HF_HUB_CACHE "
+                        f"at it (`hf download {hub_repo}`)")
+        return OfflineError(
+            f"cannot get the weights for {what}: looked for {' and '.join(looked) or filename} and "
+            f"{why}. To supply them by hand, download {sources} on a machine with internet and "
+            f"either pass --pretrained /path/to/{filename} (pretrained= in Python)"
+            + "".join(f", or {f}" for f in fill) + "."
+        )
+
+    if blocked and not hub_repo and url and not (url_dir and (Path(url_dir) / filename).is_file()):
+        raise fail(net.why_no_network(probe))
+    try:
+        with _hub_offline(blocked):
+            return fetch()
+    except OfflineError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - sorted below; other errors go up unchanged
+        if _checksum_error(exc):
+            raise InterpError(
+                f"the download of {url or hub_repo} for {what} is corrupt ({_short(exc)}); "
+                "delete the partial file and try again, or pass --pretrained a checked file."
+            ) from None
+        if not _network_error(exc):
+            raise
+        raise fail(net.why_no_network(probe) if blocked else f"the download failed ({_short(exc)})") from None
 
 
 def _is_torchscript(path: Path) -> bool:

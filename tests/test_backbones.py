@@ -143,33 +143,57 @@ def test_open_clip_tag_found_in_url_cache_with_checksum(tmp_path, monkeypatch):
         assert torch.equal(bb.encode_image(pixels()), model.encode_image(pixels()))
 
 
-def test_interrupted_or_corrupt_download_leaves_nothing(tmp_path, monkeypatch):
-    import io
-    import urllib.request
+def test_library_download_errors_become_one_message(tmp_path, monkeypatch):
+    """The library's own failures: a broken transfer or a missing Hub entry is the offline
+    message, a checksum failure says the download is corrupt, anything else goes up as is."""
+    import urllib.error
 
-    from interpcore.weights import url_file
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from interpcore.weights import library_download
 
     monkeypatch.delenv("INTERP_OFFLINE")
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("interpcore.download.reachable", lambda url: True)  # the host answers ...
 
-    class Broken(io.BytesIO):
-        headers = {"Content-Length": "100"}
+    def broken():
+        raise urllib.error.URLError(ConnectionResetError("connection reset"))
 
-        def read(self, n=-1):
-            if self.tell() >= 10:
-                raise ConnectionResetError("connection reset")
-            return super().read(10)
+    with pytest.raises(OfflineError, match=r"test:model: .*download failed.*connection reset.*"
+                                           r"--pretrained /path/to/w-deadbeef\.pt") as e:
+        library_download(broken, what="test:model", url="https://example.org/w-deadbeef.pt",
+                         url_dir=tmp_path)
+    assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
 
-    monkeypatch.setattr("interpcore.weights.reachable", lambda url: True)  # the host answers ...
-    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: Broken(b"x" * 100))
-    with pytest.raises(OfflineError, match="connection reset"):  # ... and the transfer breaks
-        url_file("https://example.org/w-deadbeef.pt", what="test:model", cache_dir=tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    def absent():  # what hf_hub_download raises for a file that is not cached, offline
+        raise LocalEntryNotFoundError("not in the cache")
 
-    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(b"abc"))
-    with pytest.raises(InterpError, match="corrupt"):
-        url_file("https://example.org/w.pt", what="test:model", cache_dir=tmp_path, sha256_prefix="00ff")
-    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OfflineError, match=r"Hugging Face repo 'org/tiny'.*`hf download org/tiny`"):
+        library_download(absent, what="test:model", hub_repo="org/tiny", cache_dir=tmp_path)
+
+    def corrupt():  # torch.hub's and open_clip's words for a checksum mismatch
+        raise RuntimeError('invalid hash value (expected "00ff", got "abcd")')
+
+    with pytest.raises(InterpError, match="is corrupt") as e:
+        library_download(corrupt, what="test:model", url="https://example.org/w-00ff.pt", url_dir=tmp_path)
+    assert not isinstance(e.value, OfflineError)
+
+    def bug():
+        raise KeyError("not a download problem")
+
+    with pytest.raises(KeyError):
+        library_download(bug, what="test:model", url="https://example.org/w.pt", url_dir=tmp_path)
+
+
+def test_offline_the_hub_is_asked_in_its_own_offline_mode(tmp_path):
+    from huggingface_hub import constants
+
+    from interpcore.weights import library_download
+
+    was = constants.HF_HUB_OFFLINE
+    seen = library_download(lambda: constants.is_offline_mode(), what="test:model",
+                            hub_repo="org/tiny", cache_dir=tmp_path)
+    assert seen is True and constants.HF_HUB_OFFLINE == was  # switched for the call only
 
 
 def test_offline_messages_name_model_tag_place_and_remedy(tmp_path):
@@ -404,26 +428,44 @@ def test_torchscript_checkpoint_like_openai_releases(tmp_path):
         assert torch.equal(bb.encode_image(pixels()), model.encode_image(pixels()))
 
 
-def test_torchvision_and_timm_tag_paths_use_the_resolved_file(tmp_path, monkeypatch):
-    """Tags resolve to a file (cache or download) that then goes through each library's loader."""
+def _fill_hf_cache(root, repo, files: dict):
+    """A Hugging Face cache folder as `hf download` leaves it, holding ``files``."""
+    top = root / f"models--{repo.replace('/', '--')}"
+    snap = top / "snapshots" / ("c" * 40)
+    snap.mkdir(parents=True)
+    (top / "refs").mkdir()
+    (top / "refs" / "main").write_text("c" * 40)
+    for name, write in files.items():
+        write(snap / name)
+
+
+def test_torchvision_and_timm_tags_go_through_each_librarys_downloader(tmp_path, monkeypatch):
+    """Tags are fetched by torchvision's and timm's own download calls; what they return is
+    what the backbone computes with."""
+    import urllib.error
+
     import timm
     import torchvision
+    import torchvision.models._api as tv_api
     from safetensors.torch import save_file
-
-    import interp_timm.backbone as tb
 
     torch.manual_seed(0)
     tv = torchvision.models.resnet18().eval()
-    torch.save(tv.state_dict(), tmp_path / "resnet18-f37072fd.pth")
     seen = {}
+    # offline (the fixture), torch.hub is asked only for a file already in its folder
+    hubdir = tmp_path / "torchhub"
+    (hubdir / "checkpoints").mkdir(parents=True)
+    (hubdir / "checkpoints" / "resnet18-f37072fd.pth").write_bytes(b"x")
+    monkeypatch.setattr("torch.hub.get_dir", lambda: str(hubdir))
 
-    def fake_url_file(url, **kw):
-        seen["url"] = url
-        return str(tmp_path / "resnet18-f37072fd.pth")
+    def fake_load_state_dict_from_url(url, *a, check_hash=False, **kw):  # torch.hub's download
+        seen.update(url=url, check_hash=check_hash)
+        return tv.state_dict()
 
-    monkeypatch.setattr(tb, "url_file", fake_url_file)
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", fake_load_state_dict_from_url)
     bb = interpcore.get_backbone("torchvision:resnet18", pretrained="IMAGENET1K_V1", device="cpu")
-    assert seen["url"].endswith("resnet18-f37072fd.pth") and bb.pretrained == "IMAGENET1K_V1"
+    assert seen["url"].endswith("resnet18-f37072fd.pth") and seen["check_hash"] is True
+    assert bb.pretrained == "IMAGENET1K_V1"
     x = pixels(size=64)
     with torch.no_grad():
         assert torch.equal(bb.logits(x), tv(x))
@@ -431,22 +473,24 @@ def test_torchvision_and_timm_tag_paths_use_the_resolved_file(tmp_path, monkeypa
     with pytest.raises(InterpError, match="has 1000 classes"):
         interpcore.get_backbone("torchvision:resnet18", pretrained="IMAGENET1K_V1", device="cpu", num_classes=3)
 
+    # when torch.hub fails the way it does without network, that is the one message naming
+    # the file and its folder
+    def offline_download(url, *a, **kw):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline_download)
+    with pytest.raises(OfflineError, match=r"IMAGENET1K_V1.*resnet18-f37072fd\.pth.*offline mode") as e:
+        interpcore.get_backbone("torchvision:resnet18", pretrained="IMAGENET1K_V1", device="cpu")
+    assert str(hubdir / "checkpoints") in str(e.value)
+
     tm = timm.create_model("resnet18").eval()
-    save_file(tm.state_dict(), str(tmp_path / "model.safetensors"))
-    monkeypatch.setattr(tb, "hub_file", lambda repo, names, **kw: seen.update(repo=repo) or str(tmp_path / "model.safetensors"))
-    bb = interpcore.get_backbone("timm:resnet18.a1_in1k", device="cpu")
-    assert seen["repo"] == "timm/resnet18.a1_in1k" and bb.pretrained == "a1_in1k"
+    hub = tmp_path / "hub"
+    _fill_hf_cache(hub, "timm/resnet18.a1_in1k",
+                   {"model.safetensors": lambda p: save_file(tm.state_dict(), str(p))})
+    bb = interpcore.get_backbone("timm:resnet18.a1_in1k", device="cpu", cache_dir=str(hub))
+    assert bb.pretrained == "a1_in1k"
     with torch.no_grad():
         assert torch.equal(bb.logits(x), tm(x))
-
-
-def test_cached_file_with_wrong_checksum_is_reported(tmp_path):
-    from interpcore.weights import url_file
-
-    (tmp_path / "w-abcdef12.pt").write_bytes(b"tampered")
-    with pytest.raises(OfflineError, match="SHA256 does not start with abcdef12"):
-        url_file("https://example.org/w-abcdef12.pt", what="test:model", cache_dir=tmp_path,
-                 sha256_prefix="abcdef12")
 
 
 def test_custom_architecture_without_weights_is_an_error_not_random():

@@ -528,25 +528,25 @@ def test_cli_vocabulary_size_minus_one_is_the_default(cli):
 def test_probe_of_a_closed_port_is_quick_and_false():
     import socket
 
-    from interpcore import weights
+    from interpcore import download
 
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
     t = time.monotonic()
-    assert weights.reachable(f"http://127.0.0.1:{port}/x") is False
+    assert download.reachable(f"http://127.0.0.1:{port}/x") is False
     assert time.monotonic() - t < 5
 
 
 def test_unreachable_hub_fails_without_calling_the_library(monkeypatch, tmp_path):
     import huggingface_hub
 
-    from interpcore import weights
+    from interpcore import download, weights
 
     for var in ("INTERP_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(weights, "reachable", lambda url: False)
+    monkeypatch.setattr(download, "reachable", lambda url: False)
     calls = []
     real = huggingface_hub.hf_hub_download
 
@@ -564,15 +564,20 @@ def test_unreachable_hub_fails_without_calling_the_library(monkeypatch, tmp_path
     assert calls == [True], "only the local cache may be asked when the hub is unreachable"
 
 
-def test_unreachable_url_is_an_offline_error(monkeypatch, tmp_path):
-    from interpcore import weights
+def test_unreachable_url_is_an_offline_error_without_calling_the_library(monkeypatch, tmp_path):
+    from interpcore import download, weights
 
-    monkeypatch.delenv("INTERP_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(weights, "reachable", lambda url: False)
-    with pytest.raises(OfflineError, match=r"example\.org cannot be reached.*--pretrained"):
-        weights.url_file("https://example.org/w.pt", what="test:model", cache_dir=tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    for var in ("INTERP_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(download, "reachable", lambda url: False)
+    calls = []
+    with pytest.raises(OfflineError, match=r"example\.org cannot be reached.*--pretrained /path/to/w\.pt"):
+        weights.library_download(lambda: calls.append(1), what="test:model",
+                                 url="https://example.org/w.pt", url_dir=tmp_path)
+    assert calls == [] and list(tmp_path.iterdir()) == []
+    (tmp_path / "w.pt").write_bytes(b"x")  # already in the library's folder: the library is asked
+    assert weights.library_download(lambda: "found", what="test:model",
+                                    url="https://example.org/w.pt", url_dir=tmp_path) == "found"
 
 
 def test_open_clip_without_network_is_one_message_in_seconds(tmp_path):

@@ -31,8 +31,10 @@ PUBLISHED_NAMES = ["laion", "laion_bigrams", "mscoco", "image_descriptions_gener
 def isolated(tmp_path, monkeypatch):
     """A fresh cache; no vocabulary folder, mirror or offline switch from the environment."""
     monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "cache"))
-    for var in ("INTERP_VOCAB_DIR", "INTERP_VOCAB_MIRROR", "INTERP_OFFLINE"):
+    for var in ("INTERP_VOCAB_DIR", "INTERP_VOCAB_MIRROR", "INTERP_OFFLINE", "HF_HUB_OFFLINE",
+                "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("INTERP_DOWNLOAD_RETRIES", "0")  # failures here are meant; no waiting
     return tmp_path
 
 
@@ -333,6 +335,44 @@ def test_fetch_url_truncated_transfer_leaves_nothing(tmp_path):
         httpd.shutdown()
         httpd.server_close()
     assert leftover_files(tmp_path / "out") == []
+
+
+def test_a_failed_transfer_is_retried_and_then_verified(tmp_path, monkeypatch):
+    served = tmp_path / "served"
+    _, digest = make_remote(served, "three\nfour\n")
+    with Server(served) as srv:
+        real = srv.httpd.RequestHandlerClass
+
+        class FlakyOnce(real.func if hasattr(real, "func") else real):
+            def do_GET(self):
+                srv.requests.append(self.path)
+                if len(srv.requests) == 1:
+                    self.send_error(503, "busy")  # the first try fails ...
+                    return None
+                return http.server.SimpleHTTPRequestHandler.do_GET(self)
+
+        srv.httpd.RequestHandlerClass = functools.partial(FlakyOnce, directory=str(served))
+        remote = RemoteFile("vocab/words.txt", srv.url + "/vocab/words.txt", digest)
+        monkeypatch.setenv("INTERP_DOWNLOAD_RETRIES", "0")
+        with pytest.raises(OfflineError, match="HTTP 503"):
+            locate(remote)
+        srv.requests.clear()
+        monkeypatch.setenv("INTERP_DOWNLOAD_RETRIES", "1")  # ... and the retry gets the file
+        path = locate(remote)
+        assert len(srv.requests) == 2 and path.read_text() == "three\nfour\n"
+    assert leftover_files(tmp_path / "cache") == [path]
+
+
+def test_offline_with_a_good_cached_copy_needs_no_network(tmp_path, monkeypatch):
+    src, digest = make_remote(tmp_path / "src", "gamma\n")
+    remote = RemoteFile("vocab/words.txt", src.as_uri(), digest)
+    path = locate(remote)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # any of the three switches is offline mode
+    src.unlink()
+    assert locate(remote) == path
+    path.write_text("corrupted")
+    with pytest.raises(OfflineError, match="offline mode"):
+        locate(remote)
 
 
 @needs_shared

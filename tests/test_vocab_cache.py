@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -85,3 +86,53 @@ def test_clear_by_kind_then_pattern_includes_interrupted_writes(cache):
                                                                       "broken.safetensors"]
     assert "removed 2 entries" in run("clear", "-y")
     assert "nothing to remove" in run("clear", "-y")
+
+
+def test_python_clear_removes_whole_entries_by_kind_and_pattern(cache):
+    from interpcore import cache as c
+
+    job = cache / "jobs" / "feedbeef"
+    for i in range(3):
+        write_text(job / "arrays" / "emb" / f"shard-{i:05d}.npy", "x")
+    write_text(job / "manifest.json", "{}")
+    entries = c.list_entries("jobs")
+    assert [(e.key, e.files, e.complete) for e in entries] == [("feedbeef", 4, True)]
+    # a pattern on a shard's name matches no entry: shards are never removed one by one
+    assert c.clear("shard-00001.npy") == []
+    assert (job / "arrays" / "emb" / "shard-00001.npy").is_file()
+    removed = c.clear("feed*", kind="jobs")
+    assert [e.path for e in removed] == [job] and not job.exists()
+    # list_entries leaves interrupted writes out unless asked; clear removes them too
+    assert [e.key for e in c.list_entries("concepts")] == ["a.safetensors", "broken.safetensors"]
+    assert [e.key for e in c.list_entries("concepts", incomplete=True) if not e.complete] == [
+        ".b.safetensors.x1.part"]
+    assert {e.key for e in c.clear(kind="concepts")} == {"a.safetensors", "broken.safetensors",
+                                                        ".b.safetensors.x1.part"}
+    assert [e.kind for e in c.list_entries(incomplete=True)] == ["downloads"]
+
+
+def test_default_cache_folder_is_the_platform_user_cache(tmp_path, monkeypatch):
+    import platformdirs
+
+    from interpcore.cache import cache_dir
+
+    monkeypatch.delenv("INTERP_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # read by platformdirs on Linux
+    want = platformdirs.user_cache_dir("interpcore", appauthor=False)
+    assert cache_dir("concepts") == type(cache_dir())(want) / "concepts"
+    if sys.platform.startswith("linux"):
+        assert cache_dir() == tmp_path / "xdg" / "interpcore"
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(tmp_path / "mine"))  # the override wins
+    assert cache_dir() == tmp_path / "mine" and (tmp_path / "mine").is_dir()
+
+
+def test_a_download_killed_midway_is_an_incomplete_entry(cache):
+    """pooch streams a download into ``tmpXXXXXXXX`` next to the target (a name it chooses);
+    left behind by a killed process it is listed as an interrupted write, never as an entry."""
+    from interpcore import cache as c
+
+    (cache / "downloads" / "vocab" / "tmpk3_9xq2a").write_bytes(b"half a file")
+    assert [e.key for e in c.list_entries("downloads")] == ["vocab/laion.txt"]
+    (part,) = [e for e in c.list_entries("downloads", incomplete=True) if not e.complete]
+    assert part.key == "vocab/tmpk3_9xq2a"
+    assert "incomplete write" in _line(run("list"), "vocab/tmpk3_9xq2a")

@@ -42,9 +42,7 @@ def register_backbones(register):
     )
 
 
-def __getattr__(name):
-    if name in ("load_hf_clip", "HFClipBackbone"):
-        from . import backbone
-
-        return getattr(backbone, name)
-    raise AttributeError(f"module 'interp_hf_clip' has no attribute {name!r}")
+# the loaders import torch: resolved on first use, so `import interp_hf_clip` stays free of it
+__getattr__, __dir__, __all__ = interpcore.lazy.attach(
+    __name__, {"backbone": ["load_hf_clip", "HFClipBackbone"]}, eager=["register_backbones"]
+)

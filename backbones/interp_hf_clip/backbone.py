@@ -18,7 +18,7 @@ from interpcore import Capability, InterpError, OfflineError
 from interpcore.progress import is_quiet
 from interpcore.torch_backbone import TorchBackbone
 from interpcore.weights import hf_cache_dir, load_checked, read_state_dict
-from interpcore.weights import no_network as offline, why_no_network
+from interpcore.download import no_network as offline, why_no_network
 
 #: model_type in config.json -> (model class, what the family is called in messages)
 _FAMILIES = {

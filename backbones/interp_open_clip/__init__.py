@@ -67,13 +67,9 @@ def register_backbones(register):
     )
 
 
-def __getattr__(name):  # lazy: keeps `import interp_open_clip` free of torch
-    if name in ("load_open_clip", "load_openai_clip", "register_model_config", "OpenClipBackbone"):
-        from . import backbone
-
-        return getattr(backbone, name)
-    raise AttributeError(f"module 'interp_open_clip' has no attribute {name!r}")
-
-
-__all__ = ["load_open_clip", "load_openai_clip", "register_model_config", "OpenClipBackbone",
-           "register_backbones"]
+# the loaders import torch: resolved on first use, so `import interp_open_clip` stays free of it
+__getattr__, __dir__, __all__ = interpcore.lazy.attach(
+    __name__,
+    {"backbone": ["load_open_clip", "load_openai_clip", "register_model_config", "OpenClipBackbone"]},
+    eager=["register_backbones"],
+)

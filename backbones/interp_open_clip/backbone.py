@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from interpcore import Capability, InterpError, OfflineError, get_registry
+from interpcore import Capability, InterpError, get_registry
 from interpcore.torch_backbone import TorchBackbone
-from interpcore.weights import hub_file, load_checked, read_state_dict, url_file
+from interpcore.weights import hub_file, library_download, load_checked, read_state_dict
 
 from .listing import OPENAI_NAMES
 
@@ -153,44 +153,27 @@ def _resolve_tag(arch: str, tag: str, what: str, cache_dir) -> _Weights:
     quick = bool(cfg.get("quick_gelu", False))
     if cfg.get("file"):
         return _Weights(cfg["file"], _preprocess_overrides(cfg), quick)
-    url = cfg.get("url", "")
-    hub = cfg.get("hf_hub", "")
+    url = ocp.get_pretrained_url(arch, tag)
     url_cache = Path(cache_dir or os.path.expanduser("~/.cache/clip"))
     # A copy already on disk wins, wherever it is: the OpenAI `clip` package and open_clip
-    # both keep URL downloads in ~/.cache/clip, the Hub files live in the HF cache.
+    # both keep URL downloads in ~/.cache/clip, which open_clip skips when a Hub copy exists.
     if url:
         name = os.path.basename(url)
         for d in {url_cache, Path(os.path.expanduser("~/.cache/clip"))}:
             if (d / name).is_file():
                 return _Weights(str(d / name), _preprocess_overrides(cfg), quick)
-    if hub:
-        repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
-        if filename:
-            stem, ext = os.path.splitext(filename)
-            names = [stem + ".safetensors", filename] if ext in (".bin", ".pth", ".pt") else [filename]
-        else:
-            names = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        path = hub_file(repo, names, what=what, cache_dir=cache_dir, required=not url)
-        if path:
-            return _Weights(path, _preprocess_overrides(cfg), quick)
-    if url:
-        sha = None
-        if "openaipublic" in url:
-            sha = url.split("/")[-2]
-        elif "mlfoundations" in url:
-            sha = os.path.splitext(os.path.basename(url))[0].split("-")[-1]
-        try:
-            path = url_file(url, what=what, cache_dir=url_cache, sha256_prefix=sha)
-        except OfflineError as exc:
-            if not hub:
-                raise
-            repo = hub.rstrip("/") if hub.endswith("/") else os.path.split(hub)[0]
-            raise OfflineError(
-                f"{exc} The same weights are published as Hugging Face repo '{repo}' "
-                f"(`hf download {repo}` fills the HF cache, which is looked at first)."
-            ) from None
-        return _Weights(path, _preprocess_overrides(cfg), quick)
-    raise InterpError(f"open_clip lists tag '{tag}' for '{arch}' without a download location")
+    if not url and not cfg.get("hf_hub"):
+        raise InterpError(f"open_clip lists tag '{tag}' for '{arch}' without a download location")
+    # open_clip's own downloader (the Hub when the tag is published there, else the URL with
+    # its checksum), offline-aware and with its errors as interpcore's one message
+    hub = cfg.get("hf_hub") if ocp.has_hf_hub() else ""
+    repo, hub_name = os.path.split(hub) if hub else (None, "")
+    path = library_download(
+        lambda: ocp.download_pretrained(cfg, cache_dir=cache_dir), what=what, url=url or None,
+        url_dir=url_cache, hub_repo=repo, cache_dir=cache_dir,
+        filename=None if url else hub_name or _WEIGHT_FILES[0],
+    )
+    return _Weights(path, _preprocess_overrides(cfg), quick)
 
 
 def _hub_model(repo: str, what: str, cache_dir) -> tuple[str, dict, _Weights]:

@@ -51,9 +51,7 @@ def register_backbones(register):
     )
 
 
-def __getattr__(name):
-    if name in ("load_timm", "load_torchvision", "ClassifierBackbone"):
-        from . import backbone
-
-        return getattr(backbone, name)
-    raise AttributeError(f"module 'interp_timm' has no attribute {name!r}")
+# the loaders import torch: resolved on first use, so `import interp_timm` stays free of it
+__getattr__, __dir__, __all__ = interpcore.lazy.attach(
+    __name__, {"backbone": ["load_timm", "load_torchvision", "ClassifierBackbone"]}, eager=["register_backbones"]
+)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-from interpcore import Capability, InterpError, OfflineError, get_registry
+from interpcore import Capability, InterpError, get_registry
 from interpcore.torch_backbone import TorchBackbone
-from interpcore.weights import hub_file, load_checked, read_state_dict, state_dict_mismatch, url_file
+from interpcore.progress import is_quiet
+from interpcore.weights import library_download, load_checked, read_state_dict, state_dict_mismatch
 
 RANDOM = ("random", "none", "scratch")
 PRE_LOGITS = "pre_logits"  #: pseudo-layer name: pooled features before the classifier
@@ -113,17 +114,8 @@ def load_timm(model: str, pretrained=None, device="auto", dtype=None, *, cache_d
         cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
         tag = tag or cfg.get("tag") or ""
         what = f"{display_name} (pretrained '{tag}')" if tag else display_name
-        path = _timm_weights(cfg, what, cache_dir)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                net = timm.create_model(
-                    f"{arch}.{tag}" if tag else arch, pretrained=True,
-                    pretrained_cfg_overlay={"file": path, "source": ""}, **kwargs,
-                )
-        except Exception as exc:  # noqa: BLE001
-            raise InterpError(f"timm could not load {what} from {path}: {exc}") from None
-        label = tag or path
+        net = _timm_pretrained(timm, f"{arch}.{tag}" if tag else arch, cfg, what, cache_dir, kwargs)
+        label = tag or arch
     from timm.data import create_transform, resolve_model_data_config
 
     data_cfg = resolve_model_data_config(net)
@@ -148,29 +140,32 @@ def _timm_create(timm, arch, display_name, **kwargs):
         raise InterpError(f"timm could not build {display_name}: {exc}") from None
 
 
-def _timm_weights(cfg: dict, what: str, cache_dir) -> str:
-    if cfg.get("file"):
-        return cfg["file"]
-    hub = cfg.get("hf_hub_id")
-    url = cfg.get("url")
-    if hub:
-        names = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else ["model.safetensors", "pytorch_model.bin"]
-        path = hub_file(hub, names, what=what, cache_dir=cache_dir, required=not url)
-        if path:
-            return path
-    if url:
-        folder = Path(torch.hub.get_dir()) / "checkpoints"
-        extra = [folder] if cache_dir else []
-        try:
-            return url_file(url, what=what, cache_dir=cache_dir or folder, extra_dirs=extra)
-        except OfflineError as exc:
-            if not hub:
-                raise
-            raise OfflineError(
-                f"{exc} The same weights are published as Hugging Face repo '{hub}' "
-                f"(`hf download {hub}` fills the HF cache, which is looked at first)."
-            ) from None
-    raise InterpError(f"timm lists no download location for {what}; pass --pretrained (pretrained= in Python) a checkpoint file")
+def _timm_pretrained(timm, name, cfg: dict, what: str, cache_dir, kwargs):
+    """``timm.create_model(pretrained=True)``: timm chooses the source (Hub or URL) and
+    downloads with its own helpers; interpcore only names those places when it fails."""
+    from timm.models._builder import _resolve_pretrained_source
+
+    source, where = _resolve_pretrained_source(cfg)
+    repo = (where[0] if isinstance(where, (tuple, list)) else where) if source == "hf-hub" else None
+    url = where if source == "url" else None
+    url_dir = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
+    if source not in ("hf-hub", "url", "file"):
+        raise InterpError(f"timm lists no download location for {what}; pass --pretrained "
+                          "(pretrained= in Python) a checkpoint file")
+
+    def create():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return timm.create_model(name, pretrained=True, cache_dir=cache_dir, **kwargs)
+
+    try:
+        return library_download(create, what=what, url=url, url_dir=url_dir, hub_repo=repo,
+                                cache_dir=cache_dir, filename=None if url else (
+                                    where[1] if isinstance(where, (tuple, list)) else "model.safetensors"))
+    except InterpError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - not a download problem: the checkpoint itself
+        raise InterpError(f"timm could not load {what}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -228,11 +223,11 @@ def load_torchvision(model: str, pretrained=None, device="auto", dtype=None, *, 
                 f"{', '.join(names)}. --pretrained (pretrained= in Python) may also be a checkpoint file (or 'random')."
             ) from None
         what = f"{display_name} (pretrained '{weights.name}')"
-        folder = Path(torch.hub.get_dir()) / "checkpoints"
-        stem = os.path.splitext(os.path.basename(weights.url))[0]
-        sha = stem.rsplit("-", 1)[-1] if "-" in stem else None
-        path = url_file(weights.url, what=what, cache_dir=folder, sha256_prefix=sha)
-        state = read_state_dict(path, what=display_name)
+        # torchvision's own download (torch.hub: temporary file, SHA-256 prefix checked)
+        state = library_download(
+            lambda: weights.get_state_dict(progress=not is_quiet(), check_hash=True, weights_only=True),
+            what=what, url=weights.url, url_dir=Path(torch.hub.get_dir()) / "checkpoints",
+        )
         classes = len(weights.meta["categories"])
         if kwargs.pop("num_classes", classes) != classes:
             raise InterpError(
@@ -241,7 +236,7 @@ def load_torchvision(model: str, pretrained=None, device="auto", dtype=None, *, 
             )
         net = _tv_build(torchvision, model, display_name, num_classes=classes, **kwargs)
         state = _torchvision_fix_keys(model, state)
-        load_checked(net, state, what=display_name, source=path)
+        load_checked(net, state, what=display_name, source=weights.url)
         transform = weights.transforms()
         label = weights.name
     if transform is None or image_size is not None:

@@ -10,33 +10,12 @@ from __future__ import annotations
 
 import interpcore
 
-_API = {
-    "load": "api", "decompose_image": "api", "decompose_classes": "api",
-    "decompose_dataset": "api", "get_vocabulary": "api", "get_preprocess": "api",
-    "get_tokenizer": "api", "available_models": "api",
-    "SpliceModel": "model", "SPLICE": "api", "SpliceDecomposer": "model",
-    "SpliceResult": "model", "DatasetDecomposition": "model",
-    "ActiveSetSolver": "solvers", "solve_sklearn": "solvers", "ADMMSolver": "solvers",
-    "nnqp": "solvers", "objective": "solvers",
-}
-
-__all__ = sorted(_API)
-
-
-def __getattr__(name):
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module 'interp_splice' has no attribute '{name}'")
-    import importlib
-
-    mod = importlib.import_module(f"{__name__}.{module}")
-    value = getattr(mod, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_API))
+__getattr__, __dir__, __all__ = interpcore.lazy.attach(__name__, {
+    "api": ["load", "decompose_image", "decompose_classes", "decompose_dataset", "get_vocabulary",
+            "get_preprocess", "get_tokenizer", "available_models", "SPLICE"],
+    "model": ["SpliceModel", "SpliceDecomposer", "SpliceResult", "DatasetDecomposition"],
+    "solvers": ["ActiveSetSolver", "solve_sklearn", "ADMMSolver", "nnqp", "objective"],
+})
 
 
 def _factory(backbone, **options):
