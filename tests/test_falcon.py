@@ -119,12 +119,52 @@ def test_outputs(explained, tmp_path):
     assert [g.features for g in again.groups] == [g.features for g in res.groups]
 
 
+def test_captions_see_the_crop_view_the_captioner_advertises(parts, monkeypatch):
+    from interp_falcon import steps
+
+    target, cap, pool, ds = parts
+    seen = []
+    orig = steps.crop_views
+    monkeypatch.setattr(steps, "crop_views", lambda *a, **k: seen.append(a[3]) or orig(*a, **k))
+    res = Falcon(target, captioner=cap, pool=pool, low_min_similarity=0.0, max_images=5).explain(ds)
+    assert res.settings["crop_view"] == "crop" and seen == []  # the reference's crops
+    monkeypatch.setattr(cap, "defaults", {**(cap.defaults or {}), "crop_view": "in-place"})
+    res = Falcon(target, captioner=cap, pool=pool, low_min_similarity=0.0, max_images=5).explain(ds)
+    assert res.settings["crop_view"] == "in-place" and seen == ["in-place"] * len(res.groups)
+    for g in res.groups:  # the toy captioner still reads the colour of the box in place
+        assert g.words[0][0] == list(toy.COLOURS)[g.features[0]]
+
+
+@pytest.mark.parametrize("n", [3, 40])
+def test_scores_figure_is_readable_at_any_group_count(tmp_path, n):
+    """One bar per group: the figure's width stays that of a report column and its height
+    grows with the groups (the old vertical bars made 40 groups a 1652 x 262 strip)."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from interp_falcon.explainer import GroupExplanation
+    from interp_falcon.output import _scores_figure
+
+    groups = [GroupExplanation(i, [i, i + 100], [0], [0], score=0.6 + 0.3 * i / n,
+                               interpretable=0.6 + 0.3 * i / n > 0.8) for i in range(n)]
+    path = tmp_path / "scores.png"
+    _scores_figure(SimpleNamespace(groups=groups, settings={"score_threshold": 0.8}), path)
+    w, h = Image.open(path).size
+    assert 400 <= w <= 800
+    assert h >= 20 * n and h <= 150 + 30 * n
+
+
 def test_bad_options_fail_clearly(parts):
     target, cap, pool, _ = parts
     with pytest.raises(InterpError, match="unknown falcon option 'sigmaa'.*sigma"):
         Falcon(target, captioner=cap, sigmaa=3)
     with pytest.raises(InterpError, match="unknown CAM method"):
         Falcon(target, captioner=cap, cam="nope")
+    with pytest.raises(InterpError, match="unknown crop view 'zoom'"):
+        Falcon(target, captioner=cap, crop_view="zoom")
+    with pytest.raises(InterpError, match="unknown low_rule 'nope'"):
+        Falcon(target, captioner=cap, low_rule="nope")
     with pytest.raises(interpcore.CapabilityError, match="feature_maps"):
         Falcon(cap, captioner=cap)
     with pytest.raises(interpcore.CapabilityError, match="image_encoder.*FALCON captioner"):

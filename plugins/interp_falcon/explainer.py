@@ -22,7 +22,7 @@ import torch
 from interpcore import Capability, Explainer, InterpError, Result, default_for
 
 from . import steps
-from .concepts import contrastive_concepts
+from .concepts import LOW_RULES, contrastive_concepts
 from .pool import load_pool, retrieve, top_captions
 
 DEFAULTS = dict(
@@ -36,6 +36,7 @@ DEFAULTS = dict(
     min_jaccard=0.5,
     max_images=50,
     box_threshold=0.6,
+    crop_view=None,  # None: what the captioner / dataset advertises, else "crop" (the reference)
     score_threshold=0.8,
     score_include_self=True,
     low_count=10,
@@ -45,6 +46,7 @@ DEFAULTS = dict(
     temperature=100.0,
     weights="pool",
     low_word_threshold=0.1,
+    low_rule="contrast",  # or "reference" (see concepts.py)
     n_concepts=8,
     batch_size=32,
     chunk_size=16384,
@@ -158,7 +160,9 @@ class Falcon(Explainer):
     ``cam`` (pytorch-grad-cam method name), ``grouping`` ("reference" or "coactivation"),
     ``sigma``, ``min_images``, ``max_images`` (images cropped per group), ``box_threshold``,
     ``score_threshold``, ``low_count``, ``low_min_similarity``, ``top_k`` captions per image,
-    ``temperature``, ``weights`` (caption weights: pool/topk/cosine), ``low_word_threshold``,
+    ``temperature``, ``weights`` (caption weights: pool/topk/cosine), ``crop_view`` (what the
+    captioner sees of a box: crop/in-place), ``low_word_threshold``, ``low_rule``
+    (contrast/reference),
     ``n_concepts``, ``batch_size``, ``chunk_size``, ``limit`` (probe images), ``split``.
     See docs/falcon.md.
     """
@@ -192,6 +196,9 @@ class Falcon(Explainer):
         if opts["grouping"] not in ("reference", "coactivation"):
             raise InterpError(f"unknown grouping '{opts['grouping']}'; use reference or coactivation")
         steps.cam_class(opts["cam"])  # fail early on a bad name
+        steps.crop_view_for(opts["crop_view"])
+        if opts["low_rule"] not in LOW_RULES:
+            raise InterpError(f"unknown low_rule '{opts['low_rule']}'; use {' or '.join(LOW_RULES)}")
         self._captioner = None
         self._pool = None
         self._features: dict[Any, torch.Tensor] = {}
@@ -329,6 +336,8 @@ class Falcon(Explainer):
         if reps_n is None:
             reps_n = steps.normalize_rows(self.features(ds))
         crops_by_group = getattr(res, "_crops", {})
+        view = steps.crop_view_for(o["crop_view"], self.captioner, ds, self.backbone)
+        res.settings["crop_view"] = view
         if which:
             chosen = [res.group(w) for w in which]
         elif only_interpretable:
@@ -348,7 +357,11 @@ class Falcon(Explainer):
                 if g.score is None:
                     g.score = steps.interpretability_score(emb, include_self=o["score_include_self"])
                     g.interpretable = bool(g.score > o["score_threshold"])
-            high_emb = crops_by_group[g.id][1]
+            high_emb = crops_by_group[g.id][1]  # the score's crops; captions may see others
+            if view != "crop":
+                high_emb = self.captioner.encode_image(
+                    steps.crop_views(ds, g.used_images, g.boxes, view), normalize=True,
+                    batch_size=o["batch_size"])
             g.low_images = steps.low_activating_images(
                 reps_n, g.features, g.images, count=o["low_count"],
                 min_similarity=o["low_min_similarity"])
@@ -375,7 +388,7 @@ class Falcon(Explainer):
                 pos += nh + nl
                 g.words, g.phrases = contrastive_concepts(
                     g.captions_high, g.captions_low, top=o["n_concepts"],
-                    low_threshold=o["low_word_threshold"])
+                    low_threshold=o["low_word_threshold"], low_rule=o["low_rule"])
         res._crops = crops_by_group
         res._explained = [g.id for g in chosen]
         return res
