@@ -119,7 +119,7 @@ def test_outputs(explained, tmp_path):
     assert [g.features for g in again.groups] == [g.features for g in res.groups]
 
 
-def test_captions_see_the_crop_view_the_captioner_advertises(parts, monkeypatch):
+def test_captions_see_the_crop_view_the_captioner_advertises(parts, monkeypatch, tmp_path):
     from interp_falcon import steps
 
     target, cap, pool, ds = parts
@@ -131,6 +131,10 @@ def test_captions_see_the_crop_view_the_captioner_advertises(parts, monkeypatch)
     monkeypatch.setattr(cap, "defaults", {**(cap.defaults or {}), "crop_view": "in-place"})
     res = Falcon(target, captioner=cap, pool=pool, low_min_similarity=0.0, max_images=5).explain(ds)
     assert res.settings["crop_view"] == "in-place" and seen == ["in-place"] * len(res.groups)
+    from interp_falcon.output import write_outputs
+
+    write_outputs(res, tmp_path, command="explain")
+    assert (tmp_path / "groups" / "g000" / "captioned_views.png").is_file()
     for g in res.groups:  # the toy captioner still reads the colour of the box in place
         assert g.words[0][0] == list(toy.COLOURS)[g.features[0]]
 

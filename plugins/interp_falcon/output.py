@@ -148,6 +148,15 @@ def write_outputs(res, out_dir, *, command: str, features=None, report=None):
                 _grid(ims, [f"img {i}" for i in g.used_images], out / gdir / "high_images.png",
                       f"group {g.id}: highly activating images (box = crop)", boxes=g.boxes)
                 figs.append(str(gdir / "high_images.png"))
+        view = res.settings.get("crop_view", "crop")
+        if g.id in explained and ds is not None and view != "crop" and g.boxes:
+            from .steps import crop_views
+
+            n = min(len(g.boxes), MAX_GRID)
+            _grid(crop_views(ds, g.used_images[:n], g.boxes[:n], view),
+                  [f"img {i}" for i in g.used_images], out / gdir / "captioned_views.png",
+                  f"group {g.id}: what the captioner was shown ({view} view of each box)")
+            figs.append(str(gdir / "captioned_views.png"))
         if g.id in explained and ds is not None:
             ims = [load_image(ds[i]["image"]) for i in g.low_images]
             _grid(ims, [f"img {i}" for i in g.low_images], out / gdir / "low_images.png",

@@ -356,6 +356,10 @@ def crop_view_for(option, *sources) -> str:
     from interpcore import default_for
 
     view = option if option is not None else default_for("crop_view", *sources, fallback="crop")
+    return _checked_view(view)
+
+
+def _checked_view(view: str) -> str:
     if view not in CROP_VIEWS:
         raise InterpError(f"unknown crop view '{view}'; use {' or '.join(CROP_VIEWS)}")
     return view
@@ -385,8 +389,7 @@ def crop_views(dataset, images, boxes, view: str):
     :func:`group_crops` returns them)."""
     from interpcore.torch_backbone import load_image
 
-    if view not in CROP_VIEWS:
-        raise InterpError(f"unknown crop view '{view}'; use {' or '.join(CROP_VIEWS)}")
+    _checked_view(view)
     out = []
     for i, box in zip(images, boxes):
         im = load_image(dataset[i]["image"])
