@@ -224,9 +224,11 @@ def test_cli_find_groups_then_explain(cli, tmp_path):
     assert "3 groups, 3 interpretable" in r.output
     assert (tmp_path / "g" / "features.safetensors").is_file()
     r = cli("explain", "--from", str(tmp_path / "g"), "--pool", "toy-captions", "--group", "2",
-            "--out", str(tmp_path / "e"), "--report", str(tmp_path / "e" / "report.html"), "--json")
+            "--out", str(tmp_path / "e"), "--report", str(tmp_path / "e" / "report.html"), "--json",
+            "--crop-view", "in-place", "--low-rule", "reference")
     assert r.exit_code == 0, r.output
     data = json.loads(r.output)
+    assert (data["settings"]["crop_view"], data["settings"]["low_rule"]) == ("in-place", "reference")
     explained = [g for g in data["groups"] if g["words"]]
     assert [g["id"] for g in explained] == [2]
     colour = list(toy.COLOURS)[explained[0]["features"][0]]

@@ -337,7 +337,10 @@ class Falcon(Explainer):
             reps_n = steps.normalize_rows(self.features(ds))
         crops_by_group = getattr(res, "_crops", {})
         view = steps.crop_view_for(o["crop_view"], self.captioner, ds, self.backbone)
-        res.settings["crop_view"] = view
+        # the caption steps' settings are this call's (groups may come from an earlier run)
+        res.settings.update({k: o[k] for k in ("top_k", "candidates", "temperature", "weights",
+                                               "low_word_threshold", "low_rule", "n_concepts")},
+                            crop_view=view)
         if which:
             chosen = [res.group(w) for w in which]
         elif only_interpretable:
