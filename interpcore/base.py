@@ -36,6 +36,7 @@ DEFAULT_KEYS = {
     "text_pool": "text pool for head labels (TextSpan)",
     "caption_pool": "caption pool for retrieval (FALCON)",
     "captioner": "vision-language backbone that captions crops (FALCON)",
+    "crop_view": "how a Grad-CAM box is shown to the captioner: crop or in-place (FALCON)",
     "zeroshot_task": "zero-shot task name on a dataset (PRS, TextSpan)",
 }
 

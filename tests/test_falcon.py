@@ -163,12 +163,56 @@ def test_options_are_typed_and_checked_at_construction(parts, opts, message):
         Falcon(target, captioner=cap, pool=pool, **opts)
 
 
+def test_captions_see_the_crop_view_the_captioner_advertises(parts, monkeypatch, tmp_path):
+    from interp_falcon import steps
+
+    target, cap, pool, ds = parts
+    seen = []
+    orig = steps.crop_views
+    monkeypatch.setattr(steps, "crop_views", lambda *a, **k: seen.append(a[3]) or orig(*a, **k))
+    res = Falcon(target, captioner=cap, pool=pool, low_min_similarity=0.0, max_images=5).explain(ds)
+    assert res.settings["crop_view"] == "crop" and seen == []  # the reference's crops
+    monkeypatch.setattr(cap, "defaults", {**(cap.defaults or {}), "crop_view": "in-place"})
+    res = Falcon(target, captioner=cap, pool=pool, low_min_similarity=0.0, max_images=5).explain(ds)
+    assert res.settings["crop_view"] == "in-place" and seen == ["in-place"] * len(res.groups)
+    from interp_falcon.output import write_outputs
+
+    write_outputs(res, tmp_path, command="explain", dataset=ds)
+    assert (tmp_path / "groups" / "g000" / "captioned_views.png").is_file()
+    for g in res.groups:  # the toy captioner still reads the colour of the box in place
+        assert g.words[0][0] == list(toy.COLOURS)[g.features[0]]
+
+
+@pytest.mark.parametrize("n", [3, 40])
+def test_scores_figure_is_readable_at_any_group_count(tmp_path, n):
+    """One bar per group: the figure's width stays that of a report column and its height
+    grows with the groups (the old vertical bars made 40 groups a 1652 x 262 strip)."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from interp_falcon.explainer import GroupExplanation
+    from interp_falcon.output import _scores_figure
+
+    groups = [GroupExplanation(i, [i, i + 100], [0], [0], score=0.6 + 0.3 * i / n,
+                               interpretable=0.6 + 0.3 * i / n > 0.8) for i in range(n)]
+    path = tmp_path / "scores.png"
+    _scores_figure(SimpleNamespace(groups=groups, settings={"score_threshold": 0.8}), path)
+    w, h = Image.open(path).size
+    assert 400 <= w <= 800
+    assert h >= 20 * n and h <= 150 + 30 * n
+
+
 def test_bad_options_fail_clearly(parts):
     target, cap, pool, _ = parts
     with pytest.raises(InterpError, match="unknown option 'sigmaa'.*sigma"):
         Falcon(target, captioner=cap, sigmaa=3)
     with pytest.raises(InterpError, match="unknown CAM method"):
         Falcon(target, captioner=cap, cam="nope")
+    with pytest.raises(InterpError, match="'crop_view' .* must be one of 'crop', 'in-place' or None"):
+        Falcon(target, captioner=cap, crop_view="zoom")
+    with pytest.raises(InterpError, match="'low_rule' .* must be one of 'reference', 'contrast'"):
+        Falcon(target, captioner=cap, low_rule="nope")
     with pytest.raises(interpcore.CapabilityError, match="feature_maps"):
         Falcon(cap, captioner=cap)
     with pytest.raises(interpcore.CapabilityError, match="image_encoder.*FALCON captioner"):
@@ -224,9 +268,11 @@ def test_cli_find_groups_then_explain(cli, tmp_path):
     assert "3 groups, 3 interpretable" in r.output
     assert (tmp_path / "g" / "features.safetensors").is_file()
     r = cli("explain", "--from", str(tmp_path / "g"), "--pool", "toy-captions", "--group", "2",
-            "--out", str(tmp_path / "e"), "--report", str(tmp_path / "e" / "report.html"), "--json")
+            "--out", str(tmp_path / "e"), "--report", str(tmp_path / "e" / "report.html"), "--json",
+            "--crop-view", "in-place", "--low-rule", "reference")
     assert r.exit_code == 0, r.output
     data = json.loads(r.output)
+    assert (data["settings"]["crop_view"], data["settings"]["low_rule"]) == ("in-place", "reference")
     explained = [g for g in data["groups"] if g["words"]]
     assert [g["id"] for g in explained] == [2]
     colour = list(toy.COLOURS)[explained[0]["features"][0]]

@@ -218,3 +218,19 @@ def test_laion_parquet_metadata_needs_pyarrow(tmp_path, data):
     pq.write_table(pa.table({"caption": caps[:10], "url": ["u"] * 10}),
                    folder / "metadata" / "metadata_0000.parquet")
     assert P.ShardPool(folder).captions([3, 9]) == ["caption number 3", "caption number 9"]
+
+
+def test_contrast_rule_keeps_a_word_the_high_images_show_more():
+    # the low images are chosen to resemble the group, so they share some of its colour
+    high = [[("a red circle", 0.6)], [("a red circle", 0.5)]]
+    low = [[("a red square", 0.3)], [("a blue square", 0.3)]]  # red: 0.15 over low, 0.55 over high
+    ref, _ = concepts.contrastive_concepts(high, low, low_threshold=0.1, low_rule="reference")
+    assert [w for w, _ in ref] == ["circle"]
+    con, _ = concepts.contrastive_concepts(high, low, low_threshold=0.1, low_rule="contrast")
+    assert [w for w, _ in con] == ["circle", "red"]
+    # a word the low images show (nearly) as much as the high ones still goes
+    low_all = [[("a red square", 0.5)], [("a red square", 0.5)]]  # red: 0.5 vs 0.55
+    con, _ = concepts.contrastive_concepts(high, low_all, low_rule="contrast")
+    assert [w for w, _ in con] == ["circle"]
+    with pytest.raises(InterpError, match="unknown low-word rule 'nope'"):
+        concepts.contrastive_concepts(high, low, low_rule="nope")

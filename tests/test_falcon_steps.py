@@ -100,6 +100,32 @@ def test_box_to_image_maps_resize_and_center_crop():
     assert steps.box_to_image((2, 4, 4, 6), (10, 10), (20, 20)) == (4, 8, 8, 12)
 
 
+def test_in_place_view_keeps_the_box_at_its_size_and_place():
+    from PIL import Image
+
+    arr = np.zeros((8, 8, 3), np.uint8)
+    arr[:, :4] = (200, 0, 0)  # left half red, right half black
+    arr[2:5, 5:7] = (0, 0, 250)  # a blue patch on the right
+    view = steps.in_place_view(Image.fromarray(arr), (5, 2, 7, 5))
+    out = np.asarray(view)
+    assert view.size == (8, 8)
+    assert (out[2:5, 5:7] == (0, 0, 250)).all()
+    outside = np.ones((8, 8), bool)
+    outside[2:5, 5:7] = False
+    expected = np.rint(arr[outside].astype(np.float64).mean(0))  # the mean of what is outside
+    assert (out[outside] == expected).all()
+    crops = steps.crop_views([{"image": Image.fromarray(arr)}], [0], [(5, 2, 7, 5)], "crop")
+    assert crops[0].size == (2, 3)
+
+
+def test_crop_view_comes_from_what_a_source_advertises():
+    assert steps.crop_view_for(None) == "crop"  # the reference's
+    assert steps.crop_view_for(None, None, {"crop_view": "in-place"}) == "in-place"
+    assert steps.crop_view_for("crop", {"crop_view": "in-place"}) == "crop"  # the user's wins
+    with pytest.raises(InterpError, match="unknown crop view 'zoom'"):
+        steps.crop_view_for(None, {"crop_view": "zoom"})
+
+
 def test_cam_class_names_and_error():
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 

@@ -52,6 +52,9 @@ def register_backbones(register):
             "text_pool": "shapes",
             "caption_pool": "shapes-captions",
             "captioner": "shapes:clip-vit",
+            # the shapes CLIP saw whole 32 x 32 scenes only: a Grad-CAM box cut out and
+            # resized reads to it as a large, zoomed shape (FALCON shows it in place)
+            "crop_view": "in-place",
         },
         # The offline default of every method when the user names no backbone.
         default_models={"vision-language": "clip-vit", "vision": "resnet"},

@@ -122,9 +122,19 @@ def find_groups(run, **kw):
               show_default=True, help="Caption weights used to score words.")
 @click.option("--concepts", "n_concepts", type=int, default=8, show_default=True,
               help="Words and phrases kept per group.")
-def explain(groups, all_groups, from_dir, pool, top_k, weights, n_concepts, run, **kw):
+@click.option("--crop-view", type=click.Choice(["crop", "in-place"]), default=None,
+              show_default="what the captioner advertises, else crop",
+              help="What the captioner sees of a box: the crop resized (the reference) or the "
+                   "box in place at its own scale.")
+@click.option("--low-rule", type=click.Choice(["contrast", "reference"]), default="contrast",
+              show_default=True,
+              help="Which words of the lowly activating images are removed: those they show "
+                   "nearly as much as the group (contrast) or any scoring >= 0.1 (reference).")
+def explain(groups, all_groups, from_dir, pool, top_k, weights, n_concepts, crop_view, low_rule,
+            run, **kw):
     """Caption feature groups from a caption pool and extract their concepts."""
-    f = _explainer(kw, pool=pool, top_k=top_k, weights=weights, n_concepts=n_concepts)
+    f = _explainer(kw, pool=pool, top_k=top_k, weights=weights, n_concepts=n_concepts,
+                   crop_view=crop_view, low_rule=low_rule)
     found = features = None
     if from_dir:
         from pathlib import Path

@@ -7,15 +7,32 @@ at run time (the reference uses TextBlob / NLTK, which need corpora).
 
 Scoring (as in the reference): for one image, a term's score is the largest weight of the
 image's captions that contain it; a term's score over a set of images is the sum of its
-per-image scores divided by the number of images. A term whose score over the lowly
-activating images reaches ``low_threshold`` is dropped; the rest are ranked by their score
-over the highly activating images.
+per-image scores divided by the number of images. The rest are ranked by their score over the
+highly activating images after one of two rules removes what the lowly activating images
+share (``low_rule``):
+
+* ``"reference"``: a term whose score over the low images reaches ``low_threshold`` is
+  dropped, however much more the high images show it.
+* ``"contrast"`` (FALCON's default here): a term is dropped only when the low images also
+  reach ``low_threshold`` on it AND score it at least :data:`SHARED_RATIO` (90%) as high as
+  the high images do. The low images are chosen to resemble the group on its other
+  features, so they often share an attribute of the group (its colour, say) on fewer of
+  them; the fixed cut then removes exactly the words that describe the group, while a word
+  that every image shows (scored alike on both sides) still goes.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+
+from interpcore import InterpError
+
+#: How the lowly activating images' terms are removed (see the module docstring).
+LOW_RULES = ("reference", "contrast")
+#: Under the "contrast" rule, a term the low images score at least this fraction of the high
+#: images' score is shared by both, not the group's (a margin for the noise of ~10 low images).
+SHARED_RATIO = 0.9
 
 #: Words that describe the picture as a file or web object rather than what it shows.
 #: Removed from captions before terms are formed (our own list, in the spirit of the
@@ -145,17 +162,28 @@ def contrastive_concepts(
     top: int = 8,
     low_threshold: float = 0.1,
     max_phrase: int = 3,
+    low_rule: str = "reference",
 ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """Top ``top`` words and phrases of the high images after removing the low images' ones.
 
-    A term is removed when its score over ``low`` reaches ``low_threshold``. Returns
-    ``(words, phrases)`` as ``(term, score over high)`` pairs, best first (ties by name).
+    ``low_rule="reference"``: a term is removed when its score over ``low`` reaches
+    ``low_threshold``; ``"contrast"``: only when it also reaches :data:`SHARED_RATIO` of its
+    score over ``high`` (see the module docstring). Returns ``(words, phrases)`` as ``(term, score over high)``
+    pairs, best first (ties by name).
     """
+    if low_rule not in LOW_RULES:
+        raise InterpError(f"unknown low-word rule '{low_rule}'; use {' or '.join(LOW_RULES)}")
     hw, hp = term_scores(high, max_phrase=max_phrase)
     if low:
         lw, lp = term_scores(low, max_phrase=max_phrase)
-        hw = {k: v for k, v in hw.items() if lw.get(k, 0.0) < low_threshold}
-        hp = {k: v for k, v in hp.items() if lp.get(k, 0.0) < low_threshold}
+
+        def kept(h, lo):
+            if low_rule == "reference":
+                return {k: v for k, v in h.items() if lo.get(k, 0.0) < low_threshold}
+            return {k: v for k, v in h.items()
+                    if lo.get(k, 0.0) < low_threshold or lo.get(k, 0.0) < SHARED_RATIO * v}
+
+        hw, hp = kept(hw, lw), kept(hp, lp)
 
     def best(d):
         return [(k, round(v, 6)) for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]

@@ -29,6 +29,8 @@ from .pool import load_pool, retrieve, top_captions
 
 Grouping = Literal["reference", "coactivation"]
 Weights = Literal["pool", "topk", "cosine"]
+CropView = Literal["crop", "in-place"]
+LowRule = Literal["reference", "contrast"]
 
 
 @dataclasses.dataclass
@@ -84,6 +86,15 @@ class FalconResult(Result):
 
         return Verification("fraction of group images breaking the grouping rule",
                             float(self.rule_violations), 0.0)
+
+    def figure(self):
+        """Each scored group's interpretability score against the threshold (``None`` when
+        no group was scored)."""
+        if not any(g.score is not None for g in self.groups):
+            return None
+        from .output import scores_figure
+
+        return scores_figure(self)
 
     @property
     def interpretable(self) -> list[GroupExplanation]:
@@ -151,7 +162,9 @@ class Falcon(Explainer):
     ``cam`` (pytorch-grad-cam method name), ``grouping`` ("reference" or "coactivation"),
     ``sigma``, ``min_images``, ``max_images`` (images cropped per group), ``box_threshold``,
     ``score_threshold``, ``low_count``, ``low_min_similarity``, ``top_k`` captions per image,
-    ``temperature``, ``weights`` (caption weights: pool/topk/cosine), ``low_word_threshold``,
+    ``temperature``, ``weights`` (caption weights: pool/topk/cosine), ``crop_view`` (what the
+    captioner sees of a box: crop/in-place), ``low_word_threshold``, ``low_rule``
+    (contrast/reference),
     ``n_concepts``, ``batch_size``, ``chunk_size``, ``limit`` (probe images), ``split``.
     See docs/falcon.md.
     """
@@ -162,21 +175,25 @@ class Falcon(Explainer):
     def __init__(self, backbone, *, captioner=None, pool=None, layer: str | None = None,
                  cam: str = "gradcam", grouping: Grouping = "reference", sigma: float = 5.0,
                  min_images: int = 11, min_jaccard: float = 0.5, max_images: int = 50,
-                 box_threshold: float = 0.6, score_threshold: float = 0.8,
-                 score_include_self: bool = True, low_count: int = 10,
+                 box_threshold: float = 0.6, crop_view: CropView | None = None,
+                 score_threshold: float = 0.8, score_include_self: bool = True,
+                 low_count: int = 10,
                  low_min_similarity: float = 0.3, top_k: int = 5, candidates: int = 20,
                  temperature: float = 100.0, weights: Weights = "pool",
-                 low_word_threshold: float = 0.1, n_concepts: int = 8, batch_size: int = 32,
+                 low_word_threshold: float = 0.1, low_rule: LowRule = "contrast",
+                 n_concepts: int = 8, batch_size: int = 32,
                  chunk_size: int = 16384, limit: int | None = None, split: str = "test"):
         # captioner None: what the backbone advertises, else the default vision-language
-        # backbone; pool None: what the probe dataset, else the backbone, advertises
+        # backbone; pool None: what the probe dataset, else the backbone, advertises;
+        # crop_view None: what the captioner, dataset or backbone advertises, else "crop"
         opts = dict(captioner=captioner, pool=pool, layer=layer, cam=cam, grouping=grouping,
                     sigma=sigma, min_images=min_images, min_jaccard=min_jaccard,
-                    max_images=max_images, box_threshold=box_threshold,
+                    max_images=max_images, box_threshold=box_threshold, crop_view=crop_view,
                     score_threshold=score_threshold, score_include_self=score_include_self,
                     low_count=low_count, low_min_similarity=low_min_similarity, top_k=top_k,
                     candidates=candidates, temperature=temperature, weights=weights,
-                    low_word_threshold=low_word_threshold, n_concepts=n_concepts,
+                    low_word_threshold=low_word_threshold, low_rule=low_rule,
+                    n_concepts=n_concepts,
                     batch_size=batch_size, chunk_size=chunk_size, limit=limit, split=split)
         _check_ranges(opts)
         self._pool_named = pool is not None
@@ -190,6 +207,7 @@ class Falcon(Explainer):
             opts["pool"] = default_for("caption_pool", backbone, opts["captioner"])
         super().__init__(backbone, **opts)
         steps.cam_class(opts["cam"])  # fail early on a bad name
+        steps.crop_view_for(opts["crop_view"])
         self._captioner = None
         self._pool = None
         # caches of this explainer (results hold only data): activations per dataset object,
@@ -369,6 +387,7 @@ class Falcon(Explainer):
         reps_n = steps.normalize_rows(reps)
         if res.rule_violations is None:
             res.rule_violations = rule_violations(reps_n, res.groups, res.threshold, o["grouping"])
+        view = steps.crop_view_for(o["crop_view"], self.captioner, ds, self.backbone)
         if which:
             chosen = [res.group(w) for w in which]
         elif only_interpretable:
@@ -377,9 +396,13 @@ class Falcon(Explainer):
             chosen = list(res.groups)
         queries, spans = [], []
         for g in steps.progress_groups(chosen, desc="crops + low images"):
-            high_emb = self.crops(g, ds)[1]
+            high_emb = self.crops(g, ds)[1]  # the score's crops; captions may see others
             if g.score is None:  # e.g. a group named with which= that was never scored
                 self._score(g, high_emb)
+            if view != "crop":
+                high_emb = self.captioner.encode_image(
+                    steps.crop_views(ds, g.used_images, g.boxes, view), normalize=True,
+                    batch_size=o["batch_size"])
             g.low_images = steps.low_activating_images(
                 reps_n, g.features, g.images, count=o["low_count"],
                 min_similarity=o["low_min_similarity"])
@@ -406,8 +429,9 @@ class Falcon(Explainer):
                 pos += nh + nl
                 g.words, g.phrases = contrastive_concepts(
                     g.captions_high, g.captions_low, top=o["n_concepts"],
-                    low_threshold=o["low_word_threshold"])
-        res.settings = self.settings()
+                    low_threshold=o["low_word_threshold"], low_rule=o["low_rule"])
+        # the caption steps' settings are this call's (groups may come from an earlier run)
+        res.settings = {**self.settings(), "crop_view": view}
         res.explained = [g.id for g in chosen]
         return res
 

@@ -46,29 +46,56 @@ def _grid(images, titles, path: Path, title: str, boxes=None, cols: int = 8) -> 
 
 
 def _scores_figure(res, path: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    """:func:`scores_figure` saved as PNG."""
+    fig = scores_figure(res)  # (selects the Agg backend before pyplot is imported)
     import matplotlib.pyplot as plt
 
-    groups = [g for g in res.groups if g.score is not None]
-    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(groups) + 2), 3))
-    xs = range(len(groups))
-    colors = ["tab:green" if g.interpretable else "tab:gray" for g in groups]
-    ax.bar(xs, [g.score for g in groups], color=colors)
-    ax.axhline(res.settings.get("score_threshold", 0.8), color="tab:red", linestyle="--",
-               label="threshold")
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels([str(g.id) for g in groups], fontsize=7)
-    ax.set_xlabel("group id")
-    ax.set_ylabel("interpretability score")
-    ax.set_title("Mean pairwise CLIP cosine of each group's Grad-CAM crops")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return str(path)
+
+
+def scores_figure(res):
+    """One horizontal bar per scored group (label: id and features), best first, with the
+    threshold; the height grows with the number of groups so every label stays readable."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    groups = sorted((g for g in res.groups if g.score is not None), key=lambda g: (-g.score, g.id))
+    thr = res.settings.get("score_threshold", 0.8)
+    labels = [f"group {g.id} [{_short(g.key)}]" for g in groups]
+    fig, ax = plt.subplots(figsize=(7.0, 1.4 + 0.26 * len(groups)))
+    ys = range(len(groups))
+    ax.barh(list(ys), [g.score for g in groups], height=0.7,
+            color=["tab:green" if g.interpretable else "tab:gray" for g in groups])
+    for y, g in zip(ys, groups):
+        ax.text(g.score + 0.005, y, f"{g.score:.3f}", va="center", fontsize=8)
+    ax.axvline(thr, color="tab:red", linestyle="--")
+    ax.set_yticks(list(ys))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()  # best first, at the top
+    lo = min([g.score for g in groups] + [thr])
+    ax.set_xlim(max(0.0, lo - 0.1), min(1.0, max([g.score for g in groups] + [thr]) + 0.08))
+    ax.set_xlabel("interpretability score (mean pairwise cosine of the Grad-CAM crops)", fontsize=9)
+    ax.set_title(f"{len(groups)} feature groups, "
+                 f"{sum(bool(g.interpretable) for g in groups)} interpretable", fontsize=10)
+    ax.legend(handles=[Patch(color="tab:green", label="interpretable"),
+                       Patch(color="tab:gray", label="not interpretable"),
+                       plt.Line2D([], [], color="tab:red", linestyle="--",
+                                  label=f"threshold {thr:g}")],
+              fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _short(key: str, most: int = 24) -> str:
+    """A feature key cut to ``most`` characters (a long group's features would widen the
+    figure past the report's column)."""
+    return key if len(key) <= most else key[: most - 3] + "..."
 
 
 def concepts_csv(groups) -> str:
@@ -133,6 +160,15 @@ def write_outputs(res, out_dir, *, command: str, features=None, report=None, dat
                 _grid(ims, [f"img {i}" for i in g.used_images], out / gdir / "high_images.png",
                       f"group {g.id}: highly activating images (box = crop)", boxes=g.boxes)
                 figs.append(str(gdir / "high_images.png"))
+        view = res.settings.get("crop_view", "crop")
+        if g.id in explained and ds is not None and view != "crop" and g.boxes:
+            from .steps import crop_views
+
+            n = min(len(g.boxes), MAX_GRID)
+            _grid(crop_views(ds, g.used_images[:n], g.boxes[:n], view),
+                  [f"img {i}" for i in g.used_images], out / gdir / "captioned_views.png",
+                  f"group {g.id}: what the captioner was shown ({view} view of each box)")
+            figs.append(str(gdir / "captioned_views.png"))
         if g.id in explained and ds is not None:
             ims = [load_image(ds[i]["image"]) for i in g.low_images]
             _grid(ims, [f"img {i}" for i in g.low_images], out / gdir / "low_images.png",

@@ -4,7 +4,8 @@
 2. :func:`normalize_rows` + :func:`find_groups` - highly activating images per feature and
    feature groups (the reference rule), or :func:`find_coactivation_groups`.
 3. :func:`gradcam_maps` + :func:`largest_box` + :func:`crop_to_box` - Grad-CAM of the group's
-   summed activation, thresholded, the largest box, the crop.
+   summed activation, thresholded, the largest box, the crop (:func:`crop_views`: what the
+   captioner is shown of each box).
 4. :func:`interpretability_score` - mean pairwise cosine of the crops' captioner embeddings.
 5. :func:`low_activating_images` - images on which the group is silent but that are most
    similar on the other features.
@@ -341,6 +342,59 @@ def group_crops(backbone, dataset, group_images, features, *, layer=None, method
             crops.append(im.crop(b))
             maps_all.append(m)
     return crops, boxes, maps_all
+
+
+#: How a box is shown to the captioner: "crop" (the reference: the box cut out, then resized
+#: to the captioner's input) or "in-place" (the box's pixels at their own size and place, the
+#: rest of the image filled with the mean colour outside the box).
+CROP_VIEWS = ("crop", "in-place")
+
+
+def crop_view_for(option, *sources) -> str:
+    """The crop view to use: ``option`` when given, else what ``sources`` (captioner, dataset,
+    target backbone) advertise as ``defaults["crop_view"]``, else the reference's "crop"."""
+    from interpcore import default_for
+
+    view = option if option is not None else default_for("crop_view", *sources, fallback="crop")
+    return _checked_view(view)
+
+
+def _checked_view(view: str) -> str:
+    if view not in CROP_VIEWS:
+        raise InterpError(f"unknown crop view '{view}'; use {' or '.join(CROP_VIEWS)}")
+    return view
+
+
+def in_place_view(image, box):
+    """``image`` with every pixel outside ``box`` (l, t, r, b on the image) set to the mean
+    colour of those pixels: the box's content keeps its size and position in the frame.
+
+    A captioner trained on whole images of one object scale reads a resized crop as a
+    larger, zoomed object; this view keeps the scale it was trained on."""
+    from PIL import Image
+
+    from interpcore.torch_backbone import load_image
+
+    arr = np.asarray(load_image(image).convert("RGB"), dtype=np.float32)
+    l, t, r, b = (int(v) for v in box)
+    inside = np.zeros(arr.shape[:2], dtype=bool)
+    inside[t:b, l:r] = True
+    fill = arr[~inside].mean(axis=0) if (~inside).any() else arr.reshape(-1, 3).mean(axis=0)
+    out = np.where(inside[..., None], arr, fill[None, None, :])
+    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
+
+
+def crop_views(dataset, images, boxes, view: str):
+    """What the captioner sees of each image's box (boxes on the original images, as
+    :func:`group_crops` returns them)."""
+    from interpcore.torch_backbone import load_image
+
+    _checked_view(view)
+    out = []
+    for i, box in zip(images, boxes):
+        im = load_image(dataset[i]["image"])
+        out.append(im.crop(tuple(box)) if view == "crop" else in_place_view(im, box))
+    return out
 
 
 # --------------------------------------------------------------------------------------
