@@ -329,7 +329,7 @@ def test_ray_engine_without_ray_says_how_to_install(tmp_path, monkeypatch):
 
 
 def test_ray_workers_get_the_plugin_folders_on_their_path():
-    from interpcore import engine_ray
+    from interpcore.engine import ray as engine_ray
 
     env = engine_ray._worker_env(toy_spec(adapter="engine_toy:adapter_weights_only"))
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(TESTS)

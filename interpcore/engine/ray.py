@@ -33,8 +33,10 @@ import sys
 import time
 from pathlib import Path
 
-from .engine import EngineError, JobSpec, Shard, ShardWorker, read_samples
-from .errors import InterpError
+from ..errors import InterpError
+from .sources import read_samples
+from .spec import EngineError, JobSpec, Shard
+from .worker import ShardWorker
 
 #: environment variables forwarded to Ray workers (caches, plugin switches, quiet mode)
 FORWARD_ENV_PREFIXES = ("INTERP_", "HF_", "TORCH_HOME", "XDG_CACHE_HOME")
