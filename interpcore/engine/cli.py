@@ -113,6 +113,16 @@ def _write_run(out, spec, result, report_path, section) -> None:
         render_report(out, report_path)
 
 
+@job.command("engines")
+@click.argument("pattern", default="*")
+@click.option("--json", "as_json", is_flag=True)
+def job_engines(pattern, as_json):
+    """List the engines a job can run on (interpcore's and the plugins')."""
+    from ..cli import _simple_list  # not at import time: interpcore.cli imports this module
+
+    _simple_list("engine", pattern, as_json)
+
+
 @job.command("status")
 @click.argument("job_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True)

@@ -12,6 +12,7 @@ from .spec import EngineError, JobSpec, Shard, make_shards
 from .store import JobResult, JobStore
 from .worker import ShardWorker
 
+#: the engines interpcore registers itself; plugins add more (``register_engines``)
 ENGINES = ("local", "ray")
 
 
@@ -39,18 +40,33 @@ class LocalEngine:
                 bar.update(shard.size)
 
 
+def _ray_engine(**options):
+    from .ray import RayEngine
+
+    return RayEngine(**options)
+
+
+def register_core_engines(register) -> None:
+    """The engines interpcore registers itself (called by the registry before any plugin's
+    ``register_engines`` hook, so the names stay the core's)."""
+    register("local", LocalEngine, description="every shard in this process")
+    register("ray", _ray_engine, description="shards on a Ray cluster, one model per actor "
+             "(pip install 'interpcore[ray]')")
+
+
+def engine_names() -> list[str]:
+    from ..registry import get_registry
+
+    return get_registry().names("engine")
+
+
 def get_engine(name: str, **options):
-    if name == "local":
-        return LocalEngine(**options)
-    if name == "ray":
-        from .ray import RayEngine
+    """The engine registered as ``name``, built with ``options`` (an unknown name raises an
+    :class:`~interpcore.InterpError` with the closest registered names)."""
+    from ..registry import get_registry
 
-        return RayEngine(**options)
-    from ..errors import close_matches
-
-    near = close_matches(name, ENGINES)
-    hint = f" Did you mean: {', '.join(near)}?" if near else ""
-    raise EngineError(f"unknown engine '{name}'.{hint} Engines: {', '.join(ENGINES)}.")
+    entry = get_registry().entry("engine", name)
+    return entry.factory(**options)
 
 
 def _check_names(spec: JobSpec) -> None:

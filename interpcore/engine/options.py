@@ -11,11 +11,26 @@ from .engines import ENGINES
 def engine_run_args(kw: Mapping, device: str = "auto") -> dict:
     """``run_job`` keyword arguments from the values of :func:`engine_options`."""
     args = {"engine": kw.get("engine") or "local", "overwrite": bool(kw.get("overwrite"))}
-    if args["engine"] == "ray":
-        args.update(address=kw.get("address"), num_workers=kw.get("workers"))
-    else:
+    if args["engine"] != "ray":  # Ray workers pick their own device (a GPU where there is one)
         args["device"] = device
+    if args["engine"] != "local":
+        args.update(address=kw.get("address"), num_workers=kw.get("workers"))
     return args
+
+
+def _check_engine(ctx, param, value):
+    """An unknown ``--engine`` is a usage error naming the closest registered engines (the
+    names come from the registry, so plugins' engines are valid too)."""
+    import click
+
+    from ..errors import InterpError
+    from ..registry import get_registry
+
+    try:
+        get_registry().entry("engine", value)
+    except InterpError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
 
 
 def engine_options(func):
@@ -27,8 +42,9 @@ def engine_options(func):
     import click
 
     opts = [
-        click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
-                     help="Run in this process (local) or on a Ray cluster (ray)."),
+        click.option("--engine", default="local", show_default=True, callback=_check_engine,
+                     help=f"Where shards run: {' or '.join(ENGINES)} (a cluster), or an engine a "
+                          "plugin registers (interp job engines)."),
         click.option("--address", default=None,
                      help="Ray cluster address (e.g. ray://head:10001 or auto); default: start "
                           "a local cluster on 127.0.0.1."),
