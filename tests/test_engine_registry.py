@@ -29,11 +29,11 @@ class ReverseEngine:
         self.device = device
         self.workers = 1
 
-    def run(self, spec, shards, sink, bar=None):
+    def run(self, spec, shards, writer, sink):
         worker = ShardWorker(spec, device=self.device)
         for shard in reversed(shards):
             type(self).runs.append(shard.id)
-            sink(shard, worker.compute_shard(shard), {"engine": "reverse"})
+            sink(shard, worker.write_shard(shard, writer, engine="reverse"))
 
 
 class EnginePlugin:

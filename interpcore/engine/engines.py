@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 
 from .sources import num_samples
 from .spec import EngineError, JobSpec, Shard, make_shards
-from .store import JobResult, JobStore
+from .store import JobResult, JobStore, ShardWriter
 from .worker import ShardWorker
 
 #: the engines interpcore registers itself; plugins add more (``register_engines``)
@@ -26,18 +26,14 @@ class LocalEngine:
         self.workers = 1
         self.setup_seconds = 0.0
 
-    def run(self, spec: JobSpec, shards: list[Shard], sink: Callable, bar=None) -> None:
+    def run(self, spec: JobSpec, shards: list[Shard], writer: ShardWriter, sink: Callable) -> None:
         t0 = time.perf_counter()
         worker = ShardWorker(spec, device=self.device)
         worker._setup()
         self.setup_seconds = time.perf_counter() - t0
         for shard in shards:
-            t0 = time.perf_counter()
-            arrays = worker.compute_shard(shard)
-            sink(shard, arrays, {"engine": "local", "worker": f"pid{os.getpid()}",
-                                 "seconds": round(time.perf_counter() - t0, 4)})
-            if bar is not None:
-                bar.update(shard.size)
+            sink(shard, worker.write_shard(shard, writer, engine="local",
+                                           worker=f"pid{os.getpid()}"))
 
 
 def _ray_engine(**options):
@@ -84,7 +80,9 @@ def _check_names(spec: JobSpec) -> None:
 
 def run_job(spec: JobSpec | Mapping, out_dir, *, engine: str = "local", overwrite: bool = False,
             verify: bool = True, progress: bool = True, **engine_options) -> JobResult:
-    """Run (or resume) a job into ``out_dir`` and return what it produced.
+    """Run (or resume) a job into ``out_dir`` (a local folder or an fsspec URL such as
+    ``s3://bucket/run``) and return what it produced. Workers write the shards' files there
+    themselves; this process only records them in the manifest.
 
     ``engine_options`` go to the engine: ``device`` for ``local``; ``address``,
     ``num_workers``, ``num_cpus``, ``cpus_per_worker``, ``gpus_per_worker`` for ``ray``.
@@ -102,20 +100,24 @@ def run_job(spec: JobSpec | Mapping, out_dir, *, engine: str = "local", overwrit
     skipped = [s.id for s in shards if s.id not in pending_ids]
     computed: list[int] = []
 
-    def sink(shard: Shard, arrays: Mapping, info: Mapping | None = None):
-        store.save_shard(shard, arrays, info)
-        computed.append(shard.id)
-
     bar = None
     if progress:
         from ..progress import progress as _progress
 
         bar = _progress(total=sum(s.size for s in pending), desc=f"{spec.method or 'embed'} [{engine}]",
                         unit="img")
+
+    def sink(shard: Shard, record: Mapping):
+        """In the driver: a shard a worker has written. Only its record is kept here."""
+        store.record(shard, record)
+        computed.append(shard.id)
+        if bar is not None:
+            bar.update(shard.size)
+
     t0 = time.perf_counter()
     try:
         if pending:
-            eng.run(spec, pending, sink, bar=bar)
+            eng.run(spec, pending, store.writer(), sink)
     except BaseException:
         store.write_manifest("interrupted", force=True)
         raise

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
+import io
 import json
 import os
 import time
@@ -14,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..base import Result
-from ..cache import atomic_path, file_sha256, write_text
+from ..cache import atomic_path
 from .spec import FORMAT_VERSION, EngineError, JobSpec, Shard
 
 
@@ -25,49 +27,177 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
-def _save_npy(path: Path, array) -> None:
+def _npy_bytes(array) -> bytes:
     import numpy as np
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
 
 
-def _write_json(path: Path, data) -> None:
-    write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+def _json_bytes(data) -> bytes:
+    return (json.dumps(data, indent=1, sort_keys=False) + "\n").encode()
+
+
+class Location:
+    """Where a job's files live: a local folder, or any fsspec URL (``s3://``, ``gs://``,
+    ``file://``, ``memory://``, ...). Paths are relative to the job folder, ``/``-separated.
+
+    Every write is atomic: a local file goes through a temporary file and a rename; on other
+    file systems the data is written under a temporary name and moved onto its name (a move
+    is a copy on object stores, so the shard record, written last, is what marks a shard
+    done). Pickles as its URL, so workers open the same place.
+    """
+
+    def __init__(self, url):
+        import fsspec
+
+        self.url = str(url)
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        except (ImportError, ValueError) as exc:  # unknown protocol, or its package missing
+            raise EngineError(f"cannot open the job folder {self.url}: {exc}") from None
+        self.root = self.root.rstrip("/")
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.is_local = "file" in protocols or "local" in protocols
+
+    def __getstate__(self):
+        return {"url": self.url}
+
+    def __setstate__(self, state):
+        self.__init__(state["url"])
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def protocol(self) -> str:
+        p = self.fs.protocol
+        return p[0] if isinstance(p, tuple) else p
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def size(self, rel: str) -> int | None:
+        try:
+            return int(self.fs.size(self.path(rel)))
+        except (FileNotFoundError, OSError):
+            return None
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self.path(rel))
+
+    def read_json(self, rel: str):
+        return json.loads(self.read_bytes(rel))
+
+    def load_npy(self, rel: str, mmap: bool = False):
+        import numpy as np
+
+        if self.is_local:
+            return np.load(self.path(rel), mmap_mode="r" if mmap else None, allow_pickle=False)
+        return np.load(io.BytesIO(self.read_bytes(rel)), allow_pickle=False)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        final = self.path(rel)
+        if self.is_local:
+            with atomic_path(final) as tmp:
+                Path(tmp).write_bytes(data)
+            return
+        parent = final.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        tmp = f"{parent}/.{final.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:8]}.part"
+        self.fs.pipe_file(tmp, data)
+        self.fs.mv(tmp, final)
+
+    def makedirs(self) -> None:
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def remove(self, rel: str) -> None:
+        if self.exists(rel):
+            self.fs.rm(self.path(rel), recursive=True)
+
+    def listdir(self, rel: str) -> list[str]:
+        try:
+            return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.path(rel), detail=False))
+        except (FileNotFoundError, OSError):
+            return []
+
+
+def array_file(name: str, shard: Shard) -> str:
+    return f"arrays/{name}/{shard.label}.npy"
+
+
+def record_file(shard: Shard) -> str:
+    return f"records/{shard.label}.json"
+
+
+class ShardWriter:
+    """Writes one shard's files where the job's output lives; runs in the worker that computed
+    the shard (so per-image arrays never travel to the driver) and returns the shard's record,
+    a small dict the driver keeps in the manifest. Pickles small: the output URL and ids."""
+
+    def __init__(self, location: Location, spec_hash: str, run_id: str):
+        self.location, self.spec_hash, self.run_id = location, spec_hash, run_id
+
+    def write(self, shard: Shard, arrays: Mapping, info: Mapping | None = None) -> dict:
+        """The shard's arrays, then its record (the record marks the shard done)."""
+        loc = self.location
+        for name, arr in arrays.items():
+            if arr.shape[0] != shard.size:
+                raise EngineError(
+                    f"{shard.label}: array '{name}' has {arr.shape[0]} rows for {shard.size} images"
+                )
+        computations = 1
+        if loc.exists(record_file(shard)):  # a record that failed verification: count the recompute
+            try:
+                computations = int(loc.read_json(record_file(shard)).get("computations", 0)) + 1
+            except (OSError, ValueError):
+                pass
+        files = {}
+        for name, arr in arrays.items():
+            data = _npy_bytes(arr)
+            loc.write_bytes(array_file(name, shard), data)
+            files[name] = {"file": array_file(name, shard), "shape": list(arr.shape),
+                           "dtype": str(arr.dtype), "bytes": len(data),
+                           "sha256": hashlib.sha256(data).hexdigest()}
+        rec = {
+            "shard": shard.id, "start": shard.start, "stop": shard.stop,
+            "spec_hash": self.spec_hash, "run_id": self.run_id, "finished": _now(),
+            "computations": computations, "arrays": files, **dict(info or {}),
+        }
+        loc.write_bytes(record_file(shard), _json_bytes(rec))
+        return rec
 
 
 class JobStore:
-    """The output folder of one job: manifest, per-shard arrays and records."""
+    """The output folder of one job as the driver sees it: the manifest, and the records of
+    the shards (the workers write the shards' files through :meth:`writer`)."""
 
     def __init__(self, out_dir, spec: JobSpec, shards: list[Shard], num_samples: int):
-        self.root = Path(out_dir)
+        self.location = out_dir if isinstance(out_dir, Location) else Location(out_dir)
+        self.root = self.location.url
         self.spec, self.shards, self.n = spec, shards, num_samples
         self.run_id = uuid.uuid4().hex[:12]
         self.records: dict[int, dict] = {}
         self._last_manifest = 0.0
 
-    # paths
-    def array_path(self, name: str, shard: Shard) -> Path:
-        return self.root / "arrays" / name / f"{shard.label}.npy"
-
-    def record_path(self, shard: Shard) -> Path:
-        return self.root / "records" / f"{shard.label}.json"
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.root / MANIFEST
+    def writer(self) -> ShardWriter:
+        return ShardWriter(self.location, self.spec.hash, self.run_id)
 
     def open(self, overwrite: bool = False, verify: bool = True) -> list[Shard]:
         """Check the folder belongs to this job; return the shards still to compute."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        loc = self.location
+        loc.makedirs()
         old = None
-        if self.manifest_path.exists():
+        if loc.exists(MANIFEST):
             try:
-                old = json.loads(self.manifest_path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
+                old = loc.read_json(MANIFEST)
+            except (OSError, ValueError) as exc:
                 raise EngineError(
-                    f"{self.manifest_path} is not a readable job manifest ({exc}); delete it "
+                    f"{loc.path(MANIFEST)} is not a readable job manifest ({exc}); delete it "
                     "or use another output folder"
                 ) from None
             if old.get("spec_hash") != self.spec.hash:
@@ -79,7 +209,7 @@ class JobStore:
                     )
                 self._clear()
                 old = None
-        elif any((self.root / d).exists() for d in ("arrays", "records")):
+        elif any(loc.exists(d) for d in ("arrays", "records")):
             if not overwrite:
                 raise EngineError(
                     f"{self.root} has job outputs but no manifest; use another output folder "
@@ -97,66 +227,31 @@ class JobStore:
         return pending
 
     def _clear(self):
-        import shutil
-
-        for d in ("arrays", "records", "means"):
-            shutil.rmtree(self.root / d, ignore_errors=True)
-        if self.manifest_path.exists():
-            self.manifest_path.unlink()
+        for d in ("arrays", "records", "means", MANIFEST):
+            self.location.remove(d)
 
     def _load_record(self, shard: Shard, verify: bool) -> dict | None:
-        path = self.record_path(shard)
-        if not path.exists():
-            return None
+        loc = self.location
         try:
-            rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            rec = loc.read_json(record_file(shard))
+        except (OSError, ValueError):  # missing (FileNotFoundError) or unreadable
             return None
         if (rec.get("spec_hash") != self.spec.hash or rec.get("start") != shard.start
                 or rec.get("stop") != shard.stop):
             return None
-        for name, info in rec.get("arrays", {}).items():
-            p = self.array_path(name, shard)
-            if not p.exists() or p.stat().st_size != info.get("bytes"):
+        for info in rec.get("arrays", {}).values():
+            if loc.size(info["file"]) != info.get("bytes"):
                 return None
-            if verify and file_sha256(p) != info.get("sha256"):
+            if verify and hashlib.sha256(loc.read_bytes(info["file"])).hexdigest() != info.get("sha256"):
                 return None
         return rec
 
-    def save_shard(self, shard: Shard, arrays: Mapping, info: Mapping | None = None) -> dict:
-        """Write one shard's arrays, then its record (the record marks it done)."""
-        for name, arr in arrays.items():
-            if arr.shape[0] != shard.size:
-                raise EngineError(
-                    f"{shard.label}: array '{name}' has {arr.shape[0]} rows for {shard.size} images"
-                )
-        prev_path = self.record_path(shard)
-        computations = 1
-        if prev_path.exists():  # a record that failed verification: count the recompute
-            try:
-                computations = int(json.loads(prev_path.read_text()).get("computations", 0)) + 1
-            except (OSError, ValueError, json.JSONDecodeError):
-                pass
-        files = {}
-        for name, arr in arrays.items():
-            p = self.array_path(name, shard)
-            _save_npy(p, arr)
-            files[name] = {
-                "file": str(p.relative_to(self.root)),
-                "shape": list(arr.shape),
-                "dtype": str(arr.dtype),
-                "bytes": p.stat().st_size,
-                "sha256": file_sha256(p),
-            }
-        rec = {
-            "shard": shard.id, "start": shard.start, "stop": shard.stop,
-            "spec_hash": self.spec.hash, "run_id": self.run_id, "finished": _now(),
-            "computations": computations, "arrays": files, **dict(info or {}),
-        }
-        _write_json(self.record_path(shard), rec)
-        self.records[shard.id] = rec
+    def record(self, shard: Shard, rec: Mapping) -> None:
+        """Note a shard a worker wrote (its record is already in the folder)."""
+        if rec.get("shard") != shard.id or rec.get("spec_hash") != self.spec.hash:
+            raise EngineError(f"{shard.label}: the worker returned the record of another shard")
+        self.records[shard.id] = dict(rec)
         self.write_manifest("running")
-        return rec
 
     def write_manifest(self, status: str, force: bool = False, extra: Mapping | None = None):
         now = time.monotonic()
@@ -181,7 +276,7 @@ class JobStore:
             "shards_total": len(shards), "shards": shards, "runner": _runner(),
             **dict(extra or {}),
         }
-        _write_json(self.manifest_path, data)
+        self.location.write_bytes(MANIFEST, _json_bytes(data))
 
     def array_names(self) -> dict[str, dict]:
         names: dict[str, dict] = {}
@@ -192,7 +287,8 @@ class JobStore:
         return names
 
     def means(self) -> dict:
-        """Mean over all images of every method array (fields excluded), float64 sums."""
+        """Mean over all images of every method array (fields excluded), float64 sums, read
+        back one shard at a time (the driver's memory does not grow with the dataset)."""
         import numpy as np
 
         out = {}
@@ -201,17 +297,15 @@ class JobStore:
                 continue
             total, count = None, 0
             for s in self.shards:
-                a = np.load(self.array_path(name, s), allow_pickle=False)
+                a = self.location.load_npy(array_file(name, s))
                 part = a.astype(np.float64).sum(axis=0)
                 total = part if total is None else total + part
                 count += a.shape[0]
             if total is not None and count:
                 mean = total / count
-                _save_npy(self.root / "means" / f"{name}.npy", mean)
+                self.location.write_bytes(f"means/{name}.npy", _npy_bytes(mean))
                 out[name] = float(mean) if mean.ndim == 0 else f"means/{name}.npy"
         return out
-
-
 
 
 @dataclasses.dataclass
@@ -237,12 +331,10 @@ class JobResult(Result):
         return load_array(self.out_dir, name, mmap=mmap)
 
     def mean(self, name: str):
-        import numpy as np
-
         if name not in self.means:
             raise EngineError(f"no mean for '{name}'; arrays with means: {', '.join(self.means)}")
         value = self.means[name]
-        return value if isinstance(value, float) else np.load(Path(self.out_dir) / value)
+        return value if isinstance(value, float) else _open(self.out_dir).load_npy(value)
 
     def __str__(self) -> str:
         lines = [
@@ -304,50 +396,47 @@ def live_status(manifest: Mapping) -> tuple[str, str]:
                            "command to resume")
 
 
+def _open(out_dir) -> Location:
+    return out_dir if isinstance(out_dir, Location) else Location(out_dir)
+
+
 def read_manifest(out_dir) -> dict:
-    path = Path(out_dir) / MANIFEST
-    if not path.exists():
-        raise EngineError(f"{out_dir} has no {MANIFEST}: not a job output folder")
+    """The manifest of a job folder (a local path or an fsspec URL)."""
+    loc = _open(out_dir)
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EngineError(f"{path} is not a readable job manifest ({exc})") from None
+        return loc.read_json(MANIFEST)
+    except FileNotFoundError:
+        raise EngineError(f"{out_dir} has no {MANIFEST}: not a job output folder") from None
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"{loc.path(MANIFEST)} is not a readable job manifest ({exc})") from None
+
+
+def iter_shards(out_dir, names: Sequence[str], mmap: bool = False):
+    """Yield ``{name: array}`` shard by shard (dataset order) from a finished job folder, so
+    statistics over large outputs never need the whole array in memory. ``mmap`` maps local
+    files instead of reading them."""
+    loc = _open(out_dir)
+    manifest = read_manifest(loc)
+    if manifest.get("status") != "complete":
+        raise EngineError(f"the job in {out_dir} is not complete ({manifest.get('shards_done')}"
+                          f"/{manifest.get('shards_total')} shards); rerun it to finish")
+    for s in manifest["shards"]:
+        out = {}
+        for name in names:
+            rel = f"arrays/{name}/shard-{s['id']:05d}.npy"
+            if not loc.exists(rel):
+                raise EngineError(f"no array '{name}' in {out_dir}; arrays: "
+                                  f"{', '.join(loc.listdir('arrays'))}")
+            out[name] = loc.load_npy(rel, mmap=mmap)
+        yield out
 
 
 def load_array(out_dir, name: str, mmap: bool = False):
     """Concatenate array ``name`` over the shards of a finished job folder."""
     import numpy as np
 
-    manifest = read_manifest(out_dir)
-    if manifest.get("status") != "complete":
-        raise EngineError(f"the job in {out_dir} is not complete ({manifest.get('shards_done')}"
-                          f"/{manifest.get('shards_total')} shards); rerun it to finish")
-    parts = []
-    for s in manifest["shards"]:
-        p = Path(out_dir) / "arrays" / name / f"shard-{s['id']:05d}.npy"
-        if not p.exists():
-            names = sorted(d.name for d in (Path(out_dir) / "arrays").iterdir())
-            raise EngineError(f"no array '{name}' in {out_dir}; arrays: {', '.join(names)}")
-        parts.append(np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False))
+    parts = [shard[name] for shard in iter_shards(out_dir, [name], mmap=mmap)]
     return np.concatenate(parts) if parts else np.empty((0,))
-
-
-def iter_shards(out_dir, names: Sequence[str], mmap: bool = False):
-    """Yield ``{name: array}`` shard by shard (dataset order) from a finished job folder, so
-    statistics over large outputs never need the whole array in memory."""
-    import numpy as np
-
-    manifest = read_manifest(out_dir)
-    if manifest.get("status") != "complete":
-        raise EngineError(f"the job in {out_dir} is not complete; rerun it to finish")
-    for s in manifest["shards"]:
-        out = {}
-        for name in names:
-            p = Path(out_dir) / "arrays" / name / f"shard-{s['id']:05d}.npy"
-            if not p.exists():
-                raise EngineError(f"no array '{name}' in {out_dir}")
-            out[name] = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
-        yield out
 
 
 def default_job_dir(spec: JobSpec) -> Path:

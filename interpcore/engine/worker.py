@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from .sources import ensure_plugins, read_samples
@@ -180,5 +181,15 @@ class ShardWorker:
     def compute_shard(self, shard: Shard) -> dict:
         images, fields = read_samples(self.spec, shard.start, shard.stop)
         return self.compute(images, fields)
+
+    def write_shard(self, shard: Shard, writer, samples: tuple | None = None, **info) -> dict:
+        """Compute a shard and write its files through ``writer`` (a
+        :class:`~interpcore.engine.store.ShardWriter`), here in the worker; return its record.
+        ``samples``: the shard's ``(images, fields)`` when they were read elsewhere."""
+        t0 = time.perf_counter()
+        images, fields = samples if samples is not None else read_samples(
+            self.spec, shard.start, shard.stop)
+        arrays = self.compute(images, fields)
+        return writer.write(shard, arrays, {**info, "seconds": round(time.perf_counter() - t0, 4)})
 
 

@@ -1,0 +1,108 @@
+"""Job folders on any fsspec file system: the workers write the shards' files where the
+output lives (here fsspec's in-memory and local file systems) and the driver only records
+them; resume, damage detection and the readers work the same as on a local folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+
+import interpcore
+from interpcore import engine
+from interpcore.engine import JobSpec, run_job
+from interpcore.engine.store import JobStore
+
+TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS))
+import engine_toy  # noqa: E402
+
+interpcore.get_registry().register_plugin(engine_toy, "engine_toy")
+
+
+def toy_spec(**kw) -> JobSpec:
+    base = dict(dataset="enginetoy", backbone="enginetoy:tiny", method="toy_sparse",
+                plugins=("engine_toy",), shard_size=16, batch_size=8, dataset_options={"n": 40})
+    return JobSpec(**{**base, **kw})
+
+
+@pytest.fixture
+def mem_url():
+    url = f"memory://interp-test-{uuid.uuid4().hex[:8]}/job"
+    yield url
+    fs = fsspec.filesystem("memory")
+    fs.rm(url.split("://", 1)[1].split("/")[0], recursive=True)
+
+
+def test_a_memory_job_equals_a_local_one_and_resumes(tmp_path, mem_url):
+    local = run_job(toy_spec(), tmp_path / "local", progress=False)
+    mem = run_job(toy_spec(), mem_url, progress=False)
+    assert mem.out_dir == mem_url and mem.computed == [0, 1, 2]
+    for name in local.arrays:
+        np.testing.assert_array_equal(local.load(name), mem.load(name))
+        np.testing.assert_array_equal(local.load(name), engine.load_array(mem_url, name))
+    assert mem.means == local.means
+    np.testing.assert_array_equal(mem.mean("weights"), local.mean("weights"))
+    assert engine.read_manifest(mem_url)["status"] == "complete"
+    assert engine.job_result(mem_url).arrays == local.arrays
+    shards = list(engine.iter_shards(mem_url, ["l0"]))
+    assert [len(s["l0"]) for s in shards] == [16, 16, 8]
+
+    fs = fsspec.filesystem("memory")
+    root = mem_url.split("://", 1)[1]
+    assert not [p for p in fs.find(root) if p.endswith(".part")]  # no temporary left behind
+    again = run_job(toy_spec(), mem_url, progress=False)
+    assert again.computed == [] and again.skipped == [0, 1, 2]
+    # damage shard 1 (same size, other bytes) and drop shard 2's record: only they rerun
+    path = f"{root}/arrays/weights/shard-00001.npy"
+    data = bytearray(fs.cat_file(path))
+    data[-1] ^= 0xFF
+    fs.pipe_file(path, bytes(data))
+    fs.rm(f"{root}/records/shard-00002.json")
+    third = run_job(toy_spec(), mem_url, progress=False)
+    assert third.computed == [1, 2] and third.skipped == [0]
+    np.testing.assert_array_equal(third.load("weights"), local.load("weights"))
+    with pytest.raises(engine.EngineError, match="different job"):
+        run_job(toy_spec(batch_size=4), mem_url, progress=False)
+
+
+def test_a_file_url_writes_the_same_files_as_a_path(tmp_path):
+    url = f"file://{tmp_path}/viaurl"
+    res = run_job(toy_spec(), url, progress=False)
+    disk = tmp_path / "viaurl"
+    assert sorted(p.name for p in (disk / "arrays" / "weights").iterdir()) == \
+        ["shard-00000.npy", "shard-00001.npy", "shard-00002.npy"]
+    path_job = run_job(toy_spec(), disk, progress=False)  # the same folder by path: resumes
+    assert path_job.computed == [] and res.computed == [0, 1, 2]
+    np.testing.assert_array_equal(engine.load_array(url, "weights", mmap=True),
+                                  path_job.load("weights"))
+
+
+def test_the_driver_gets_records_not_arrays(tmp_path, monkeypatch):
+    seen = []
+    original = JobStore.record
+
+    def spy(self, shard, rec):
+        json.dumps(rec)  # a record is small JSON: file names, shapes, sizes, checksums
+        assert not any(isinstance(v, np.ndarray) for v in rec.values())
+        seen.append(rec["shard"])
+        return original(self, shard, rec)
+
+    monkeypatch.setattr(JobStore, "record", spy)
+    res = run_job(toy_spec(), tmp_path / "job", progress=False)
+    assert seen == [0, 1, 2] == res.computed
+    rec = json.loads((tmp_path / "job" / "records" / "shard-00001.json").read_text())
+    assert rec["arrays"]["weights"]["file"] == "arrays/weights/shard-00001.npy"
+
+
+def test_unknown_protocols_and_memory_on_ray_are_refused(tmp_path, mem_url):
+    with pytest.raises(engine.EngineError, match="cannot open the job folder"):
+        run_job(toy_spec(), "nosuchfs://bucket/job", progress=False)
+    pytest.importorskip("ray")
+    with pytest.raises(engine.EngineError, match="memory:// job folder lives in one process"):
+        run_job(toy_spec(), mem_url, engine="ray", progress=False)
