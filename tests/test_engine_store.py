@@ -106,3 +106,58 @@ def test_unknown_protocols_and_memory_on_ray_are_refused(tmp_path, mem_url):
     pytest.importorskip("ray")
     with pytest.raises(engine.EngineError, match="memory:// job folder lives in one process"):
         run_job(toy_spec(), mem_url, engine="ray", progress=False)
+
+
+def test_per_image_scalars_and_vectors_are_also_parquet(tmp_path):
+    pd = pytest.importorskip("pandas")
+    res = run_job(toy_spec(), tmp_path / "job", progress=False)
+    frame = pd.read_parquet(tmp_path / "job" / "tables").sort_values("index")
+    assert list(frame["index"]) == list(range(40))
+    assert set(frame.columns) == {"index", "weights", "l0", "cosine", "label"}
+    for name in ("l0", "cosine", "label"):
+        np.testing.assert_array_equal(frame[name].to_numpy(), res.load(name))
+    np.testing.assert_array_equal(np.stack(frame["weights"].to_numpy()), res.load("weights"))
+    table = engine.load_table(tmp_path / "job")
+    np.testing.assert_array_equal(table.column("cosine").to_numpy(), res.load("cosine"))
+    # a damaged table is found on resume and only its shard is recomputed
+    path = tmp_path / "job" / "tables" / "shard-00002.parquet"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    again = run_job(toy_spec(), tmp_path / "job", progress=False)
+    assert again.computed == [2] and again.skipped == [0, 1]
+    assert len(pd.read_parquet(path)) == 8
+
+
+def test_higher_rank_arrays_stay_npy_only(tmp_path, mem_url):
+    pytest.importorskip("pandas")
+    res = run_job(toy_spec(method="toy_parts"), mem_url, progress=False)
+    assert res.arrays["contributions"]["shape"] == [40, 8, 8]
+    table = engine.load_table(mem_url)
+    assert table.column_names == ["index", "embedding", "label"]
+    np.testing.assert_array_equal(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)),
+                                  res.load("embedding"))
+
+
+def test_the_tables_read_with_polars_and_duckdb(tmp_path):
+    run_job(toy_spec(), tmp_path / "job", progress=False)
+    pattern = str(tmp_path / "job" / "tables" / "*.parquet")
+    readers = 0
+    try:
+        import polars as pl
+    except ImportError:
+        pl = None
+    if pl is not None:
+        assert pl.read_parquet(pattern).sort("index")["l0"].to_list() == \
+            engine.load_array(tmp_path / "job", "l0").tolist()
+        readers += 1
+    try:
+        import duckdb
+    except ImportError:
+        duckdb = None
+    if duckdb is not None:
+        rows = duckdb.sql(f"select count(*), sum(l0) from '{pattern}'").fetchall()
+        assert rows == [(40, int(engine.load_array(tmp_path / "job", "l0").sum()))]
+        readers += 1
+    if not readers:
+        pytest.skip("neither polars nor duckdb is installed")

@@ -17,6 +17,7 @@ Output folder::
 
     OUT/manifest.json                  spec, spec hash, shard list, status, checksums, means
     OUT/arrays/<name>/shard-00007.npy  rows [7 * shard_size, ...) of array <name>
+    OUT/tables/shard-00007.parquet     the same rows' per-image scalars and vectors (1-d, 2-d)
     OUT/records/shard-00007.json       written after the shard's arrays: proof it is done
     OUT/means/<name>.npy               mean over all images (also in the manifest if scalar)
 
@@ -48,7 +49,8 @@ from .sources import (IMAGE_SUFFIXES, ImageFolderSource, TarShardsSource, ensure
 from .spec import (FORMAT_VERSION, INPUTS, EngineError, JobSpec, Shard, callable_path,
                    import_object, make_shards)
 from .store import (MANIFEST, JobResult, JobStore, _runner, default_job_dir, iter_shards,
-                    job_result, live_status, load_array, read_manifest, run_section)
+                    job_result, live_status, load_array, load_table, read_manifest,
+                    run_section)
 from .worker import ShardWorker, to_arrays
 
 __all__ = [
@@ -56,6 +58,6 @@ __all__ = [
     "ImageFolderSource", "JobResult", "JobSpec", "JobStore", "LocalEngine", "Shard",
     "ShardWorker", "TarShardsSource", "callable_path", "default_job_dir", "engine_options",
     "engine_run_args", "ensure_plugins", "get_engine", "import_object", "iter_shards",
-    "job_result", "live_status", "load_array", "make_shards", "num_samples", "open_dataset",
+    "job_result", "live_status", "load_array", "load_table", "make_shards", "num_samples", "open_dataset",
     "read_manifest", "read_samples", "run_job", "run_section", "to_arrays",
 ]

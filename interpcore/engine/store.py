@@ -134,6 +134,32 @@ def record_file(shard: Shard) -> str:
     return f"records/{shard.label}.json"
 
 
+def table_file(shard: Shard) -> str:
+    return f"tables/{shard.label}.parquet"
+
+
+def _parquet_bytes(shard: Shard, arrays: Mapping) -> tuple[bytes, list[str]] | None:
+    """One shard's per-image scalars (1-d arrays) and vectors (2-d: one fixed-size list per
+    image) as a Parquet table, with the dataset ``index`` of each row; ``None`` when the shard
+    has neither. Arrays of higher rank stay ``.npy`` only."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {"index": pa.array(np.arange(shard.start, shard.stop, dtype=np.int64))}
+    for name, arr in arrays.items():
+        if arr.ndim == 1:
+            columns[name] = pa.array(arr)
+        elif arr.ndim == 2 and arr.shape[1] > 0:
+            columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)),
+                                                              arr.shape[1])
+    if len(columns) == 1:
+        return None
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf)
+    return buf.getvalue(), list(columns)
+
+
 class ShardWriter:
     """Writes one shard's files where the job's output lives; runs in the worker that computed
     the shard (so per-image arrays never travel to the driver) and returns the shard's record,
@@ -163,10 +189,18 @@ class ShardWriter:
             files[name] = {"file": array_file(name, shard), "shape": list(arr.shape),
                            "dtype": str(arr.dtype), "bytes": len(data),
                            "sha256": hashlib.sha256(data).hexdigest()}
+        table = _parquet_bytes(shard, arrays)
+        tables = {}
+        if table is not None:
+            data, columns = table
+            loc.write_bytes(table_file(shard), data)
+            tables["table"] = {"file": table_file(shard), "columns": columns, "bytes": len(data),
+                               "sha256": hashlib.sha256(data).hexdigest()}
         rec = {
             "shard": shard.id, "start": shard.start, "stop": shard.stop,
             "spec_hash": self.spec_hash, "run_id": self.run_id, "finished": _now(),
-            "computations": computations, "arrays": files, **dict(info or {}),
+            "computations": computations, "arrays": files, "tables": tables,
+            **dict(info or {}),
         }
         loc.write_bytes(record_file(shard), _json_bytes(rec))
         return rec
@@ -209,7 +243,7 @@ class JobStore:
                     )
                 self._clear()
                 old = None
-        elif any(loc.exists(d) for d in ("arrays", "records")):
+        elif any(loc.exists(d) for d in ("arrays", "tables", "records")):
             if not overwrite:
                 raise EngineError(
                     f"{self.root} has job outputs but no manifest; use another output folder "
@@ -227,7 +261,7 @@ class JobStore:
         return pending
 
     def _clear(self):
-        for d in ("arrays", "records", "means", MANIFEST):
+        for d in ("arrays", "tables", "records", "means", MANIFEST):
             self.location.remove(d)
 
     def _load_record(self, shard: Shard, verify: bool) -> dict | None:
@@ -239,7 +273,8 @@ class JobStore:
         if (rec.get("spec_hash") != self.spec.hash or rec.get("start") != shard.start
                 or rec.get("stop") != shard.stop):
             return None
-        for info in rec.get("arrays", {}).values():
+        files = list(rec.get("arrays", {}).values()) + list(rec.get("tables", {}).values())
+        for info in files:
             if loc.size(info["file"]) != info.get("bytes"):
                 return None
             if verify and hashlib.sha256(loc.read_bytes(info["file"])).hexdigest() != info.get("sha256"):
@@ -297,7 +332,13 @@ class JobStore:
                 continue
             total, count = None, 0
             for s in self.shards:
-                a = self.location.load_npy(array_file(name, s))
+                try:
+                    a = self.location.load_npy(array_file(name, s))
+                except FileNotFoundError:
+                    raise EngineError(
+                        f"{s.label} of '{name}' is recorded but not in {self.root}: workers on "
+                        "other machines wrote it to their own disks; give the job a folder on "
+                        "storage every node shares, or a URL (s3://, gs://, ...)") from None
                 part = a.astype(np.float64).sum(axis=0)
                 total = part if total is None else total + part
                 count += a.shape[0]
@@ -429,6 +470,27 @@ def iter_shards(out_dir, names: Sequence[str], mmap: bool = False):
                                   f"{', '.join(loc.listdir('arrays'))}")
             out[name] = loc.load_npy(rel, mmap=mmap)
         yield out
+
+
+def load_table(out_dir):
+    """The per-image scalars and vectors of a finished job as one ``pyarrow.Table`` in
+    dataset order (``.to_pandas()`` for a DataFrame). The shard files themselves,
+    ``OUT/tables/shard-*.parquet``, read directly with pandas, polars or DuckDB."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    loc = _open(out_dir)
+    manifest = read_manifest(loc)
+    if manifest.get("status") != "complete":
+        raise EngineError(f"the job in {out_dir} is not complete; rerun it to finish")
+    parts = []
+    for s in manifest["shards"]:
+        rel = f"tables/shard-{s['id']:05d}.parquet"
+        if not loc.exists(rel):
+            raise EngineError(f"{out_dir} has no Parquet tables (a job written before they "
+                              "existed, or one without per-image scalars or vectors)")
+        parts.append(pq.read_table(io.BytesIO(loc.read_bytes(rel))))
+    return pa.concat_tables(parts)
 
 
 def load_array(out_dir, name: str, mmap: bool = False):
