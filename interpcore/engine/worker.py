@@ -131,13 +131,12 @@ class ShardWorker:
         with torch.no_grad():
             if self._method is None:
                 pixels = self._pixels(images)
-                layer = spec.call_options.get("layer")
-                if layer:
-                    out = bb.features(pixels, layer, batch_size=len(images))
-                    return to_arrays({"features": out}, len(images))
+                if "layer" in spec.call_options:  # None: the backbone's default feature layer
+                    out = bb.features(pixels, spec.call_options["layer"], batch_size=len(images))
+                    return to_arrays({"features": out}, len(images), self._adapter)
                 z = bb.encode_image(pixels, batch_size=len(images),
                                     normalize=bool(spec.call_options.get("normalize", False)))
-                return to_arrays({"embedding": z}, len(images))
+                return to_arrays({"embedding": z}, len(images), self._adapter)
             if spec.inputs == "pixels":
                 inputs = self._pixels(images)
             elif spec.inputs == "images":

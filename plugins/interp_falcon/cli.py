@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from interpcore.commands import backbone_options, batch_size_option, output_options
+from interpcore.engine import engine_options
 
 
 def _common(f):
@@ -42,6 +43,7 @@ def _common(f):
                      help="Interpretability threshold on the mean pairwise crop cosine."),
         batch_size_option(32),
         output_options(out_names=("--out", "-o")),
+        engine_options,  # the probe features as a sharded, resumable job (engine_job.py)
     ]
     for o in reversed(opts):
         f = o(f)
@@ -99,9 +101,14 @@ def falcon():
 @_common
 def find_groups(run, **kw):
     """Find feature groups and score how interpretable each one is."""
+    from .engine_job import features as job_features
+
     f = _explainer(kw)
-    res = f.find_groups(kw["dataset"])
-    _finish(res, run, "find-groups", features=f.features(kw["dataset"]) if run.out else None)
+    feats = job_features(kw, run.out)  # None: computed in this process
+    res = f.find_groups(kw["dataset"], features=feats)
+    if run.out and feats is None:
+        feats = f.features(kw["dataset"])
+    _finish(res, run, "find-groups", features=feats if run.out else None)
 
 @falcon.command("explain")
 @_common
@@ -140,6 +147,12 @@ def explain(groups, all_groups, from_dir, pool, top_k, weights, n_concepts, run,
             features = load_tensors(fpath)[0]["features"]
             found._reps_n = normalize_rows(features)
         found._dataset = f._dataset(kw["dataset"])
+    else:
+        from .engine_job import features as job_features
+
+        features = job_features(kw, run.out)
+        if features is not None:
+            found = f.find_groups(kw["dataset"], features=features, score=not groups)
     res = f.explain(kw["dataset"], groups=found, which=list(groups) or None,
                     only_interpretable=not all_groups)
     if features is None and run.out is not None:
