@@ -161,3 +161,18 @@ def test_the_tables_read_with_polars_and_duckdb(tmp_path):
         readers += 1
     if not readers:
         pytest.skip("neither polars nor duckdb is installed")
+
+
+def test_the_job_commands_take_a_url_for_the_job_folder(tmp_path, mem_url):
+    from click.testing import CliRunner
+
+    from interpcore.cli import cli
+
+    args = ["-q", "job", "run", "--dataset", "enginetoy", "--backbone", "enginetoy:tiny",
+            "--method", "toy_sparse", "-D", "n=40", "--batch-size", "8", "--shard-size", "16",
+            "--device", "cpu", "--out", str(tmp_path / "run"), "--job-dir", mem_url]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["results"]["job_dir"] == mem_url
+    r = CliRunner().invoke(cli, ["job", "status", mem_url])
+    assert r.exit_code == 0 and "status complete: 3/3 shards" in r.output, r.output

@@ -124,7 +124,7 @@ def job_engines(pattern, as_json):
 
 
 @job.command("status")
-@click.argument("job_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("job_dir")  # a folder or an fsspec URL
 @click.option("--json", "as_json", is_flag=True)
 def job_status(job_dir, as_json):
     """Show a job folder's spec, progress and arrays (reads only the manifest)."""

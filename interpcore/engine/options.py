@@ -52,8 +52,9 @@ def engine_options(func):
                      help="Ray model workers (one model each); default: one per GPU, else per CPU."),
         click.option("--shard-size", type=int, default=256, show_default=True,
                      help="Images per shard (the unit of resume)."),
-        click.option("--job-dir", type=click.Path(file_okay=False), default=None,
-                     help="Folder for the per-shard arrays and manifest (resumable)."),
+        click.option("--job-dir", default=None,
+                     help="Folder or fsspec URL (s3://..., gs://...) for the per-shard arrays "
+                          "and manifest (resumable)."),
         click.option("--overwrite", is_flag=True, help="Replace a job folder of a different job."),
     ]
     for opt in reversed(opts):
