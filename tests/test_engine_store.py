@@ -176,3 +176,17 @@ def test_the_job_commands_take_a_url_for_the_job_folder(tmp_path, mem_url):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["results"]["job_dir"] == mem_url
     r = CliRunner().invoke(cli, ["job", "status", mem_url])
     assert r.exit_code == 0 and "status complete: 3/3 shards" in r.output, r.output
+
+
+def test_a_writer_pickles_to_the_same_place_from_another_folder(tmp_path, monkeypatch):
+    import pickle
+
+    from interpcore.engine.store import Location
+
+    monkeypatch.chdir(tmp_path)
+    loc = Location("relative/job")
+    monkeypatch.chdir("/")  # a worker started elsewhere
+    again = pickle.loads(pickle.dumps(loc))
+    assert again.root == str(tmp_path / "relative" / "job") and again.is_local
+    mem = pickle.loads(pickle.dumps(Location("memory://bucket/x")))
+    assert mem.url == "memory://bucket/x" and mem.protocol == "memory"

@@ -61,8 +61,8 @@ class Location:
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self.is_local = "file" in protocols or "local" in protocols
 
-    def __getstate__(self):
-        return {"url": self.url}
+    def __getstate__(self):  # a local folder travels as its absolute path: workers' cwd differs
+        return {"url": self.root if self.is_local else self.url}
 
     def __setstate__(self, state):
         self.__init__(state["url"])
