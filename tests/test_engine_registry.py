@@ -98,3 +98,20 @@ def test_an_unknown_engine_names_the_closest(registry, tmp_path):
         run_job(spec(), tmp_path / "c", engine="revers", progress=False)
     assert "interp job engines" in str(info.value)
     assert not (tmp_path / "c").exists()
+
+
+def test_a_replaced_registry_does_not_reuse_another_dataset_of_the_same_name(registry):
+    """Datasets are cached per process by name and options, and by the registry's factory:
+    a registry replaced by another (tests, notebooks) with its own 'enginetoy' is not served
+    the first one's dataset."""
+
+    class Other:
+        @interpcore.hookimpl
+        def register_datasets(self, register):
+            register("enginetoy", lambda split="test", n=40: engine_toy.ToyDataset(split, n=7))
+
+    assert engine.num_samples(spec()) == 40
+    other = R.Registry(load_entry_points=False)
+    R.reset_registry(other)
+    other.register_plugin(Other(), "other-toy")
+    assert engine.num_samples(spec()) == 7

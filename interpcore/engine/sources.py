@@ -138,42 +138,46 @@ class TarShardsSource:
 
 
 _sources: dict[str, Any] = {}
-_registered_plugins: set[str] = set()
+_registered_plugins: set[tuple[int, str]] = set()  # (id of the registry, plugin path)
 
 
 def ensure_plugins(spec: JobSpec) -> None:
     """Register the spec's extra plugins in this process (once per process)."""
     from ..registry import get_registry
 
+    reg = get_registry()
     for path in spec.plugins:
-        if path in _registered_plugins:
+        if (id(reg), path) in _registered_plugins:
             continue
         obj = import_object(path)
         name = path.replace(":", ".")
-        reg = get_registry()
         if name not in reg.manager.statuses and not reg.manager.pm.is_registered(obj):
             status = reg.register_plugin(obj, name)
             if getattr(status, "status", "ok") != "ok":
                 raise EngineError(f"plugin '{path}' failed to register: {status.error}")
-        _registered_plugins.add(path)
+        _registered_plugins.add((id(reg), path))
 
 
 def open_dataset(spec: JobSpec):
     """The job's dataset (cached per process: workers open it once)."""
     key = json.dumps([spec.dataset, spec.split, spec.dataset_options, list(spec.plugins)],
                      sort_keys=True)
-    if key not in _sources:
-        if spec.dataset.startswith("folder:"):
+    if spec.dataset.startswith("folder:"):
+        if key not in _sources:
             _sources[key] = ImageFolderSource(spec.dataset[len("folder:"):])
-        elif spec.dataset.startswith("webdataset:"):
+    elif spec.dataset.startswith("webdataset:"):
+        if key not in _sources:
             _sources[key] = TarShardsSource(spec.dataset[len("webdataset:"):])
-        else:
-            ensure_plugins(spec)
-            from ..registry import get_registry
+    else:
+        ensure_plugins(spec)
+        from ..registry import get_registry
 
-            _sources[key] = get_registry().get_dataset(
-                spec.dataset, split=spec.split, **spec.dataset_options
-            )
+        reg = get_registry()
+        # keyed by the factory too: a replaced registry (tests, notebooks) may give the same
+        # name to another dataset
+        key += f"|{id(reg.entry('dataset', spec.dataset).factory)}"
+        if key not in _sources:
+            _sources[key] = reg.get_dataset(spec.dataset, split=spec.split, **spec.dataset_options)
     return _sources[key]
 
 
