@@ -81,7 +81,7 @@ def main(images: int = 512, shard_size: int = 32) -> str:
                 "(`pip install 'interpcore[ray]'`).\n")
     os.environ.setdefault("INTERP_QUIET", "1")
     import interpcore
-    from interpcore import engine_ray
+    from interpcore.engine import ray as engine_ray
     from interpcore.engine import JobSpec, run_job
 
     tmp = Path(tempfile.mkdtemp(prefix="interp-bench-ray-"))

@@ -13,7 +13,8 @@ import sys
 
 import click
 
-from . import __version__, cli_engine, cli_report, cli_vocabularies
+from . import __version__, cli_report, cli_vocabularies
+from .engine.cli import job as _job_group
 from .commands import echo_json as _echo_json
 from .errors import InterpError
 from .progress import set_quiet
@@ -396,7 +397,7 @@ def _add_plugin_commands() -> None:
 
 
 # Core commands kept in their own modules (they do not import this one: no cycle).
-cli.add_command(cli_engine.job)
+cli.add_command(_job_group)
 cli.add_command(cli_report.report)
 vocabularies.add_command(cli_vocabularies.vocabularies_show)
 vocabularies.add_command(cli_vocabularies.vocabularies_fetch)

@@ -72,6 +72,16 @@ def register_datasets(register):
 
 
 @hookspec
+def register_engines(register):
+    """Register job engines: where the shards of a dataset job are computed.
+
+    ``register(name, factory, *, description="")`` with ``factory(**options)`` returning an
+    engine, an object with ``run(spec, shards, writer, sink)`` (see
+    :mod:`interpcore.engine.engines`). ``local`` and ``ray`` are registered by interpcore.
+    """
+
+
+@hookspec
 def register_commands(cli):
     """Add subcommands to the ``interp`` command line.
 

@@ -16,20 +16,23 @@ from .base import BACKBONE_ROLES, Backbone, check_capabilities
 from .errors import InterpError, UnknownNameError
 from .plugins import PluginManager
 
-KINDS = ("backbone", "vocabulary", "decomposer", "explainer", "dataset")
+KINDS = ("backbone", "vocabulary", "decomposer", "explainer", "dataset", "engine")
 HOOKS = {
     "backbone": "register_backbones",
     "vocabulary": "register_vocabularies",
     "decomposer": "register_decomposers",
     "explainer": "register_explainers",
     "dataset": "register_datasets",
+    "engine": "register_engines",
 }
+CORE_PLUGIN = "interpcore"  #: the plugin name of what the core registers itself
 LIST_COMMANDS = {
     "backbone": "interp backbones list",
     "vocabulary": "interp vocabularies list",
     "decomposer": "interp methods list",
     "explainer": "interp methods list",
     "dataset": "interp datasets list",
+    "engine": "interp job engines",
 }
 
 
@@ -86,6 +89,10 @@ class Registry:
             return status
 
     def _collect(self, only: str | None = None) -> None:
+        if only is None:  # the core's own engines, first: a plugin cannot take their names
+            from .engine.engines import register_core_engines
+
+            register_core_engines(self._registrar("engine", CORE_PLUGIN))
         for kind, hook in HOOKS.items():
 
             def bind(plugin_name, kind=kind):

@@ -170,7 +170,7 @@ def test_a_different_job_refuses_the_folder_unless_overwrite(tmp_path):
 def test_unknown_names_fail_before_writing_and_engine_name_is_checked(tmp_path):
     with pytest.raises(interpcore.UnknownNameError, match="toy_sparse"):
         run_job(toy_spec(method="toy_sparce"), tmp_path / "job", progress=False)
-    with pytest.raises(EngineError, match="Did you mean: ray"):
+    with pytest.raises(interpcore.InterpError, match="Did you mean: ray"):
         run_job(toy_spec(), tmp_path / "job2", engine="rayy", progress=False)
 
 
@@ -329,7 +329,7 @@ def test_ray_engine_without_ray_says_how_to_install(tmp_path, monkeypatch):
 
 
 def test_ray_workers_get_the_plugin_folders_on_their_path():
-    from interpcore import engine_ray
+    from interpcore.engine import ray as engine_ray
 
     env = engine_ray._worker_env(toy_spec(adapter="engine_toy:adapter_weights_only"))
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(TESTS)

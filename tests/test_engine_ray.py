@@ -18,7 +18,8 @@ import pytest
 ray = pytest.importorskip("ray")
 
 import interpcore  # noqa: E402
-from interpcore import engine, engine_ray  # noqa: E402
+from interpcore import engine  # noqa: E402
+from interpcore.engine import ray as engine_ray  # noqa: E402
 from interpcore.engine import JobSpec, run_job  # noqa: E402
 
 TESTS = Path(__file__).parent

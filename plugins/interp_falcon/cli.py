@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from interpcore.commands import backbone_options, batch_size_option, output_options
+from interpcore.engine import engine_options
 
 
 def _common(f):
@@ -42,6 +43,7 @@ def _common(f):
                      help="Interpretability threshold on the mean pairwise crop cosine."),
         batch_size_option(32),
         output_options(out_names=("--out", "-o")),
+        engine_options,  # the probe features as a sharded, resumable job (engine_job.py)
     ]
     for o in reversed(opts):
         f = o(f)
@@ -100,9 +102,15 @@ def falcon():
 @_common
 def find_groups(run, **kw):
     """Find feature groups and score how interpretable each one is."""
+    from .engine_job import features as job_features
+
     f = _explainer(kw)
-    res = f.find_groups(kw["dataset"])
-    _finish(res, run, "find-groups", f, features=f.features(kw["dataset"]) if run.out else None)
+    feats = job_features(kw, run.out)  # None: computed in this process
+    res = f.find_groups(kw["dataset"], features=feats)
+    if run.out and feats is None:
+        feats = f.features(kw["dataset"])
+    _finish(res, run, "find-groups", f, features=feats if run.out else None)
+
 
 @falcon.command("explain")
 @_common
@@ -147,6 +155,10 @@ def explain(groups, all_groups, from_dir, pool, top_k, weights, n_concepts, crop
         fpath = Path(from_dir) / "features.safetensors"
         if fpath.is_file():
             features = load_tensors(fpath)[0]["features"]
+    else:
+        from .engine_job import features as job_features
+
+        features = job_features(kw, run.out)  # None: computed in this process
     res = f.explain(found if found is not None else kw["dataset"], which=list(groups) or None,
                     only_interpretable=not all_groups, features=features)
     if features is None and run.out is not None:

@@ -35,7 +35,7 @@ class JobContributions:
     """A finished PRS job folder, read like a PRSStore (arrays as attributes)."""
 
     def __init__(self, path, result, layers):
-        self.path = Path(path)
+        self.path = path if "://" in str(path) else Path(path)  # a folder or an fsspec URL
         self.result = result
         self._cache: dict = {}
         num_layers = result.arrays["attn"]["shape"][1]

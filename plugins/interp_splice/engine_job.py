@@ -69,7 +69,7 @@ def decompose(kw: dict, key: str, data, *, target_label=None, by_class: bool = F
     t0 = time.perf_counter()
     spec = job_spec(kw, key, dataset_options(kw, key))
     if kw.get("job_dir"):
-        job_dir = Path(str(kw["job_dir"]) + suffix)
+        job_dir = str(kw["job_dir"]) + suffix  # a folder or an fsspec URL
     elif kw.get("out"):
         job_dir = Path(kw["out"]) / f"job{suffix}"
     else:

@@ -10,9 +10,9 @@ import json
 
 import click
 
-from .commands import backbone_options
-from .engine import engine_options
-from .errors import InterpError
+from ..commands import backbone_options
+from ..errors import InterpError
+from .options import engine_options
 
 
 def _parse_options(pairs, what: str) -> dict:
@@ -73,10 +73,10 @@ def job_run( dataset, split, backbone, method, kind, verb, inputs, dataset_opts,
     interp job run --method prs -D n=512 --out runs/prs --engine ray --workers 2
     interp job run --dataset folder:photos --backbone open_clip:ViT-B-32 --out runs/emb
     """
-    from .engine import JobSpec, engine_run_args, run_job, run_section
+    from . import JobSpec, engine_run_args, run_job, run_section
 
     if dataset is None:
-        from .registry import get_registry
+        from ..registry import get_registry
 
         dataset = get_registry().family_defaults(backbone).get("dataset")
         if dataset is None:
@@ -98,7 +98,7 @@ def job_run( dataset, split, backbone, method, kind, verb, inputs, dataset_opts,
 
 
 def _write_run(out, spec, result, report_path, section) -> None:
-    from .report import write_run
+    from ..report import write_run
 
     write_run(out, {
         "method": spec.method or "embeddings", "title": f"{spec.method or 'embeddings'} over "
@@ -108,17 +108,27 @@ def _write_run(out, spec, result, report_path, section) -> None:
                     "job_dir": result.out_dir},
     })
     if report_path:
-        from .report import render_report
+        from ..report import render_report
 
         render_report(out, report_path)
 
 
+@job.command("engines")
+@click.argument("pattern", default="*")
+@click.option("--json", "as_json", is_flag=True)
+def job_engines(pattern, as_json):
+    """List the engines a job can run on (interpcore's and the plugins')."""
+    from ..cli import _simple_list  # not at import time: interpcore.cli imports this module
+
+    _simple_list("engine", pattern, as_json)
+
+
 @job.command("status")
-@click.argument("job_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("job_dir")  # a folder or an fsspec URL
 @click.option("--json", "as_json", is_flag=True)
 def job_status(job_dir, as_json):
     """Show a job folder's spec, progress and arrays (reads only the manifest)."""
-    from .engine import live_status, read_manifest
+    from . import live_status, read_manifest
 
     m = read_manifest(job_dir)
     status, note = live_status(m)

@@ -4,15 +4,16 @@ Pipeline per shard::
 
     reader actor (no CPU reserved)  ->  model actor (one model each, a GPU where the
     reads images [start, stop) as      cluster has one) runs ShardWorker.compute
-    uint8 arrays into the object store and returns the per-image arrays
-                                            ->  the driver writes the shard's .npy files and
-                                                record (so no shared file system is needed)
+    uint8 arrays into the object store and writes the shard's files where the job's output
+                                       lives (a shared folder or an fsspec URL); only the
+                                       shard's record goes back to the driver
 
 Each model actor has its own reader and two shards queued, so the next shard's images are
 read while the current one is computed. Readers are long-lived actors rather than tasks, so
 no Python process is started (and the dataset is not reopened) per shard. A shard is
-written as soon as it comes back; if a worker fails, the shards already back are kept and
-the job can be resumed by running it again.
+written by the actor that computed it and recorded by the driver when its record comes back,
+so the driver's memory does not grow with the outputs; if a worker fails, the shards already
+written are kept and the job can be resumed by running it again.
 
 Without ``address`` a local cluster is started on 127.0.0.1 only (nothing listens on other
 interfaces) and stopped at the end; with ``address`` (``auto``, ``ray://host:10001``,
@@ -33,8 +34,10 @@ import sys
 import time
 from pathlib import Path
 
-from .engine import EngineError, JobSpec, Shard, ShardWorker, read_samples
-from .errors import InterpError
+from ..errors import InterpError
+from .sources import read_samples
+from .spec import EngineError, JobSpec, Shard
+from .worker import ShardWorker
 
 #: environment variables forwarded to Ray workers (caches, plugin switches, quiet mode)
 FORWARD_ENV_PREFIXES = ("INTERP_", "HF_", "TORCH_HOME", "XDG_CACHE_HOME")
@@ -126,12 +129,10 @@ class _ShardActor:
             self.workers = {spec.hash: worker}  # one model at a time
         return self.where
 
-    def compute(self, spec_hash: str, shard_id: int, payload):
-        images, fields = payload
-        t0 = time.perf_counter()
-        arrays = self.workers[spec_hash].compute(images, fields)
-        return arrays, {"engine": "ray", "worker": self.where,
-                        "seconds": round(time.perf_counter() - t0, 4)}
+    def compute(self, spec_hash: str, shard: Shard, payload, writer):
+        """Compute a shard and write its files from this actor; only the record goes back."""
+        return self.workers[spec_hash].write_shard(shard, writer, samples=payload,
+                                                   engine="ray", worker=self.where)
 
 
 #: actor pools kept for the Ray session this process is connected to (not for clusters this
@@ -231,8 +232,11 @@ class RayEngine:
         start_local_cluster(num_cpus=self.num_cpus)
         return True
 
-    def run(self, spec: JobSpec, shards: list[Shard], sink, bar=None) -> None:
+    def run(self, spec: JobSpec, shards: list[Shard], writer, sink) -> None:
         ray = require_ray()
+        if writer.location.protocol == "memory":
+            raise EngineError("a memory:// job folder lives in one process; Ray workers cannot "
+                              "write to it: use a folder or a shared URL (s3://, gs://, ...)")
         t_start = time.perf_counter()
         started = self._connect(ray)
         owned: list = []
@@ -298,11 +302,12 @@ class RayEngine:
             self.setup_seconds = time.perf_counter() - t_start
 
             queue = collections.deque(shards)
+            writer_ref = ray.put(writer)
 
             def submit(ai: int) -> None:
                 shard = queue.popleft()
                 payload = readers[ai].read.remote(spec_dict, shard.start, shard.stop)
-                inflight[actors[ai].compute.remote(spec.hash, shard.id, payload)] = (shard, ai)
+                inflight[actors[ai].compute.remote(spec.hash, shard, payload, writer_ref)] = (shard, ai)
 
             for _ in range(self.queue_per_worker):
                 for ai in range(n):
@@ -313,7 +318,7 @@ class RayEngine:
                 done, _ = ray.wait(list(inflight), num_returns=1)
                 shard, ai = inflight.pop(done[0])
                 try:
-                    arrays, info = ray.get(done[0])
+                    record = ray.get(done[0])
                 except ray.exceptions.RayError as exc:
                     if isinstance(exc, ray.exceptions.RayActorError):
                         _pools.pop(key, None)  # a dead actor: start afresh next time
@@ -322,9 +327,7 @@ class RayEngine:
                         error = _unwrap(ray, exc)
                         queue.clear()  # stop feeding; keep the shards still coming back
                     continue
-                sink(shard, arrays, info)
-                if bar is not None:
-                    bar.update(shard.size)
+                sink(shard, record)
                 if queue and error is None:
                     submit(ai)
             if error is not None:
