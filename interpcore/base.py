@@ -238,6 +238,14 @@ class ViTBlockParts:
     mlp: Any
     ls_1: Any = staticmethod(lambda x: x)
     ls_2: Any = staticmethod(lambda x: x)
+    #: Optional access to the MLP's neurons (second-order neuron lenses need it):
+    #: ``mlp_hidden(y)`` ``(N, T, width)`` -> ``(N, T, hidden)``, the neurons' activations after
+    #: the nonlinearity, and ``mlp_out_weight`` ``(width, hidden)`` / ``mlp_out_bias``
+    #: ``(width,)`` with ``mlp(y) == mlp_hidden(y) @ mlp_out_weight.T + mlp_out_bias``.
+    #: ``None`` when the stream does not expose them.
+    mlp_hidden: Any = None
+    mlp_out_weight: Any = None
+    mlp_out_bias: Any = None
 
 
 # --------------------------------------------------------------------------------------

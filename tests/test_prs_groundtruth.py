@@ -94,7 +94,7 @@ def test_ground_truth_command_runs_each_check_and_prints_it(monkeypatch):
         def to_dict(self):
             return {"method": self.method}
 
-    for method in ("prs", "splice", "falcon"):
+    for method in ("prs", "splice", "falcon", "dissect", "neurons"):
         def run(*backbones, _m=method, **kw):
             calls.append((_m, [b.name for b in backbones], kw))
             return Fake(_m)
@@ -108,7 +108,9 @@ def test_ground_truth_command_runs_each_check_and_prints_it(monkeypatch):
     calls.clear()
     res = runner.invoke(shapes, ["ground-truth", "--json", "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output) == {m: {"method": m} for m in ("prs", "splice", "falcon")}
+    assert json.loads(res.output) == {m: {"method": m} for m in ("prs", "splice", "falcon", "dissect", "neurons")}
     assert [c[:2] for c in calls] == [("prs", ["shapes:clip-vit"]), ("splice", ["shapes:clip-vit"]),
-                                      ("falcon", ["shapes:resnet", "shapes:clip-vit"])]
+                                      ("falcon", ["shapes:resnet", "shapes:clip-vit"]),
+                                      ("dissect", ["shapes:resnet", "shapes:clip-vit"]),
+                                      ("neurons", ["shapes:clip-vit"])]
     assert runner.invoke(shapes, ["ground-truth", "textspan"]).exit_code == 2

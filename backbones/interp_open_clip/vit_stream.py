@@ -56,6 +56,18 @@ class _AttentionQKV:
         return a.ln_q(q), a.ln_k(k), v
 
 
+def _mlp_neurons(mlp) -> dict:
+    """``mlp_hidden`` / ``mlp_out_weight`` / ``mlp_out_bias`` of open_clip's MLP (a Sequential
+    ending in the ``c_proj`` Linear: c_fc, activation, optional norm), or nothing."""
+    last = list(mlp.named_children())[-1:] if isinstance(mlp, torch.nn.Sequential) else []
+    if not last or last[0][0] != "c_proj" or not isinstance(last[0][1], torch.nn.Linear):
+        return {}
+    proj = last[0][1]
+    bias = proj.bias if proj.bias is not None else torch.zeros(proj.out_features, device=proj.weight.device,
+                                                                dtype=proj.weight.dtype)
+    return {"mlp_hidden": mlp[:-1], "mlp_out_weight": proj.weight, "mlp_out_bias": bias}
+
+
 class OpenClipViTStream(ViTResidualStream):
     """The residual stream of an open_clip ``VisionTransformer`` with class-token pooling.
 
@@ -155,6 +167,7 @@ class OpenClipViTStream(ViTResidualStream):
             mlp=block.mlp,
             ls_1=block.ls_1,
             ls_2=block.ls_2,
+            **_mlp_neurons(block.mlp),
         )
 
     # -- the contract -------------------------------------------------------------------

@@ -132,22 +132,23 @@ def train(model, out, seed, steps, batch_size, lr, threads, eval_n, device):
 
 
 @shapes.command("ground-truth")
-@click.argument("method", type=click.Choice(["prs", "splice", "falcon", "all"]), default="all")
+@click.argument("method", type=click.Choice(["prs", "splice", "falcon", "dissect", "neurons", "all"]), default="all")
 @click.option("--clip", "clip_weights", default=None,
               help="shapes:clip-vit weights file or folder (default: shipped)")
 @click.option("--resnet", "resnet_weights", default=None,
-              help="shapes:resnet weights file or folder for FALCON (default: shipped)")
+              help="shapes:resnet weights file or folder for FALCON and CLIP-Dissect (default: shipped)")
 @click.option("--device", default="auto", show_default=True)
 @click.option("-n", "--limit", type=int, default=None,
-              help="images per check (default: prs 2000, splice 500, falcon 2000)")
+              help="images per check (default: prs 2000, splice 500, falcon 2000, dissect 500, neurons 1000)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def ground_truth(method, clip_weights, resnet_weights, device, limit, as_json):
     """Check the built-in methods against the shapes world's known ground truth (PRS /
-    TextSpan, SpLiCE, FALCON) through the registry, as a user would; print each figure and
+    TextSpan, SpLiCE, FALCON, CLIP-Dissect, the second-order neuron lens) through the registry, as a user would; print each figure and
     its target."""
     import interpcore
 
-    from .groundtruth import METHODS, falcon_ground_truth, prs_ground_truth, splice_ground_truth
+    from .groundtruth import (METHODS, dissect_ground_truth, falcon_ground_truth, neurons_ground_truth,
+                              prs_ground_truth, splice_ground_truth)
 
     if limit is not None and limit <= 0:
         raise InterpError(f"--limit must be > 0, got {limit}")
@@ -159,9 +160,12 @@ def ground_truth(method, clip_weights, resnet_weights, device, limit, as_json):
             results[m] = prs_ground_truth(clip, **({"limit": limit} if limit else {}))
         elif m == "splice":
             results[m] = splice_ground_truth(clip, **({"n": limit} if limit else {}))
+        elif m == "neurons":
+            results[m] = neurons_ground_truth(clip, **({"n": limit} if limit else {}))
         else:
             resnet = interpcore.get_backbone("shapes:resnet", pretrained=resnet_weights, device=device)
-            results[m] = falcon_ground_truth(resnet, clip, **({"n": limit} if limit else {}))
+            check = falcon_ground_truth if m == "falcon" else dissect_ground_truth
+            results[m] = check(resnet, clip, **({"n": limit} if limit else {}))
     if as_json:
         data = {m: r.to_dict() for m, r in results.items()}
         click.echo(json.dumps(data if method == "all" else data[method], indent=2, default=str))

@@ -112,7 +112,8 @@ class TinyClipStream(ViTResidualStream):
         b = self.model.blocks[index]
         return ViTBlockParts(ln_1=b.ln_1, qkv=b.split_qkv, scale=self.head_dim**-0.5,
                              out_proj_weight=b.out.weight, out_proj_bias=b.out.bias,
-                             ln_2=b.ln_2, mlp=b.mlp)
+                             ln_2=b.ln_2, mlp=b.mlp, mlp_hidden=b.mlp[:2],
+                             mlp_out_weight=b.mlp[2].weight, mlp_out_bias=b.mlp[2].bias)
 
 
 class TinyClipBackbone(TorchBackbone):

@@ -1,0 +1,175 @@
+"""``interp neurons explain | ablate | find``: the second-order lens on MLP neurons.
+
+Only click and the core at module level: torch and the method are imported inside the
+command bodies so that ``interp --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+from interpcore.commands import backbone_options, batch_size_option, output_options
+
+
+@click.group()
+def neurons():
+    """Second-order effects of a CLIP ViT's MLP neurons (Gandelsman, Efros and Steinhardt,
+    ICLR 2025): effects, sparsity, text decompositions, mean-ablation, concept search."""
+
+
+def _layers(text):
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        import interpcore
+
+        raise interpcore.InterpError(f"--layers takes comma-separated layer numbers, got '{text}'") from None
+
+
+def _lens_options(f):
+    opts = [backbone_options("vision-language"),
+            click.option("--layers", default=None, help="Source layers, e.g. 0,1,2 (default: all but the last)."),
+            click.option("--vocabulary", "-V", default=None,
+                         show_default="the one the dataset or backbone advertises",
+                         help="Texts for the decompositions: a name, or a file (one per line)."),
+            click.option("--l1", "l1_penalty", type=float, default=0.1, show_default=True,
+                         help="SpLiCE's sparsity penalty for the decompositions."),
+            click.option("--dataset", "-d", default=None, show_default="the one the backbone advertises",
+                         help="Probe dataset."),
+            click.option("--split", default="test", show_default=True),
+            click.option("--limit", type=int, default=None, help="Use only the first N probe images."),
+            batch_size_option()]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _setup(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset, split, batch_size):
+    import interpcore
+
+    bb = interpcore.get_backbone(backbone, pretrained=pretrained, device=device)
+    lens = interpcore.get_explainer("neurons", bb, layers=_layers(layers), vocabulary=vocabulary,
+                                    l1_penalty=l1_penalty, batch_size=batch_size)
+    name = dataset or interpcore.default_for("dataset", bb)
+    if name is None:
+        raise interpcore.InterpError(f"backbone '{bb.name}' advertises no probe dataset; name one with --dataset")
+    return lens, interpcore.get_dataset(name, split=split)
+
+
+def _load(folder):
+    from .lens import NeuronsResult
+
+    return NeuronsResult.load(folder)
+
+
+def _same(res, backbone):
+    if res.backbone != backbone:
+        import interpcore
+
+        raise interpcore.InterpError(f"the result was computed on {res.backbone}, not {backbone}; "
+                                     f"pass -b {res.backbone}")
+
+
+def _figure(run, res, name):
+    if run.out is None:
+        return []
+    from interpcore.figures import save_figure
+
+    run.out.mkdir(parents=True, exist_ok=True)
+    save_figure(res.figure(), run.file(name))
+    return [name]
+
+
+@neurons.command("explain")
+@_lens_options
+@output_options()
+def explain(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset, split, limit, batch_size, run):
+    """Effects, sparsity and text decompositions of the neurons over a probe dataset
+    (--out keeps the result in OUT/result for 'ablate' and 'find')."""
+    lens, ds = _setup(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset, split, batch_size)
+    res = lens.explain(ds, limit=limit)
+    figures = _figure(run, res, "neurons.png")
+    if run.out is not None:
+        res.save(run.file("result"))
+    rows = [[f"L{l}.N{n}", f"{float(res.mean_norm[res.layers.index(l)][n]):.3g}",
+             f"{float(res.sparsity[res.layers.index(l)][n]):.3f}",
+             ", ".join(f"{t} {w:.2f}" for t, w in res.texts[res.layers.index(l)][n])] for l, n in res.top(50)]
+    sections = [{"title": "Neurons with the largest second-order effect",
+                 "text": "Mean norm of each neuron's second-order effect on the representation, its sparsity "
+                         "(fraction of images carrying 90% of the squared effect) and the sparse text "
+                         f"decomposition of its principal direction ({res.vocabulary}). {res.verification}.",
+                 "figures": figures,
+                 "tables": [{"title": "top neurons", "columns": ["neuron", "mean norm", "sparsity", "texts"],
+                             "rows": rows}]}]
+    data = {k: v for k, v in res.to_dict().items() if k not in ("directions", "mean_effects")}
+    run.finish(res, data=data, method="neurons", title=f"Second-order neurons: {res.backbone}", sections=sections,
+               settings={"layers": res.layers, "vocabulary": res.vocabulary, "l1_penalty": l1_penalty},
+               inputs=[ds.name])
+
+
+def _selected(res, match, neuron):
+    import interpcore
+
+    picked = set()
+    for text in neuron:
+        try:
+            layer, n = text.upper().lstrip("L").split(".N")
+            picked.add((int(layer), int(n)))
+        except ValueError:
+            raise interpcore.InterpError(f"--neuron takes LAYER.NINDEX such as L2.N17, got '{text}'") from None
+    words = [w.lower() for w in match]
+    picked |= set(res.labelled(lambda t: any(w in t.lower() for w in words))) if words else set()
+    if not picked:
+        raise interpcore.InterpError("no neuron selected: give --match WORD (first texts containing it) or "
+                                     "--neuron L2.N17")
+    return sorted(picked)
+
+
+@neurons.command("ablate")
+@click.option("--from", "source", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The result folder of 'interp neurons explain --out' (OUT/result).")
+@click.option("--match", multiple=True, help="Ablate the neurons whose first text contains this word (repeatable).")
+@click.option("--neuron", multiple=True, help="Ablate this neuron, e.g. L2.N17 (repeatable).")
+@click.option("--task", "tasks", multiple=True, help="Zero-shot task of the dataset (default: all it offers).")
+@_lens_options
+@output_options()
+def ablate(source, match, neuron, tasks, backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset,
+           split, limit, batch_size, run):
+    """Zero-shot accuracy per task before and after mean-ablating neurons' second-order effects."""
+    res = _load(source)
+    _same(res, backbone)
+    lens, ds = _setup(backbone, pretrained, device,
+                      layers or ",".join(map(str, res.layers)), vocabulary, l1_penalty, dataset, split, batch_size)
+    picked = _selected(res, match, neuron)
+    ab = lens.ablate(res, picked, ds, limit=limit, tasks=list(tasks) or None)
+    figures = _figure(run, ab, "ablation.png")
+    sections = [{"title": "Mean-ablation", "figures": figures,
+                 "text": f"{len(picked)} neurons' second-order effects replaced by their means.",
+                 "tables": [{"title": "zero-shot accuracy (%)", "columns": ["task", "before", "after"],
+                             "rows": [[t, f"{ab.before[t]:.2f}", f"{ab.after[t]:.2f}"] for t in ab.before]}]}]
+    run.finish(ab, method="neurons", title=f"Neuron ablation: {ab.backbone}", sections=sections,
+               settings={"match": list(match), "neuron": list(neuron)}, inputs=[ds.name])
+
+
+@neurons.command("find")
+@click.argument("text")
+@click.option("--from", "source", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The result folder of 'interp neurons explain --out' (OUT/result).")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Neurons to list.")
+@backbone_options("vision-language")
+@output_options(out=False, report=False)
+def find(text, source, k, backbone, pretrained, device, run):
+    """The neurons whose principal direction is closest to TEXT's embedding."""
+    import interpcore
+
+    res = _load(source)
+    _same(res, backbone)
+    bb = interpcore.get_backbone(backbone, pretrained=pretrained, device=device)
+    lens = interpcore.get_explainer("neurons", bb, layers=res.layers)
+    hits = lens.find(res, text, k)
+    lines = [f"neurons closest to '{text}':"] + [f"  L{l}.N{n:<5} cosine {c:.3f}  first text: {res.label(l, n)}"
+                                                 for l, n, c in hits]
+    run.finish(None, text="\n".join(lines),
+               data=[{"layer": l, "neuron": n, "cosine": c, "label": res.label(l, n)} for l, n, c in hits])

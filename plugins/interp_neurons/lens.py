@@ -1,0 +1,435 @@
+"""The second-order lens on MLP neurons (Gandelsman, Efros and Steinhardt, "Interpreting the
+Second-Order Effects of Neurons in CLIP", ICLR 2025).
+
+A neuron ``n`` of the MLP of layer ``l`` writes ``a_n(t) * w_n`` into the residual stream at
+each token ``t`` (``a_n`` its activation, ``w_n`` its column of the MLP's output matrix, after
+the layer scale). Its *second-order effect* on the image representation is what the later
+attention layers carry of it into the class token, through their value path, to the
+output::
+
+    phi_n(I) = sum_{m > l} sum_h sum_t  A^{m,h}_{0,t}(I) * a_n(t) / sigma^m_t(I) * E^{m,h}_n / sigma_post(I)
+
+with ``A^{m,h}_{0,t}`` head ``h``'s attention from the class token to token ``t`` in layer
+``m``, ``sigma^m_t`` the standard deviation that layer ``m``'s first LayerNorm divides token
+``t`` by, and ``E^{m,h}_n`` (image-independent) the neuron's direction put through that
+LayerNorm's centring and gain, the head's value and output projections, the layer scale, and
+``ln_post``'s centring and gain and ``proj``. LayerNorm scales are taken from the forward
+pass (the paper's linearisation); attention patterns are the image's own. The MLPs of later
+layers are not followed (they are the neuron's higher-order effects).
+
+Per neuron, over a probe set: the mean effect, the *sparsity* (the fraction of images that
+carry 90% of the summed squared effect norms), the *principal direction* (the top singular
+vector of the images' effects, signed so that the effects project positively on it) and the
+share of the effects' energy along it, and a sparse decomposition of the direction into texts
+with the SpLiCE decomposer (taken from the registry). Mean-ablating a set of neurons replaces
+their effects by their probe-set means in each image's representation.
+
+Only interpcore's public contract is used: the ViT residual stream with its optional MLP
+neuron access (``ViTBlockParts.mlp_hidden`` / ``mlp_out_weight`` / ``mlp_out_bias``), the
+text encoder, the registry and :mod:`interpcore.zeroshot`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+import interpcore
+from interpcore import Capability, Explainer, InterpError, Result, Verification
+
+#: share of the summed squared effect norms that the "sparsity" images carry
+SPARSITY_SHARE = 0.9
+
+
+def _ln_gain_centred(ln, rows: torch.Tensor) -> torch.Tensor:
+    """``g * (r - mean(r))`` for each row of ``rows`` ``(K, width)``, from the LayerNorm
+    callable alone: ``ln(u / s) - ln(0) = g * u / s`` for a centred ``u`` of standard deviation
+    ``s`` (up to the norm's epsilon against a variance of 1)."""
+    u = rows - rows.mean(-1, keepdim=True)
+    s = u.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-20)
+    zero = ln(torch.zeros(1, 1, rows.shape[-1], dtype=rows.dtype, device=rows.device))[0, 0]
+    return (ln((u / s)[None])[0] - zero) * s
+
+
+def _sigma(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """What a LayerNorm divides each token by: ``sqrt(var + eps)`` (eps unknown for the
+    blocks' norms, where it is left out: 1e-5 against variances of order one)."""
+    return (x.var(-1, unbiased=False) + eps).sqrt()
+
+
+class _Lens:
+    """The image-independent part: ``E[l][m]`` ``(heads, hidden, embed)`` for each source
+    layer ``l`` and later layer ``m``."""
+
+    def __init__(self, stream, layers):
+        self.stream = stream
+        self.layers = list(layers)
+        self.E = {}
+        with torch.no_grad():
+            for l in self.layers:
+                b = stream.block(l)
+                w = b.ls_2(b.mlp_out_weight.T[None])[0]  # (hidden, width): each neuron's direction
+                self.E[l] = {m: self._through(m, w) for m in range(l + 1, stream.num_layers)}
+
+    def _through(self, m: int, w: torch.Tensor) -> torch.Tensor:
+        s = self.stream
+        b = s.block(m)
+        g = _ln_gain_centred(b.ln_1, w)  # (hidden, width)
+        v = b.qkv(g[None])[2][0]  # (heads, hidden, head_dim)
+        v0 = b.qkv(torch.zeros(1, 1, w.shape[1], dtype=w.dtype, device=w.device))[2][0]  # bias
+        o = b.out_proj_weight.reshape(s.width, s.num_heads, -1)  # (width, heads, head_dim)
+        d = b.ls_1(torch.einsum("hkd,whd->hkw", v - v0, o))  # (heads, hidden, width)
+        d = (d - d.mean(-1, keepdim=True)) * s.ln_post_weight
+        return d if s.proj is None else d @ s.proj
+
+
+def _forward(stream, pixels, sources):
+    """One pass of the residual stream recording what the lens needs: the neurons'
+    activations of the source layers, every later layer's class-token attention and LayerNorm
+    scales, ``ln_post``'s scale of the class token, the representation, and the largest
+    relative error of the MLPs split into neurons."""
+    x = stream.embed(pixels)
+    hidden, attn, sigma, split_err = {}, {}, {}, 0.0
+    first = min(sources)
+    for i in range(stream.num_layers):
+        b = stream.block(i)
+        y = b.ln_1(x)
+        if i > first:
+            q, k, _ = b.qkv(y)
+            attn[i] = ((q[:, :, :1] @ k.transpose(-1, -2)) * b.scale).softmax(-1)[:, :, 0]  # (N, heads, T)
+            sigma[i] = _sigma(x)
+        x = x + b.ls_1(stream.attention(i, y))
+        y = b.ln_2(x)
+        out = b.mlp(y)
+        if i in sources:
+            h = b.mlp_hidden(y)
+            split = h @ b.mlp_out_weight.T + b.mlp_out_bias
+            split_err = max(split_err, float((split - out).norm() / out.norm().clamp_min(1e-30)))
+            hidden[i] = h
+        x = x + b.ls_2(out)
+    cls = x[:, 0]
+    return hidden, attn, sigma, _sigma(cls, stream.ln_post_eps), stream.post(cls), split_err
+
+
+def _effects(lens, hidden, attn, sigma, sigma_post, layer, neurons=None):
+    """``(N, K, embed)`` second-order effects of ``layer``'s neurons (all, or ``neurons``)."""
+    h = hidden[layer] if neurons is None else hidden[layer][..., neurons]
+    out = None
+    for m, E in lens.E[layer].items():
+        s = torch.einsum("nht,ntk->nhk", attn[m], h / sigma[m][..., None])
+        e = torch.einsum("nhk,hke->nke", s, E if neurons is None else E[:, neurons])
+        out = e if out is None else out + e
+    if out is None:  # the last layer: no later attention carries its neurons
+        out = torch.zeros(h.shape[0], h.shape[-1], lens.stream.embed_dim, dtype=h.dtype, device=h.device)
+    return out / sigma_post[:, None, None]
+
+
+# -- results -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class NeuronsResult(Result):
+    """Second-order effects of the MLP neurons of ``layers`` over a probe set.
+
+    Arrays are indexed ``[layer index, neuron]`` (``layers[i]`` is the model's layer):
+    ``mean_norm`` (mean effect norm), ``sparsity`` (fraction of images carrying 90% of the
+    summed squared norms), ``energy`` (share of the effects' energy along the principal
+    direction), ``directions`` / ``mean_effects`` ``(L, hidden, embed)``. ``texts[i][n]``: the
+    sparse text decomposition of neuron ``n``'s direction, ``[[text, weight], ...]``.
+    """
+
+    backbone: str
+    layers: list
+    n_images: int
+    vocabulary: str
+    texts: list
+    mean_norm: np.ndarray
+    sparsity: np.ndarray
+    energy: np.ndarray
+    directions: np.ndarray
+    mean_effects: np.ndarray
+    representation_norm: float  # mean norm of the images' representations, for scale
+    mlp_split_error: float
+
+    @property
+    def verification(self):
+        return Verification("max relative error of the MLPs split into neurons", self.mlp_split_error, 1e-4)
+
+    def label(self, layer: int, neuron: int) -> str:
+        """The first text of a neuron's decomposition ('' when it is empty)."""
+        t = self.texts[self.layers.index(layer)][neuron]
+        return t[0][0] if t else ""
+
+    def neurons(self):
+        """Every ``(layer, neuron)`` pair, layer by layer."""
+        return [(l, n) for i, l in enumerate(self.layers) for n in range(len(self.texts[i]))]
+
+    def labelled(self, predicate) -> list[tuple[int, int]]:
+        """The ``(layer, neuron)`` pairs whose label satisfies ``predicate(label)``."""
+        return [(l, n) for l, n in self.neurons() if (lab := self.label(l, n)) and predicate(lab)]
+
+    def top(self, k: int = 20) -> list[tuple[int, int]]:
+        """The ``k`` neurons with the largest mean effect norm."""
+        flat = np.asarray(self.mean_norm).ravel()
+        hidden = np.asarray(self.mean_norm).shape[1]
+        return [(self.layers[i // hidden], i % hidden) for i in np.argsort(-flat, kind="stable")[:k]]
+
+    def __str__(self) -> str:
+        mn = np.asarray(self.mean_norm)
+        lines = [f"Second-order effects of the MLP neurons of {self.backbone}, layers "
+                 f"{', '.join(map(str, self.layers))} ({mn.shape[1]} neurons each, {self.n_images} images; "
+                 f"texts from {self.vocabulary})",
+                 f"  mean representation norm {self.representation_norm:.3g}; {self.verification}"]
+        for i, l in enumerate(self.layers):
+            lines.append(f"  layer {l}: mean effect norm {mn[i].mean():.3g} (max {mn[i].max():.3g}); median "
+                         f"sparsity {np.median(self.sparsity[i]):.3f}; median energy on the principal "
+                         f"direction {np.median(self.energy[i]):.2f}")
+        lines.append("  neurons with the largest mean effect:")
+        for l, n in self.top(15):
+            i = self.layers.index(l)
+            texts = ", ".join(f"{t} {w:.2f}" for t, w in self.texts[i][n][:4]) or "(no text)"
+            lines.append(f"    L{l}.N{n:<4} norm {mn[i, n]:.3g}  sparsity {self.sparsity[i][n]:.3f}  {texts}")
+        return "\n".join(lines)
+
+    def figure(self, k: int = 20):
+        """The neurons with the largest mean second-order effect and their first text."""
+        from interpcore.figures import bar_chart
+
+        top = self.top(k)
+        labels = [f"L{l}.N{n}: {self.label(l, n) or '-'}" for l, n in top]
+        values = [float(np.asarray(self.mean_norm)[self.layers.index(l), n]) for l, n in top]
+        return bar_chart(labels, values, sort=False, xlabel="mean second-order effect norm",
+                         title=f"Neurons of {self.backbone} with the largest second-order effect")
+
+
+@dataclasses.dataclass
+class AblationResult(Result):
+    """Zero-shot accuracy (%) per task before and after mean-ablating ``neurons``."""
+
+    backbone: str
+    neurons: list  # [[layer, neuron], ...]
+    n_images: int
+    before: dict
+    after: dict
+
+    def change(self, task: str) -> float:
+        return self.after[task] - self.before[task]
+
+    def __str__(self) -> str:
+        lines = [f"Mean-ablating the second-order effects of {len(self.neurons)} neurons of {self.backbone} "
+                 f"({self.n_images} images):"]
+        for t in self.before:
+            lines.append(f"  zero-shot {t:<12} {self.before[t]:6.2f}% -> {self.after[t]:6.2f}% "
+                         f"({self.change(t):+.2f})")
+        return "\n".join(lines)
+
+    def figure(self):
+        from interpcore.figures import compare_bars
+
+        tasks = list(self.before)
+        return compare_bars(tasks, {"before": [self.before[t] for t in tasks],
+                                    "after ablation": [self.after[t] for t in tasks]},
+                            title=f"Zero-shot accuracy, {len(self.neurons)} neurons mean-ablated",
+                            xlabel="accuracy (%)")
+
+
+# -- the method --------------------------------------------------------------------------
+
+
+class NeuronsExplainer(Explainer):
+    """The second-order lens on the MLP neurons of a CLIP ViT.
+
+    ``layers``: source layers (default: every layer but the last, whose neurons no later
+    attention carries); ``vocabulary``: texts for the decompositions (name, list or file;
+    default the dataset's or backbone's advertised ``vocabulary``); ``l1_penalty``: SpLiCE's
+    sparsity penalty; ``texts_per_neuron``: texts kept per neuron.
+    """
+
+    name = "neurons"
+    requires = (Capability.VIT_RESIDUAL_STREAM, Capability.IMAGE_ENCODER, Capability.TEXT_ENCODER)
+
+    def __init__(self, backbone, *, layers=None, vocabulary=None, l1_penalty=0.1, texts_per_neuron=5,
+                 batch_size=64):
+        if int(batch_size) < 1:
+            raise InterpError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(backbone, layers=layers, vocabulary=vocabulary, l1_penalty=l1_penalty,
+                         texts_per_neuron=texts_per_neuron, batch_size=batch_size)
+        self.stream = backbone.residual_stream()
+        L = self.stream.num_layers
+        layers = list(range(L - 1)) if layers is None else [int(l) for l in
+                                                            ([layers] if isinstance(layers, int) else layers)]
+        bad = [l for l in layers if not 0 <= l < L]
+        if bad or not layers:
+            raise InterpError(f"layers must be in 0..{L - 1} for {backbone.name}, got {layers}")
+        missing = [l for l in layers if self.stream.block(l).mlp_hidden is None]
+        if missing:
+            raise InterpError(f"the residual stream of {backbone.name} does not expose MLP neurons "
+                              f"(ViTBlockParts.mlp_hidden) for layer {missing[0]}")
+        self.layers = sorted(set(layers))
+        self.l1_penalty, self.texts_per_neuron, self.batch_size = float(l1_penalty), int(texts_per_neuron), int(batch_size)
+        self._vocabulary = vocabulary
+        self._lens = None
+
+    @property
+    def lens(self) -> _Lens:
+        if self._lens is None:
+            self._lens = _Lens(self.stream, self.layers)
+        return self._lens
+
+    def _batches(self, images):
+        for start in range(0, len(images), self.batch_size):
+            pixels = self.backbone.to_pixels(images[start:start + self.batch_size])
+            with torch.no_grad():
+                yield _forward(self.stream, pixels, self.layers)
+
+    def effects(self, images, layer: int, neurons=None):
+        """``(effects (N, K, embed), representations (N, embed))`` for ``layer``'s neurons
+        (all, or the indices ``neurons``) on a list of images."""
+        if layer not in self.layers:
+            raise InterpError(f"layer {layer} is not one of this lens's layers {self.layers}")
+        effs, reps = [], []
+        for hidden, attn, sigma, sp, rep, _ in self._batches(images):
+            effs.append(_effects(self.lens, hidden, attn, sigma, sp, layer, neurons).float().cpu())
+            reps.append(rep.float().cpu())
+        return torch.cat(effs), torch.cat(reps)
+
+    # -- the verb ------------------------------------------------------------------------
+    def explain(self, inputs=None, *, limit=None) -> NeuronsResult:
+        """Effects, sparsity, principal directions and their texts over a probe set (a dataset
+        name or object, default the backbone's advertised ``dataset``, or a list of images)."""
+        dataset, images = _probe_images(inputs, self.backbone, limit)
+        if len(images) < 2:
+            raise InterpError(f"the second-order lens needs at least 2 probe images, got {len(images)}")
+        lens = self.lens
+        n_layers, embed = len(self.layers), self.stream.embed_dim
+        sums, moments, weighted, norms, err, rep_norm = {}, {}, {}, {l: [] for l in self.layers}, 0.0, 0.0
+        for hidden, attn, sigma, sp, rep, e in self._batches(images):
+            err = max(err, e)
+            rep_norm += float(rep.float().norm(dim=-1).sum())
+            for l in self.layers:
+                eff = _effects(lens, hidden, attn, sigma, sp, l).float().cpu()  # (n, hidden, embed)
+                by_neuron = eff.transpose(0, 1)  # (hidden, n, embed)
+                sums[l] = sums.get(l, 0) + eff.sum(0).double()
+                moments[l] = moments.get(l, 0) + torch.bmm(by_neuron.transpose(1, 2), by_neuron).double()
+                nm = eff.norm(dim=-1)  # (n, hidden)
+                weighted[l] = weighted.get(l, 0) + (nm[:, :, None] * eff).sum(0).double()
+                norms[l].append(nm)
+        n = len(images)
+        hidden_n = sums[self.layers[0]].shape[0]
+        out = {k: np.zeros((n_layers, hidden_n) + s, dtype=np.float32) for k, s in
+               (("mean_norm", ()), ("sparsity", ()), ("energy", ()), ("directions", (embed,)),
+                ("mean_effects", (embed,)))}
+        for i, l in enumerate(self.layers):
+            nm = torch.cat(norms[l])  # (N, hidden)
+            out["mean_norm"][i] = nm.mean(0).numpy()
+            out["sparsity"][i] = _sparsity(nm).numpy()
+            mean = sums[l] / n
+            cov = moments[l] / n - mean[:, :, None] * mean[:, None, :]
+            vals, vecs = torch.linalg.eigh(cov)  # ascending: the principal direction is the last
+            d = vecs[..., -1]  # (hidden, embed)
+            # signed so that the images with the largest effects lie on its positive side: the
+            # effects weighted by their norms, centred, project positively
+            nm = torch.cat(norms[l]).double()
+            pull = weighted[l] - mean * nm.sum(0)[:, None]
+            d = d * torch.where((d * pull).sum(-1) < 0, -1.0, 1.0)[:, None]
+            out["directions"][i] = d.float().numpy()
+            out["mean_effects"][i] = mean.float().numpy()
+            out["energy"][i] = (vals[..., -1] / vals.sum(-1).clamp_min(1e-300)).float().numpy()
+        vocab_name, texts = self._texts(out["directions"], dataset)
+        return NeuronsResult(backbone=self.backbone.name, layers=list(self.layers), n_images=n,
+                             vocabulary=vocab_name, texts=texts, representation_norm=rep_norm / n,
+                             mlp_split_error=err, **out)
+
+    def _texts(self, directions, dataset):
+        vocab = self._vocabulary or interpcore.default_for("vocabulary", dataset, self.backbone, fallback="laion")
+        # directions are not image embeddings: no image mean is subtracted before decomposing
+        splice = interpcore.get_decomposer("splice", self.backbone, vocabulary=vocab, l1_penalty=self.l1_penalty,
+                                           image_mean=torch.zeros(self.stream.embed_dim))
+        flat = torch.as_tensor(directions).reshape(-1, directions.shape[-1])
+        res = splice.decompose(flat)
+        hidden = directions.shape[1]
+        texts = [[[[c, round(float(w), 4)] for c, w in res.top(i * hidden + k, self.texts_per_neuron)]
+                  for k in range(hidden)] for i in range(directions.shape[0])]
+        return getattr(res, "vocabulary", str(vocab)), texts
+
+    def find(self, result: NeuronsResult, text: str, k: int = 10) -> list[tuple[int, int, float]]:
+        """The ``k`` neurons whose principal direction is closest (cosine) to ``text``'s
+        embedding: ``(layer, neuron, cosine)``."""
+        t = self.backbone.encode_text([text], normalize=True).float()[0].numpy()
+        d = np.asarray(result.directions, dtype=np.float32)
+        cos = (d @ t) / np.linalg.norm(d, axis=-1).clip(1e-12)
+        order = np.argsort(-cos.ravel(), kind="stable")[:k]
+        h = cos.shape[1]
+        return [(result.layers[i // h], int(i % h), float(cos.ravel()[i])) for i in order]
+
+    def ablate(self, result: NeuronsResult, neurons, inputs=None, *, limit=None, tasks=None) -> AblationResult:
+        """Zero-shot accuracy per task of ``inputs``' dataset (default all its tasks) before and
+        after replacing the second-order effects of ``neurons`` (``(layer, neuron)`` pairs) by
+        their means in ``result``."""
+        from interpcore.zeroshot import accuracy, classifier_weights
+
+        dataset, images = _probe_images(inputs, self.backbone, limit)
+        if dataset is None:
+            raise InterpError("ablation measures zero-shot accuracy: give a dataset with zero-shot tasks")
+        samples = [dataset[i] for i in range(len(images))]
+        offered = dataset.zeroshot_tasks()
+        names = list(offered) if tasks is None else list(tasks)
+        unknown = [t for t in names if t not in offered]
+        if unknown:
+            raise InterpError(f"no zero-shot task '{unknown[0]}' on dataset '{dataset.name}'; "
+                              f"available: {', '.join(offered) or 'none'}")
+        neurons = sorted({(int(l), int(n)) for l, n in neurons})
+        by_layer = {}
+        for l, n in neurons:
+            if l not in result.layers or l not in self.layers:
+                raise InterpError(f"layer {l} is not among the analysed layers {result.layers}")
+            by_layer.setdefault(l, []).append(n)
+        reps, delta = [], []
+        for hidden, attn, sigma, sp, rep, _ in self._batches(images):
+            d = torch.zeros_like(rep)
+            for l, ns in by_layer.items():
+                eff = _effects(self.lens, hidden, attn, sigma, sp, l, ns)
+                mean = torch.as_tensor(np.asarray(result.mean_effects)[result.layers.index(l)][ns]).to(eff)
+                d = d + (mean - eff).sum(1)
+            reps.append(rep.float().cpu())
+            delta.append(d.float().cpu())
+        rep, delta = torch.cat(reps), torch.cat(delta)
+        before, after = {}, {}
+        for name in names:
+            t = offered[name]
+            y = torch.as_tensor(t.labels(samples))
+            keep = y >= 0
+            w = classifier_weights(self.backbone, t.prompt_names, t.templates)
+            before[name] = 100 * float(accuracy(rep[keep], w, y[keep]))
+            after[name] = 100 * float(accuracy((rep + delta)[keep], w, y[keep]))
+        return AblationResult(backbone=self.backbone.name, neurons=[list(p) for p in neurons],
+                              n_images=len(images), before=before, after=after)
+
+
+def _sparsity(norms: torch.Tensor) -> torch.Tensor:
+    """Per neuron (column): the fraction of images that carry :data:`SPARSITY_SHARE` of the
+    summed squared effect norms (small: a few images carry the effect)."""
+    sq = norms.double().pow(2).sort(0, descending=True).values
+    cum = sq.cumsum(0) / sq.sum(0).clamp_min(1e-300)
+    return ((cum < SPARSITY_SHARE).sum(0) + 1).float() / norms.shape[0]
+
+
+def _probe_images(inputs, backbone, limit):
+    """(dataset or None, list of images) from a dataset name / object or a list of images."""
+    from pathlib import Path
+
+    if inputs is None or isinstance(inputs, str) and not Path(inputs).is_file():
+        name = inputs or interpcore.default_for("dataset", backbone)
+        if name is None:
+            raise InterpError(f"no probe dataset given and '{backbone.name}' advertises none; "
+                              "pass a dataset name or images")
+        inputs = interpcore.get_dataset(name, split="test")
+    if isinstance(inputs, interpcore.Dataset):
+        n = len(inputs) if limit is None else min(int(limit), len(inputs))
+        return inputs, [inputs[i]["image"] for i in range(n)]
+    if isinstance(inputs, (str, torch.Tensor)) or not hasattr(inputs, "__len__"):
+        inputs = [inputs]
+    images = list(inputs)
+    return None, images if limit is None else images[: int(limit)]
