@@ -38,6 +38,7 @@ import torch
 
 import interpcore
 from interpcore import Capability, Explainer, InterpError, Result
+from interpcore.data import probe_images
 
 SIMILARITIES = ("soft_wpmi", "wpmi", "cos", "rank_reorder")
 
@@ -271,7 +272,7 @@ class DissectExplainer(Explainer):
         """Label the layer's neurons from a probe set: a dataset (name or object; default the
         backbone's advertised ``dataset``) or a list of images. ``limit``: first images of a
         dataset; ``neurons``: indices to label (default all)."""
-        dataset, images = _probe_images(inputs, self.backbone, limit)
+        dataset, images = probe_images(inputs, self.backbone, limit)
         if len(images) < 2:
             raise InterpError(f"CLIP-Dissect needs at least 2 probe images, got {len(images)}")
         clip = self.clip_backbone()
@@ -292,26 +293,3 @@ class DissectExplainer(Explainer):
             similarity=self.similarity, n_images=len(images), neurons=picked,
             labels=[vocab.concepts[i] for i in best], concepts=list(vocab.concepts),
             scores=scores.numpy(), activations=acts[:, picked].numpy() if keep_activations else None)
-
-
-def _probe_images(inputs, backbone, limit):
-    """(dataset or None, list of images) from a dataset name / object or a list of images."""
-    if inputs is None or isinstance(inputs, str) and not _looks_like_image(inputs):
-        name = inputs or interpcore.default_for("dataset", backbone)
-        if name is None:
-            raise InterpError(f"no probe dataset given and '{backbone.name}' advertises none; "
-                              "pass a dataset name or images")
-        inputs = interpcore.get_dataset(name, split="test")
-    if isinstance(inputs, interpcore.Dataset):
-        n = len(inputs) if limit is None else min(int(limit), len(inputs))
-        return inputs, [inputs[i]["image"] for i in range(n)]
-    if isinstance(inputs, (str, torch.Tensor)) or not hasattr(inputs, "__len__"):
-        inputs = [inputs]
-    images = list(inputs)
-    return None, images if limit is None else images[: int(limit)]
-
-
-def _looks_like_image(text: str) -> bool:
-    from pathlib import Path
-
-    return Path(text).is_file()

@@ -38,6 +38,7 @@ import torch
 
 import interpcore
 from interpcore import Capability, Explainer, InterpError, Result, Verification
+from interpcore.data import probe_images
 
 #: share of the summed squared effect norms that the "sparsity" images carry
 SPARSITY_SHARE = 0.9
@@ -299,7 +300,7 @@ class NeuronsExplainer(Explainer):
     def explain(self, inputs=None, *, limit=None) -> NeuronsResult:
         """Effects, sparsity, principal directions and their texts over a probe set (a dataset
         name or object, default the backbone's advertised ``dataset``, or a list of images)."""
-        dataset, images = _probe_images(inputs, self.backbone, limit)
+        dataset, images = probe_images(inputs, self.backbone, limit)
         if len(images) < 2:
             raise InterpError(f"the second-order lens needs at least 2 probe images, got {len(images)}")
         lens = self.lens
@@ -370,7 +371,7 @@ class NeuronsExplainer(Explainer):
         their means in ``result``."""
         from interpcore.zeroshot import accuracy, classifier_weights
 
-        dataset, images = _probe_images(inputs, self.backbone, limit)
+        dataset, images = probe_images(inputs, self.backbone, limit)
         if dataset is None:
             raise InterpError("ablation measures zero-shot accuracy: give a dataset with zero-shot tasks")
         samples = [dataset[i] for i in range(len(images))]
@@ -414,22 +415,3 @@ def _sparsity(norms: torch.Tensor) -> torch.Tensor:
     sq = norms.double().pow(2).sort(0, descending=True).values
     cum = sq.cumsum(0) / sq.sum(0).clamp_min(1e-300)
     return ((cum < SPARSITY_SHARE).sum(0) + 1).float() / norms.shape[0]
-
-
-def _probe_images(inputs, backbone, limit):
-    """(dataset or None, list of images) from a dataset name / object or a list of images."""
-    from pathlib import Path
-
-    if inputs is None or isinstance(inputs, str) and not Path(inputs).is_file():
-        name = inputs or interpcore.default_for("dataset", backbone)
-        if name is None:
-            raise InterpError(f"no probe dataset given and '{backbone.name}' advertises none; "
-                              "pass a dataset name or images")
-        inputs = interpcore.get_dataset(name, split="test")
-    if isinstance(inputs, interpcore.Dataset):
-        n = len(inputs) if limit is None else min(int(limit), len(inputs))
-        return inputs, [inputs[i]["image"] for i in range(n)]
-    if isinstance(inputs, (str, torch.Tensor)) or not hasattr(inputs, "__len__"):
-        inputs = [inputs]
-    images = list(inputs)
-    return None, images if limit is None else images[: int(limit)]
