@@ -36,7 +36,9 @@ def mem_url():
     url = f"memory://interp-test-{uuid.uuid4().hex[:8]}/job"
     yield url
     fs = fsspec.filesystem("memory")
-    fs.rm(url.split("://", 1)[1].split("/")[0], recursive=True)
+    root = url.split("://", 1)[1].split("/")[0]
+    if fs.exists(root):  # a test that skipped before writing left nothing
+        fs.rm(root, recursive=True)
 
 
 def test_a_memory_job_equals_a_local_one_and_resumes(tmp_path, mem_url):
