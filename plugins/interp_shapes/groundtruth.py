@@ -28,7 +28,7 @@ name which attribute, the zero-shot prompts of each attribute) is this plugin's 
   colour move < 3 (with, for scale, the change when every analysed neuron is ablated).
 
 Every figure is measured and printed with its target, whether or not it is reached
-(``interp shapes ground-truth [prs|splice|falcon|all]``).
+(``interp shapes ground-truth [prs|splice|falcon|dissect|neurons|all]``).
 """
 
 from __future__ import annotations
