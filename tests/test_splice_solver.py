@@ -21,6 +21,9 @@ from interp_splice.synthetic import synthetic_problem
 from interpcore import InterpError
 
 PENALTIES = (0.1, 0.2, 0.25, 0.3, 0.35)
+#: both CPU paths of the default solver: batched torch operations, and the per-image steps
+#: compiled with numba (``compiled=True`` uses it for any batch size)
+PATHS = pytest.mark.parametrize("compiled", (False, True), ids=("torch", "compiled"))
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +33,11 @@ def problem():
     return synthetic_problem(c=2500, d=96, n=20, seed=3)
 
 
+@PATHS
 @pytest.mark.parametrize("l1", PENALTIES)
-def test_objective_matches_sklearn_for_every_image(problem, l1):
+def test_objective_matches_sklearn_for_every_image(problem, l1, compiled):
     C, V = problem
-    W, info = ActiveSetSolver(C).solve(V, l1)
+    W, info = ActiveSetSolver(C, compiled=compiled).solve(V, l1)
     Ws, _ = solve_sklearn(C, V, l1)
     f = objective(C, V, W, l1)
     fs = objective(C, V, Ws, l1)
@@ -45,10 +49,11 @@ def test_objective_matches_sklearn_for_every_image(problem, l1):
     assert bool((W >= 0).all())
 
 
-def test_solution_satisfies_kkt_conditions(problem):
+@PATHS
+def test_solution_satisfies_kkt_conditions(problem, compiled):
     C, V = problem
     l1 = 0.25
-    W, _ = ActiveSetSolver(C).solve(V, l1)
+    W, _ = ActiveSetSolver(C, compiled=compiled).solve(V, l1)
     W64, C64, V64 = W.double(), C.double(), V.double()
     grad = 2 * (W64 @ C64 - V64) @ C64.T + l1  # gradient of ||C^T w - v||^2 + l1 sum(w)
     on = W64 > 0
@@ -56,10 +61,11 @@ def test_solution_satisfies_kkt_conditions(problem):
     assert float(grad[~on].min()) > -1e-4  # nonnegative off the support
 
 
-def test_certified_gap_bounds_the_true_suboptimality(problem):
+@PATHS
+def test_certified_gap_bounds_the_true_suboptimality(problem, compiled):
     C, V = problem
     l1 = 0.2
-    solver = ActiveSetSolver(C, tol=1e-3)  # stop early, so that the gap is not ~0
+    solver = ActiveSetSolver(C, tol=1e-3, compiled=compiled)  # stop early, so that the gap is not ~0
     W, info = solver.solve(V, l1)
     _, best = ActiveSetSolver(C, tol=1e-12).solve(V, l1)
     assert bool(info.converged.all())
@@ -68,19 +74,21 @@ def test_certified_gap_bounds_the_true_suboptimality(problem):
     assert bool((info.gap <= 1e-3 * info.objective).all())
 
 
-def test_batches_and_chunks_do_not_change_the_answer(problem):
+@PATHS
+def test_batches_and_chunks_do_not_change_the_answer(problem, compiled):
     C, V = problem
-    W_all, _ = ActiveSetSolver(C).solve(V, 0.25)
-    W_chunks, _ = ActiveSetSolver(C, chunk_size=3).solve(V, 0.25)
-    W_one, _ = ActiveSetSolver(C).solve(V[5:6], 0.25)
+    W_all, _ = ActiveSetSolver(C, compiled=compiled).solve(V, 0.25)
+    W_chunks, _ = ActiveSetSolver(C, chunk_size=3, compiled=compiled).solve(V, 0.25)
+    W_one, _ = ActiveSetSolver(C, compiled=compiled).solve(V[5:6], 0.25)
     assert torch.allclose(W_all, W_chunks, atol=1e-5)
     assert torch.allclose(W_all[5:6], W_one, atol=1e-5)
 
 
-def test_large_penalty_gives_all_zero_weights_with_zero_gap(problem):
+@PATHS
+def test_large_penalty_gives_all_zero_weights_with_zero_gap(problem, compiled):
     C, V = problem
     top = float((V @ C.T).max())
-    W, info = ActiveSetSolver(C).solve(V, 2 * top + 0.01)  # every correlation < l1/2
+    W, info = ActiveSetSolver(C, compiled=compiled).solve(V, 2 * top + 0.01)  # every correlation < l1/2
     assert bool((W == 0).all())
     assert torch.allclose(info.objective, torch.ones_like(info.objective), atol=1e-6)  # ||v||^2
     assert float(info.gap.max()) <= 1e-12
@@ -137,10 +145,11 @@ def test_nnqp_warm_start_reaches_the_same_optimum():
     assert torch.allclose(w_cold, w_warm, atol=1e-9)
 
 
-def test_duplicate_concepts_do_not_break_the_solver():
+@PATHS
+def test_duplicate_concepts_do_not_break_the_solver(compiled):
     C, V = synthetic_problem(c=300, d=32, n=6, seed=7)
     C = torch.cat([C, C[:50]])  # exact duplicates
-    W, info = ActiveSetSolver(C).solve(V, 0.2)
+    W, info = ActiveSetSolver(C, compiled=compiled).solve(V, 0.2)
     Ws, _ = solve_sklearn(C, V, 0.2)
     fs = objective(C, V, Ws, 0.2)
     assert bool(info.converged.all())
@@ -206,10 +215,12 @@ def correlated_problem():
     return C, V
 
 
+@PATHS
 @pytest.mark.parametrize("l1", (0.15, 0.25, 0.35))
-def test_correlated_dictionary_matches_float32_sklearn_for_every_image(correlated_problem, l1):
+def test_correlated_dictionary_matches_float32_sklearn_for_every_image(correlated_problem, l1,
+                                                                      compiled):
     C, V = correlated_problem
-    W, info = ActiveSetSolver(C).solve(V, l1)
+    W, info = ActiveSetSolver(C, compiled=compiled).solve(V, l1)
     Ws, _ = solve_sklearn(C, V, l1, dtype="float32")  # the reference's own inputs
     f, fs = objective(C, V, W, l1), objective(C, V, Ws, l1)
     rel = (f - fs) / fs
@@ -261,3 +272,69 @@ def test_sparse_support_products_equal_the_dense_ones(correlated_problem):
     assert torch.allclose(r, r_ref, atol=1e-12, rtol=0)
     assert torch.allclose(sc[idx >= 0], sc_ref[idx >= 0], atol=1e-12, rtol=0)
     assert bool(torch.isneginf(sc[idx < 0]).all())
+
+
+# -- the compiled path: the same answers, its fallbacks --------------------------------------
+
+
+def test_compiled_path_is_used_for_batches_and_gives_the_torch_paths_answer(correlated_problem):
+    C, V = correlated_problem
+    V = V.repeat(2, 1)  # 48 images: above COMPILED_MIN
+    s = ActiveSetSolver(C)
+    s.trace = []
+    W, info = s.solve(V, 0.2)
+    assert s.trace and s.trace[0].get("compiled"), "a 48-image CPU batch should use the compiled path"
+    Wt, it = ActiveSetSolver(C, compiled=False).solve(V, 0.2)
+    assert bool(info.converged.all()) and bool(it.converged.all())
+    rel = (info.objective - it.objective).abs() / it.objective
+    assert float(rel.max()) <= 2e-6  # both certified to 1e-6 of the same optimum
+    assert torch.equal(W > 1e-6, Wt > 1e-6)
+
+
+def test_compiled_path_without_the_gram_cache_gives_the_same_answer(correlated_problem):
+    C, V = correlated_problem
+    _, cached = ActiveSetSolver(C, compiled=True).solve(V, 0.25)
+    s = ActiveSetSolver(C, compiled=True, gram_cache_mb=0)
+    _, uncached = s.solve(V, 0.25)
+    assert s._gram().shape == (0, 0)
+    assert bool(uncached.converged.all())
+    assert float(((uncached.objective - cached.objective).abs() / cached.objective).max()) <= 2e-6
+
+
+def test_images_the_compiled_steps_give_up_on_are_solved_by_the_torch_path(correlated_problem,
+                                                                          monkeypatch):
+    from interp_splice import _compiled
+
+    C, V = correlated_problem
+    real = _compiled.solve_round
+
+    def give_up_on_some(imgs, fresh, *args):
+        real(imgs, fresh, *args)
+        status = args[13]
+        status[imgs[imgs % 5 == 0]] = _compiled.STUCK
+
+    monkeypatch.setattr(_compiled, "solve_round", give_up_on_some)
+    s = ActiveSetSolver(C, compiled=True)
+    s.trace = []
+    W, info = s.solve(V, 0.25)
+    assert s.trace[-1]["stuck"] == len(range(0, V.shape[0], 5))
+    _, ref = ActiveSetSolver(C, compiled=False).solve(V, 0.25)
+    assert bool(info.converged.all())
+    assert float(((info.objective - ref.objective).abs() / ref.objective).max()) <= 2e-6
+    f = objective(C, V, W, 0.25)
+    assert float(((f - ref.objective).abs() / ref.objective).max()) <= 1e-5
+
+
+def test_without_numba_the_torch_path_runs(correlated_problem, monkeypatch):
+    import sys
+
+    C, V = correlated_problem
+    import interp_splice
+
+    monkeypatch.setitem(sys.modules, "interp_splice._compiled", None)  # import fails
+    monkeypatch.delattr(interp_splice, "_compiled", raising=False)
+    s = ActiveSetSolver(C)
+    assert not s._compiled_ok(64, 0.25)
+    s.trace = []
+    _, info = s.solve(V.repeat(2, 1), 0.25)
+    assert bool(info.converged.all()) and not any(t.get("compiled") for t in s.trace)

@@ -346,7 +346,8 @@ class ActiveSetSolver:
     def __init__(self, dictionary: torch.Tensor, *, tol: float = 1e-6, first_adds: int = 40,
                  adds: int = 24, chunk_size: int | None = None, max_rounds: int = 60,
                  cheap_limit: int = 96, keep_float64: bool | None = None,
-                 workers: int | None = None):
+                 workers: int | None = None, compiled: bool | None = None,
+                 gram_cache_mb: float = 1024):
         if not isinstance(dictionary, torch.Tensor) or dictionary.dim() != 2 or dictionary.shape[0] == 0:
             check_problem(dictionary, torch.zeros(1, 1), 0.0)
         if not (0 < tol < 1):
@@ -377,6 +378,10 @@ class ActiveSetSolver:
             chunk_size = 8192 if self.device.type == "cuda" else 512
         self.chunk_size = int(chunk_size)
         self.workers = workers  # CPU threads solving chunks in parallel (default: torch's)
+        self.compiled = compiled  # None: the compiled CPU path for batches of COMPILED_MIN+
+        self._np = None  # numpy views of the dictionary for the compiled path
+        self.gram_cache_mb = float(gram_cache_mb)
+        self._gram_np = None
         self.maxnorm = float(self.C.double().norm(dim=1).max().item())
         u = torch.finfo(self.C.dtype).eps / 2
         k = self.d + 2
@@ -399,10 +404,11 @@ class ActiveSetSolver:
         stats = {"rounds": 0, "full": 0, "rows": 0}
         lock = threading.Lock()
 
-        def run(span) -> None:
+        def run(span, compiled: bool = False) -> None:
             s, e = span
             with torch.no_grad():
-                idx, val, fc, gc, cc, rc, nf, nr = self._solve_chunk(V[s:e], lam)
+                chunk = self._solve_compiled if compiled else self._solve_chunk
+                idx, val, fc, gc, cc, rc, nf, nr = chunk(V[s:e], lam)
             if idx.shape[1]:
                 ok = idx >= 0
                 rows = torch.arange(e - s, device=self.device)[:, None].expand_as(idx)
@@ -413,6 +419,12 @@ class ActiveSetSolver:
                 stats["full"] += nf
                 stats["rows"] += nr
 
+        if self._compiled_ok(B, lam):
+            for s in range(0, B, self.COMPILED_CHUNK):
+                run((s, min(B, s + self.COMPILED_CHUNK)), compiled=True)
+            info = SolveInfo("active_set", f, gap, conv, stats["rounds"], stats["full"],
+                             time.perf_counter() - t0, stats["rows"])
+            return (W, info) if return_info else W
         spans = self._spans(B)
         with _full_precision_matmul():
             if self.device.type == "cpu":
@@ -580,6 +592,146 @@ class ActiveSetSolver:
             new_idx, new_w = _compact(gi, (new_w > 0) & ok, new_w)
             new_r, new_sc = self._support_products(new_idx, new_w, Vg)
             yield g_rows, new_idx, new_w, new_r, new_sc
+
+    #: the compiled path (``_compiled.py``) for CPU batches of at least this many images
+    #: (below it, the one-time compilation would outweigh the solve of a few images), and
+    #: the images it solves together (one residual-times-dictionary product per round)
+    COMPILED_MIN = 32
+    COMPILED_CHUNK = 2048
+
+    def _compiled_ok(self, B: int, lam: float) -> bool:
+        if self.compiled is False or self.device.type != "cpu" or lam <= 0 or self.C64 is None:
+            return False
+        if self.compiled is None and B < self.COMPILED_MIN:
+            return False
+        try:
+            from . import _compiled  # noqa: F401
+        except ImportError:  # numba absent: the batched torch path
+            return False
+        return True
+
+    def _gram(self):
+        """The dictionary's float32 Gram matrix ``C C^T`` for the compiled path, built once
+        (one product with all threads) when it fits in ``gram_cache_mb``; an empty array
+        otherwise (the compiled steps then compute their working sets' entries)."""
+        import numpy as np
+
+        if self._gram_np is None:
+            if self.c * self.c * 4 > self.gram_cache_mb * 2**20:
+                self._gram_np = np.zeros((0, 0), dtype=np.float32)
+            else:
+                C32 = torch.from_numpy(self._np[0])
+                self._gram_np = (C32 @ C32.T).numpy()
+        return self._gram_np
+
+    def _solve_compiled(self, V: torch.Tensor, lam: float):
+        """:meth:`_solve_chunk`'s rounds with the per-image work compiled (``_compiled.py``):
+        the residual-times-dictionary products stay one BLAS product per round, over the
+        images that need one. Images the compiled steps cannot finish go through
+        :meth:`_solve_chunk`."""
+        import numpy as np
+
+        from . import _compiled as K
+
+        if self._np is None:
+            self._np = (np.ascontiguousarray(self.C.float().numpy()),
+                        np.ascontiguousarray(self.C64.numpy()))
+        C32, C64 = self._np
+        gram = self._gram()
+        Vn = np.ascontiguousarray(V.double().numpy())
+        b, d = Vn.shape
+        half = lam / 2
+        kcap = min(self.c, d + 8)
+        R = Vn.copy()
+        Rref = np.zeros_like(Vn)
+        err_ref = np.zeros(b)
+        Sidx = np.full((b, kcap), -1, dtype=np.int64)
+        Sw = np.zeros((b, kcap))
+        Sc = np.zeros((b, kcap))
+        Sn = np.zeros(b, dtype=np.int64)
+        status = np.zeros(b, dtype=np.int8)
+        fval = np.full(b, np.inf)
+        gapv = np.full(b, np.inf)
+        P = np.empty((b, self.c), dtype=np.float32)
+        has_ref = np.zeros(b, dtype=bool)
+        gm = self.gamma * self.maxnorm
+        workers = max(1, min(self.workers or torch.get_num_threads(), b // 64))
+        n_full = n_rows = 0
+        stuck: list = []
+
+        Pt, C32t = torch.from_numpy(P), torch.from_numpy(C32)
+
+        def full(rows):
+            # torch's product, with torch's threads (the compiled steps are single-threaded)
+            nonlocal n_full, n_rows
+            R32 = torch.from_numpy(R[rows].astype(np.float32))
+            if len(rows) == b:
+                torch.mm(R32, C32t.T, out=Pt)
+            else:
+                Pt[torch.from_numpy(rows)] = R32 @ C32t.T
+            Rref[rows] = R[rows]
+            err_ref[rows] = gm * np.linalg.norm(R[rows], axis=1)
+            has_ref[rows] = True
+            n_full += 1
+            n_rows += len(rows)
+
+        def kernel(rows, fresh, m_add):
+            n_parts = workers if len(rows) >= 64 * workers else 1
+            parts = [(rows[a:e], fresh[a:e]) for a, e in zip(
+                *[np.linspace(0, len(rows), n_parts + 1).astype(int)[k:k + n_parts] for k in (0, 1)])]
+
+            def one(part):
+                K.solve_round(part[0], part[1], P, C32, C64, gram, gram.shape[0] > 0, Vn, R, Rref, err_ref, Sidx, Sw, Sc, Sn,
+                              status, fval, gapv, half, lam, self.tol, gm, self.maxnorm, m_add,
+                              self.cheap_limit, 4)
+
+            if len(parts) == 1:
+                one(parts[0])
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(len(parts)) as pool:
+                    list(pool.map(one, parts))
+
+        active = np.arange(b)
+        rnd = 0
+        for rnd in range(1, self.max_rounds + 1):
+            if active.size == 0:
+                break
+            K_now = int(Sn[active].max()) if active.size else 0
+            m_add = self.first_adds if rnd == 1 else min(max(self.adds, K_now), 2 * self.adds)
+            need = active[~has_ref[active]]
+            if need.size:
+                full(need)
+            fresh = np.isin(active, need)
+            kernel(active, fresh, m_add)
+            again = active[status[active] == K.NEED_FULL]
+            if again.size:
+                full(again)
+                kernel(again, np.ones(again.size, bool), m_add)
+            bad = active[status[active] == K.STUCK]
+            if bad.size:
+                stuck.append(bad)
+            active = active[status[active] == K.CONTINUE]
+        conv = status == K.DONE
+        idx = torch.from_numpy(Sidx)
+        w = torch.from_numpy(Sw)
+        f = torch.from_numpy(fval)
+        g = torch.from_numpy(gapv)
+        done = torch.from_numpy(conv)
+        if stuck:  # the batched path from scratch (float64 working sets when it must)
+            rows = torch.from_numpy(np.concatenate(stuck))
+            i2, w2, f2, g2, c2, r2, nf2, nr2 = self._solve_chunk(V[rows], lam)
+            width = max(idx.shape[1], i2.shape[1])
+            idx = torch.nn.functional.pad(idx, (0, width - idx.shape[1]), value=-1)
+            w = torch.nn.functional.pad(w, (0, width - w.shape[1]))
+            idx[rows] = torch.nn.functional.pad(i2, (0, width - i2.shape[1]), value=-1)
+            w[rows] = torch.nn.functional.pad(w2, (0, width - w2.shape[1]))
+            f[rows], g[rows], done[rows] = f2, g2, c2
+            rnd, n_full, n_rows = max(rnd, r2), n_full + nf2, n_rows + nr2
+        if self.trace is not None:
+            self.trace.append({"compiled": True, "rounds": rnd, "stuck": int(sum(map(len, stuck)))})
+        return idx, w, f, g, done, rnd, n_full, n_rows
 
     def _solve_chunk(self, V: torch.Tensor, lam: float):
         dev, c = self.device, self.c
