@@ -104,6 +104,30 @@ def _append(G, F, m, L):
 
 
 @njit(nogil=True, cache=True)
+def _remove(L, m, k, xv):
+    """Delete row and column ``k`` from the ``m x m`` Cholesky factor in ``L``: the rows
+    below move up without their column ``k``, whose entries then update the trailing block
+    (a rank-one Cholesky update, ``O((m - k)^2)`` instead of a new factorization)."""
+    for i in range(k + 1, m):
+        for j in range(k):
+            L[i - 1, j] = L[i, j]
+        xv[i - k - 1] = L[i, k]
+        for j in range(k + 1, i + 1):
+            L[i - 1, j - 1] = L[i, j]
+    n = m - 1 - k
+    for i in range(n):
+        a = L[k + i, k + i]
+        xi = xv[i]
+        rr = math.sqrt(a * a + xi * xi)
+        c = rr / a
+        s = xi / a
+        L[k + i, k + i] = rr
+        for j in range(i + 1, n):
+            L[k + j, k + i] = (L[k + j, k + i] + s * xv[j]) / c
+            xv[j] = c * xv[j] - s * L[k + j, k + i]
+
+
+@njit(nogil=True, cache=True)
 def _solve(L, m, rhs, z, out):
     """``out = (L L^T)^{-1} rhs`` for the leading ``m`` entries."""
     for i in range(m):
@@ -119,7 +143,7 @@ def _solve(L, m, rhs, z, out):
 
 
 @njit(nogil=True, cache=True)
-def nnqp_lh(G, q, K, n_warm, x, F, L, max_iter):
+def nnqp_lh(G, q, K, n_warm, x, F, L, max_iter, factored=False):
     """``min w^T G w - 2 q^T w`` s.t. ``w >= 0`` over the first ``K`` entries, by the
     Lawson-Hanson active-set method with a Cholesky factor grown one row per added
     variable. The first ``n_warm`` entries start in the passive set (the previous round's
@@ -142,7 +166,7 @@ def nnqp_lh(G, q, K, n_warm, x, F, L, max_iter):
         F[m] = i
         inF[i] = True
         m += 1
-    if m and not _factor(G, F, m, L):
+    if m and not factored and not _factor(G, F, m, L):
         return -1
     blocked = -1
     for it in range(max_iter):
@@ -159,19 +183,20 @@ def nnqp_lh(G, q, K, n_warm, x, F, L, max_iter):
                     worst = min(worst, a)
             if worst >= 1.0:
                 break
-            k = 0
-            for i in range(m):
-                xi = x[F[i]] + worst * (zf[i] - x[F[i]])
-                if xi > 1e-15 * (1.0 + abs(x[F[i]])):
-                    F[k] = F[i]
-                    x[F[k]] = xi
-                    k += 1
-                else:
-                    x[F[i]] = 0.0
-                    inF[F[i]] = False
-            m = k
-            if m and not _factor(G, F, m, L):
-                return -1
+            # step to the boundary and drop the variables that reach it, downdating the
+            # factor (from the last, so that positions stay valid)
+            for i in range(m - 1, -1, -1):
+                old = x[F[i]]
+                xi = old + worst * (zf[i] - old)
+                if xi > 1e-15 * (1.0 + abs(old)):
+                    x[F[i]] = xi
+                    continue
+                x[F[i]] = 0.0
+                inF[F[i]] = False
+                _remove(L, m, i, z)
+                for t in range(i + 1, m):
+                    F[t - 1] = F[t]
+                m -= 1
             if m == 0:
                 break
         for i in range(m):
@@ -199,8 +224,8 @@ def nnqp_lh(G, q, K, n_warm, x, F, L, max_iter):
 
 
 @njit(nogil=True, cache=True)
-def solve_round(imgs, fresh, P, C32, C64, gram, use_gram, V, R, Rref, err_ref, Sidx, Sw, Sc, Sn, status, fval,
-                gapv, half, lam, tol, gm, maxnorm, m_add, cheap_limit, n_exact):
+def solve_round(imgs, fresh, P, C32, C64, gram, use_gram, V, R, Rref, err_ref, Sidx, Sw, Sc, Sn,
+                Gs, Ls, Qs, Gok, status, fval, gapv, half, lam, tol, gm, maxnorm, m_add, cheap_limit, n_exact):
     """One round for each image ``b = imgs[i]`` (see the module docstring).
 
     ``P[b]`` is the image's last full product ``C r_ref`` (float32; fresh this round when
@@ -209,9 +234,12 @@ def solve_round(imgs, fresh, P, C32, C64, gram, use_gram, V, R, Rref, err_ref, S
     exact correlations ``c_k . r``, size). ``gm`` is the rounding factor of a float32 dot
     product times the largest concept norm. ``gram`` is the dictionary's float32 Gram
     matrix ``C C^T`` when ``use_gram`` (else the working sets' entries are computed here).
+    ``Gs/Ls/Qs`` keep, per image whose support has at most ``gcap`` concepts (``Gok``),
+    the support's Gram matrix, its Cholesky factor and linear term for the next round.
     """
     c = C64.shape[0]
     kcap = Sidx.shape[1]
+    gcap = Gs.shape[1]
     mark = np.zeros(c, dtype=np.bool_)
     E = np.empty(c, dtype=np.int64)
     Ev = np.empty(c)
@@ -322,7 +350,16 @@ def solve_round(imgs, fresh, P, C32, C64, gram, use_gram, V, R, Rref, err_ref, S
             ws[nS + k] = cand[k]
         G = np.empty((K, K))
         q = np.empty(K)
-        for i in range(K):
+        L = np.empty((K, K))
+        kept = Gok[b] and nS <= gcap  # the support's Gram entries and factor from last round
+        if kept:
+            for i in range(nS):
+                q[i] = Qs[b, i]
+                for j in range(i + 1):
+                    G[i, j] = Gs[b, i, j]
+                    G[j, i] = G[i, j]
+                    L[i, j] = Ls[b, i, j]
+        for i in range(nS if kept else 0, K):
             ri = C32[ws[i]]
             if use_gram:
                 gi = gram[ws[i]]
@@ -339,8 +376,7 @@ def solve_round(imgs, fresh, P, C32, C64, gram, use_gram, V, R, Rref, err_ref, S
         for k in range(nS):
             x[k] = Sw[b, k]
         F = np.empty(K, dtype=np.int64)
-        L = np.empty((K, K))
-        m_sup = nnqp_lh(G, q, K, nS, x, F, L, 3 * K + 30)
+        m_sup = nnqp_lh(G, q, K, nS, x, F, L, 3 * K + 30, kept)
         if m_sup < 0 or m_sup > kcap:
             status[b] = STUCK
             continue
@@ -381,6 +417,13 @@ def solve_round(imgs, fresh, P, C32, C64, gram, use_gram, V, R, Rref, err_ref, S
             Sidx[b, k] = ws[F[k]]
             Sw[b, k] = xs[k]
             Sc[b, k] = sc_new[k]
+        Gok[b] = m_sup <= gcap
+        if Gok[b]:  # kept for the next round: the support is its working set's first part
+            for i in range(m_sup):
+                Qs[b, i] = q[F[i]]
+                for j in range(i + 1):
+                    Gs[b, i, j] = G[F[i], F[j]]
+                    Ls[b, i, j] = L[i, j]
         for k in range(n_new, nS):
             Sidx[b, k] = -1
             Sw[b, k] = 0.0

@@ -45,7 +45,19 @@ image::
     correlations are, on the CPU, one sparse (CSR) product and one sampled product that read
     only the support rows.
 
-    **Threads.** On the CPU every operation runs single-threaded (``torch.set_num_threads(1)``
+    **Compiled per-image steps (CPU).** For batches of at least ``COMPILED_MIN`` images
+    (and ``l1 > 0``), each round's per-image work (choosing candidates from the product,
+    the certificate, the working-set solve) runs compiled by numba
+    (:mod:`interp_splice._compiled`), one image after another, in ``workers`` threads: a
+    Lawson-Hanson active-set solve with a Cholesky factor grown and shrunk one row at a
+    time, on a float32 Gram matrix, then one step of float64 iterative refinement on the
+    support; a support's Gram matrix and factor are kept for the next round. Only the
+    residual-times-dictionary products stay batched (one torch product per round, with
+    torch's threads). Its few images it cannot finish (a failed factorization) go through
+    the batched torch path below. numba compiles it once per installation (its on-disk
+    cache); without numba the torch path runs.
+
+    **Threads.** On the CPU every operation of the batched torch path runs single-threaded (``torch.set_num_threads(1)``
     inside the solve, restored afterwards) and the batch is split into at least one chunk per
     worker thread (``workers``, default torch's thread count; chunks of at least 128 images),
     solved in parallel: the small batched factorizations run several times slower with two
@@ -347,7 +359,7 @@ class ActiveSetSolver:
                  adds: int = 24, chunk_size: int | None = None, max_rounds: int = 60,
                  cheap_limit: int = 96, keep_float64: bool | None = None,
                  workers: int | None = None, compiled: bool | None = None,
-                 gram_cache_mb: float = 1024):
+                 gram_cache_mb: float = 0):
         if not isinstance(dictionary, torch.Tensor) or dictionary.dim() != 2 or dictionary.shape[0] == 0:
             check_problem(dictionary, torch.zeros(1, 1), 0.0)
         if not (0 < tol < 1):
@@ -597,7 +609,10 @@ class ActiveSetSolver:
     #: (below it, the one-time compilation would outweigh the solve of a few images), and
     #: the images it solves together (one residual-times-dictionary product per round)
     COMPILED_MIN = 32
-    COMPILED_CHUNK = 2048
+    COMPILED_CHUNK = 512
+    #: supports of up to this many concepts keep their Gram matrix and Cholesky factor from
+    #: one round to the next (``2 * KEEP_GRAM^2`` float64 per image of a chunk)
+    KEEP_GRAM = 160
 
     def _compiled_ok(self, B: int, lam: float) -> bool:
         if self.compiled is False or self.device.type != "cpu" or lam <= 0 or self.C64 is None:
@@ -649,6 +664,11 @@ class ActiveSetSolver:
         Sw = np.zeros((b, kcap))
         Sc = np.zeros((b, kcap))
         Sn = np.zeros(b, dtype=np.int64)
+        gcap = min(kcap, self.KEEP_GRAM)
+        Gs = np.empty((b, gcap, gcap))
+        Ls = np.empty((b, gcap, gcap))
+        Qs = np.empty((b, gcap))
+        Gok = np.zeros(b, dtype=bool)
         status = np.zeros(b, dtype=np.int8)
         fval = np.full(b, np.inf)
         gapv = np.full(b, np.inf)
@@ -681,9 +701,9 @@ class ActiveSetSolver:
                 *[np.linspace(0, len(rows), n_parts + 1).astype(int)[k:k + n_parts] for k in (0, 1)])]
 
             def one(part):
-                K.solve_round(part[0], part[1], P, C32, C64, gram, gram.shape[0] > 0, Vn, R, Rref, err_ref, Sidx, Sw, Sc, Sn,
-                              status, fval, gapv, half, lam, self.tol, gm, self.maxnorm, m_add,
-                              self.cheap_limit, 4)
+                K.solve_round(part[0], part[1], P, C32, C64, gram, gram.shape[0] > 0, Vn, R, Rref,
+                              err_ref, Sidx, Sw, Sc, Sn, Gs, Ls, Qs, Gok, status, fval, gapv,
+                              half, lam, self.tol, gm, self.maxnorm, m_add, self.cheap_limit, 4)
 
             if len(parts) == 1:
                 one(parts[0])
