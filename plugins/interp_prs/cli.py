@@ -98,6 +98,22 @@ def _limit(kw):
     return None if not kw.get("limit") else int(kw["limit"])
 
 
+def _job_names(kw, split=None) -> dict:
+    """A job's dataset and backbone, as the command names them (so workers build them)."""
+    return {"dataset": kw["dataset"], "split": split or kw["split"],
+            "dataset_options": {"root": kw["root"]} if kw.get("root") else {},
+            "backbone": kw["backbone"],
+            "backbone_options": {"pretrained": kw["pretrained"]} if kw.get("pretrained") else {}}
+
+
+def _job_dir(kw, name="job"):
+    """``--job-dir`` (plus the suffix of ``name`` after ``job``), else ``--out/NAME``, else
+    None (the user cache, keyed by the job's spec)."""
+    if kw.get("job_dir"):
+        return str(kw["job_dir"]).rstrip("/") + name[len("job"):]
+    return str(Path(kw["out"]) / name) if kw.get("out") else None
+
+
 def _store(kw, bb=None, *, layers=None, per_patch=False, split=None, limit=None, name="job"):
     """The PRS store every dataset command reads: the job of :func:`interp_prs.decompose.
     job_spec` named by the command's backbone and dataset names, run (or resumed, or reused)
@@ -107,18 +123,10 @@ def _store(kw, bb=None, *, layers=None, per_patch=False, split=None, limit=None,
 
     from .decompose import PRSDecomposer, job_spec, run_store
 
-    spec = job_spec(
-        dataset=kw["dataset"], split=split or kw["split"],
-        dataset_options={"root": kw["root"]} if kw.get("root") else {},
-        backbone=kw["backbone"],
-        backbone_options={"pretrained": kw["pretrained"]} if kw.get("pretrained") else {},
-        per_patch=per_patch, layers=layers, batch_size=kw["batch_size"],
-        shard_size=kw.get("shard_size") or 256, limit=_limit(kw) if limit is None else limit)
-    job_dir = kw.get("job_dir")
-    if job_dir and name != "job":
-        job_dir = str(job_dir).rstrip("/") + name[len("job"):]
-    if not job_dir and kw.get("out"):
-        job_dir = str(Path(kw["out"]) / name)
+    spec = job_spec(**_job_names(kw, split), per_patch=per_patch, layers=layers,
+                    batch_size=kw["batch_size"], shard_size=kw.get("shard_size") or 256,
+                    limit=_limit(kw) if limit is None else limit)
+    job_dir = _job_dir(kw, name)
     args = engine_run_args(kw, kw.get("device", "auto"))
     if args["engine"] == "local" and bb is not None:  # the model this command loaded already
         args.update(backbone=bb, method=PRSDecomposer(bb))
@@ -408,10 +416,13 @@ def heatmap_cmd(images, texts, layers, heads, per_head, no_contrast, dataset, in
 @click.option("--layers", default=None, help="Layers whose heads make the map (default all).")
 @click.option("--figures", "n_figures", type=int, default=6, show_default=True,
               help="Example overlays to save with --out.")
+@engine_options
 def segment_cmd(classes, task, templates, threshold, layers, n_figures, run, **kw):
     """Zero-shot segmentation: threshold the predicted class's patch map; pixel accuracy,
     mIoU and mAP against the dataset's masks."""
     _start(kw, run)
+    from interpcore.engine import engine_run_args
+
     from .spatial import segment_dataset
     from .tasks import ZeroShotTask, default_task, task_weights, templates_from
 
@@ -428,7 +439,11 @@ def segment_cmd(classes, task, templates, threshold, layers, n_figures, run, **k
     thr = threshold if threshold == "mean" else float(threshold)
     res = segment_dataset(_decomposer(bb), ds, task_weights(bb, t), limit=_limit(kw),
                           batch_size=min(kw["batch_size"], 32), layers=_parse_layers(layers),
-                          threshold=thr, out_dir=run.out, n_figures=n_figures)
+                          threshold=thr, out_dir=run.out, n_figures=n_figures,
+                          job_dir=_job_dir(kw), names=_job_names(kw),
+                          shard_size=kw.get("shard_size") or 256,
+                          **engine_run_args(kw, kw.get("device", "auto")))
+    click.echo(f"PRS segmentation job folder: {res.job}", err=True)
     figs = _rel(res.figures, run.out) if run.out is not None else []
     run.finish(res, method="prs", title=f"Zero-shot segmentation with {bb.name}",
                settings=_settings(kw, classes=t.name, threshold=threshold), inputs=[kw["dataset"]],

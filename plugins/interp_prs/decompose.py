@@ -505,6 +505,22 @@ class PRSDecomposer(Decomposer):
         )
         return res.normalize()
 
+    def segment_maps(self, images, *, weights, layers=None, batch_size: int = 32) -> dict:
+        """Per-image zero-shot segmentation maps (the job verb of :meth:`segment_dataset`):
+        each PIL image resized to the model's input size (no crop), decomposed per patch,
+        ``class_map`` (N, gh, gw) the predicted class's patch scores minus their mean over the
+        classes of ``weights`` (K, D), and ``pred`` (N,) that class."""
+        from .spatial import class_map, input_size, patch_maps
+
+        W = torch.as_tensor(weights, dtype=torch.float32)
+        size = input_size(self.backbone)
+        imgs = [im.convert("RGB").resize((size[1], size[0])) for im in images]
+        with torch.no_grad():
+            r = self.decompose(imgs, per_patch=True, layers=layers, batch_size=batch_size)
+        maps = patch_maps(r, W)  # (b, K, gh, gw)
+        pred = (r.embedding @ W.T).argmax(-1)
+        return {"class_map": class_map(maps, pred), "pred": pred}
+
     # -- whole datasets -----------------------------------------------------------------
     def decompose_dataset(self, dataset, out=None, **kwargs) -> PRSStore:
         """Stream a dataset's decomposition to memory-mapped files; see :func:`decompose_dataset`."""
@@ -562,24 +578,39 @@ def job_arrays_float16(result: PRSDecomposition, n: int) -> dict:
 
 def job_spec(*, dataset: str, backbone: str, split: str = "test", dataset_options=None,
              backbone_options=None, per_patch: bool = False, layers=None, batch_size: int = 64,
-             shard_size: int = 256, limit: int | None = None, dtype: str = "float32"):
+             shard_size: int = 256, limit: int | None = None, dtype: str = "float32",
+             verb: str | None = None, call_options=None):
     """The :class:`~interpcore.engine.JobSpec` of a PRS store: every PRS and TextSpan dataset
     command (and :func:`decompose_dataset`) runs this job, so one finished job folder serves
-    them all. ``layers``: None (all), k (last k) or a list, as for :class:`PRSDecomposer`."""
+    them all. ``layers``: None (all), k (last k) or a list, as for :class:`PRSDecomposer`.
+    ``verb`` / ``call_options``: another method of the decomposer run on each batch of PIL
+    images instead (e.g. ``segment_maps``), its per-image outputs stored as they are."""
     from interpcore.engine import JobSpec
 
     if dtype not in ("float32", "float16"):
         raise InterpError(f"store dtype must be float32 or float16, got {dtype}")
     adapter = "interp_prs.decompose:" + ("job_arrays" if dtype == "float32" else "job_arrays_float16")
+    if verb is None:
+        call_options = {"per_patch": bool(per_patch), "layers": layers, "normalize": True}
     return JobSpec(
         dataset=dataset, split=split or "test", dataset_options=dict(dataset_options or {}),
         backbone=backbone, backbone_options=dict(backbone_options or {}), method="prs",
-        inputs="images", adapter=adapter, fields=SAMPLE_FIELDS,
-        call_options={"per_patch": bool(per_patch), "layers": layers, "normalize": True,
-                      "batch_size": int(batch_size)},
+        verb=verb, inputs="images", adapter=None if verb else adapter,
+        fields=() if verb else SAMPLE_FIELDS,
+        call_options={**dict(call_options or {}), "batch_size": int(batch_size)},
         batch_size=int(batch_size), shard_size=int(shard_size),
         limit=None if limit is None else int(limit),
     )
+
+
+def object_names(decomposer: PRSDecomposer, dataset, limit=None) -> dict:
+    """The dataset and backbone fields of a job run in this process on ``decomposer``'s
+    backbone object and a Dataset object (see :func:`_dataset_fields`); the backbone is named
+    with its name, weights and a fingerprint of its parameters (:func:`_weights_id`)."""
+    bb = decomposer.backbone
+    return {**_dataset_fields(dataset, limit),
+            "backbone": bb.name if ":" in bb.name else f"object:{bb.name}",
+            "backbone_options": {"pretrained": str(bb.pretrained), "weights": _weights_id(bb)}}
 
 
 def _weights_id(backbone) -> str:
@@ -655,14 +686,11 @@ def decompose_dataset(decomposer: PRSDecomposer, dataset, out=None, *, batch_siz
         raise InterpError("the dataset has no images to decompose")
     if len(dataset) == 0:
         raise InterpError("the dataset has no images to decompose")
-    bb = decomposer.backbone
-    spec = job_spec(
-        **_dataset_fields(dataset, limit), backbone=bb.name if ":" in bb.name else f"object:{bb.name}",
-        backbone_options={"pretrained": str(bb.pretrained), "weights": _weights_id(bb)},
-        per_patch=per_patch, layers=layers, batch_size=batch_size, shard_size=shard_size,
-        limit=limit, dtype=dtype)
+    spec = job_spec(**object_names(decomposer, dataset, limit), per_patch=per_patch,
+                    layers=layers, batch_size=batch_size, shard_size=shard_size, limit=limit,
+                    dtype=dtype)
     return run_store(spec, out, dataset=dataset, stream=decomposer.stream, overwrite=overwrite,
-                     progress=progress, backbone=bb, method=decomposer)
+                     progress=progress, backbone=decomposer.backbone, method=decomposer)
 
 
 def run_store(spec, out=None, *, dataset=None, stream=None, **run_args) -> PRSStore:
