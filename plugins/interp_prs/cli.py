@@ -132,10 +132,14 @@ def _store(kw, bb=None, *, layers=None, per_patch=False, split=None, limit=None,
         args.update(backbone=bb, method=PRSDecomposer(bb))
     store = run_store(spec, job_dir, stream=bb.residual_stream() if bb is not None else None,
                       **args)
-    r = store.result
-    click.echo(f"PRS job folder: {store.path} ({len(r.computed)} of {r.num_shards} shard(s) "
-               f"computed, {len(r.skipped)} reused)", err=True)
+    _echo_job("PRS", store.result)
     return store
+
+
+def _echo_job(what, result):
+    """Where a command's job is and what this run computed (a rerun: 0 shards)."""
+    click.echo(f"{what} job folder: {result.out_dir} ({len(result.computed)} of "
+               f"{result.num_shards} shard(s) computed, {len(result.skipped)} reused)", err=True)
 
 
 def _rel(paths, out):
@@ -421,7 +425,7 @@ def segment_cmd(classes, task, templates, threshold, layers, n_figures, run, **k
     """Zero-shot segmentation: threshold the predicted class's patch map; pixel accuracy,
     mIoU and mAP against the dataset's masks."""
     _start(kw, run)
-    from interpcore.engine import engine_run_args
+    from interpcore.engine import engine_run_args, job_result
 
     from .spatial import segment_dataset
     from .tasks import ZeroShotTask, default_task, task_weights, templates_from
@@ -443,7 +447,7 @@ def segment_cmd(classes, task, templates, threshold, layers, n_figures, run, **k
                           job_dir=_job_dir(kw), names=_job_names(kw),
                           shard_size=kw.get("shard_size") or 256,
                           **engine_run_args(kw, kw.get("device", "auto")))
-    click.echo(f"PRS segmentation job folder: {res.job}", err=True)
+    _echo_job("PRS segmentation", job_result(res.job))
     figs = _rel(res.figures, run.out) if run.out is not None else []
     run.finish(res, method="prs", title=f"Zero-shot segmentation with {bb.name}",
                settings=_settings(kw, classes=t.name, threshold=threshold), inputs=[kw["dataset"]],
