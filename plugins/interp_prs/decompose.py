@@ -523,7 +523,8 @@ class PRSDecomposer(Decomposer):
 
     # -- whole datasets -----------------------------------------------------------------
     def decompose_dataset(self, dataset, out=None, **kwargs) -> PRSStore:
-        """Stream a dataset's decomposition to memory-mapped files; see :func:`decompose_dataset`."""
+        """The dataset's decomposition as a resumable job folder (a :class:`PRSStore`); see
+        :func:`decompose_dataset`."""
         return decompose_dataset(self, dataset, out=out, **kwargs)
 
     def segment_dataset(self, dataset, weights, **kwargs):
