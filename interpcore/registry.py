@@ -302,8 +302,28 @@ class Registry:
         from .base import Dataset
 
         entry = self.entry("dataset", name)
-        ds = _call_factory(entry.factory, "dataset", name, options, split=split)
-        return _check_returned(ds, Dataset, entry)
+        ds = _check_returned(_call_factory(entry.factory, "dataset", name, options, split=split),
+                             Dataset, entry)
+        _record_source(ds, name, split, options)
+        return ds
+
+
+def _record_source(ds, name: str, split: str, options: dict) -> None:
+    """Note on a dataset how it was made, ``ds.job_source = {"dataset", "split",
+    "dataset_options"}`` (the fields of an :class:`~interpcore.engine.JobSpec`), so a job
+    over it can name it instead of holding the object; not set when the options are not
+    JSON values (the dataset then cannot be described by name)."""
+    import json
+
+    try:
+        source = json.loads(json.dumps({"dataset": name, "split": split,
+                                        "dataset_options": dict(options)}))
+    except (TypeError, ValueError):
+        return
+    try:
+        ds.job_source = source
+    except AttributeError:  # a dataset class with __slots__ or a read-only attribute
+        pass
 
 
 def _call_factory(factory, kind: str, name: str, options: dict, *args, **fixed):

@@ -85,23 +85,24 @@ def test_splice_dataset_and_classes_through_the_engine_match_decompose_data(tiny
 
 @needs
 def test_prs_dataset_through_the_engine_matches_the_prs_store(tiny_clip, tmp_path):
-    from interp_prs import engine_job
+    from interp_prs.cli import _store
     from interp_prs.decompose import PRSDecomposer, decompose_dataset
 
     kw = dict(backbone=tiny_clip["backbone"], pretrained=tiny_clip["pretrained"], device="cpu",
               dataset="shapes", split="test", root=None, limit=40, batch_size=16, out=None,
               engine="local", address=None, workers=None, shard_size=16,
               job_dir=str(tmp_path / "job"), overwrite=False)
-    got = engine_job.decompose(kw, per_patch=False, layers=1)
+    got = _store(kw, layers=1)  # the commands' job, built from the names by the worker
     bb = interpcore.get_backbone(kw["backbone"], pretrained=kw["pretrained"], device="cpu")
     ds = interpcore.get_dataset("shapes", split="test")
     store = decompose_dataset(PRSDecomposer(bb), ds, tmp_path / "store", batch_size=16, limit=40,
                               layers=1)
     assert len(got) == len(store) == 40 and got.head_layers == store.head_layers == [1]
     for name in ("embedding", "embed", "attn", "attn_cls", "mlps", "ln_bias", "heads", "norm"):
-        np.testing.assert_allclose(getattr(got, name), store.array(name, mmap=False), rtol=1e-4,
-                                   atol=1e-6, err_msg=name)
-    np.testing.assert_array_equal(got.label, store.labels)
+        np.testing.assert_allclose(got.array(name, mmap=False), store.array(name, mmap=False),
+                                   rtol=1e-4, atol=1e-6, err_msg=name)
+    np.testing.assert_array_equal(got.labels, store.labels)
+    assert got.samples == store.samples and got.samples[0].get("attributes")
     assert Path(got.path) == tmp_path / "job"
 
 

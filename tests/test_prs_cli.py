@@ -76,7 +76,7 @@ def test_decompose_dataset_and_images(cli, tmp_path):
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert data["images"] == 16 and data["max_abs_error_of_sum"] < 1e-5
-    assert (tmp_path / "d" / "store" / "heads.npy").is_file()
+    assert (tmp_path / "d" / "job" / "arrays" / "heads" / "shard-00000.npy").is_file()
     assert json.loads((tmp_path / "d" / "run.json").read_text())["method"] == "prs"
     img = tmp_path / "x.png"
     _Data().items[0]["image"].save(img)

@@ -109,39 +109,69 @@ class _ListDataset(interpcore.Dataset):
 
 
 def test_streaming_store_matches_in_memory(tmp_path):
+    from interpcore.engine import JobArray, read_manifest
+
     bb = tiny_open_clip_backbone()
     ds = _ListDataset(7)
     dec = PRSDecomposer(bb, layers=2)
-    store = decompose_dataset(dec, ds, out=tmp_path / "store", batch_size=3)
+    store = decompose_dataset(dec, ds, out=tmp_path / "store", batch_size=3, shard_size=3)
     assert isinstance(store, PRSStore) and len(store) == 7
-    assert isinstance(store.heads, np.memmap)
+    assert isinstance(store.heads, JobArray) and store.result.computed == [0, 1, 2]
     r = dec.decompose([s["image"] for s in ds.items], normalize=True)
     np.testing.assert_allclose(store.heads, r.heads.numpy(), rtol=1e-5, atol=1e-6)
+    rows = [6, 0, 4, 3]  # across shards, out of order
+    np.testing.assert_allclose(store.heads[rows, 1], r.heads.numpy()[rows, 1], rtol=1e-5, atol=1e-6)
     total = store.embed + store.attn.sum(1) + store.mlps.sum(1) + store.ln_bias
     unit = store.embedding / np.linalg.norm(store.embedding, axis=1, keepdims=True)
     assert np.abs(total - unit).max() < 1e-5
     assert store.labels.tolist() == [i % 2 for i in range(7)]
     assert store.samples[3]["attributes"] == {"k": 3}
-    # same call again: the complete store is reused, not recomputed
-    before = (tmp_path / "store" / "heads.npy").stat().st_mtime_ns
-    decompose_dataset(dec, ds, out=tmp_path / "store", batch_size=3)
-    assert (tmp_path / "store" / "heads.npy").stat().st_mtime_ns == before
+    # same call again, with an equal dataset object: the finished job is reused, not recomputed
+    shard = tmp_path / "store" / "arrays" / "heads" / "shard-00001.npy"
+    before = shard.stat().st_mtime_ns
+    again = decompose_dataset(dec, _ListDataset(7), out=tmp_path / "store", batch_size=3, shard_size=3)
+    assert again.result.computed == [] and again.result.skipped == [0, 1, 2]
+    assert shard.stat().st_mtime_ns == before
+    assert read_manifest(tmp_path / "store")["status"] == "complete"
 
 
-def test_streaming_store_is_atomic_on_failure(tmp_path):
+def test_a_failed_store_resumes_with_only_the_missing_shards(tmp_path, monkeypatch):
+    """A run that stops mid-way (here: the decomposer raises on the third shard, as a killed
+    worker would stop) keeps the shards it finished; the rerun computes only the rest and
+    gives the numbers of an uninterrupted run."""
+    from interpcore.engine import read_manifest
+
     bb = tiny_open_clip_backbone()
+    dec = PRSDecomposer(bb)
     ds = _ListDataset(5)
-    ds.items[4] = {"image": "/nonexistent/image.png", "label": 0}
-    with pytest.raises(InterpError, match="not found"):
-        decompose_dataset(PRSDecomposer(bb), ds, out=tmp_path / "s", batch_size=2)
-    assert not (tmp_path / "s").exists()
-    assert list(tmp_path.iterdir()) == []
+    calls = []
+    real = dec.decompose
+
+    def flaky(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what a Ctrl-C or a kill signal handler raises
+        return real(*args, **kw)
+
+    monkeypatch.setattr(dec, "decompose", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        decompose_dataset(dec, ds, out=tmp_path / "s", batch_size=2, shard_size=2)
+    m = read_manifest(tmp_path / "s")
+    assert m["status"] == "interrupted" and m["shards_done"] == 2
+    with pytest.raises(InterpError, match="not a PRS store"):
+        PRSStore(tmp_path / "s")
+    store = decompose_dataset(dec, ds, out=tmp_path / "s", batch_size=2, shard_size=2)
+    assert store.result.computed == [2] and store.result.skipped == [0, 1]
+    monkeypatch.setattr(dec, "decompose", real)
+    ref = decompose_dataset(dec, ds, out=tmp_path / "ref", batch_size=2, shard_size=2)
+    for name in ("embedding", "attn", "heads", "mlps", "ln_bias"):
+        np.testing.assert_array_equal(store.array(name, mmap=False), ref.array(name, mmap=False))
 
 
 def test_corrupt_store_raises(tmp_path):
     bb = tiny_open_clip_backbone()
     store = decompose_dataset(PRSDecomposer(bb), _ListDataset(3), out=tmp_path / "s")
-    (store.path / "meta.json").write_text("{broken")
+    (store.path / "prs.json").write_text("{broken")
     with pytest.raises(InterpError, match="corrupt"):
         PRSStore(store.path)
     with pytest.raises(InterpError, match="not a PRS store"):

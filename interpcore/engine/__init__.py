@@ -44,17 +44,18 @@ slowing ``interp --help`` down.
 
 from .engines import ENGINES, LocalEngine, get_engine, run_job
 from .options import engine_options, engine_run_args
-from .sources import (IMAGE_SUFFIXES, ImageFolderSource, TarShardsSource, ensure_plugins,
-                      num_samples, open_dataset, read_samples)
+from .sources import (IMAGE_SUFFIXES, ImageFolderSource, TarShardsSource, bind_dataset,
+                      ensure_plugins, num_samples, open_dataset, read_samples)
 from .spec import (FORMAT_VERSION, INPUTS, EngineError, JobSpec, Shard, callable_path,
                    import_object, make_shards)
-from .store import (MANIFEST, JobResult, JobStore, _runner, default_job_dir, iter_shards,
-                    job_result, live_status, load_array, load_table, read_manifest,
-                    run_section)
+from .store import (MANIFEST, JobArray, JobResult, JobStore, _runner, default_job_dir,
+                    iter_shards, job_result, live_status, load_array, load_columns, load_table,
+                    read_manifest, run_section)
 from .worker import ShardWorker, to_arrays
 
 __all__ = [
-    "ENGINES", "FORMAT_VERSION", "IMAGE_SUFFIXES", "INPUTS", "MANIFEST", "EngineError",
+    "ENGINES", "FORMAT_VERSION", "IMAGE_SUFFIXES", "INPUTS", "MANIFEST", "EngineError", "JobArray",
+    "bind_dataset", "load_columns",
     "ImageFolderSource", "JobResult", "JobSpec", "JobStore", "LocalEngine", "Shard",
     "ShardWorker", "TarShardsSource", "callable_path", "default_job_dir", "engine_options",
     "engine_run_args", "ensure_plugins", "get_engine", "import_object", "iter_shards",

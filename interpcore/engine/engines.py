@@ -21,14 +21,17 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, device: str = "auto", **_ignored):
+    def __init__(self, device: str = "auto", backbone=None, method=None, **_ignored):
+        """``backbone`` / ``method``: objects of this process to use instead of building them
+        from the spec's names (an API call that holds them already)."""
         self.device = device
+        self.objects = {"backbone": backbone, "method": method}
         self.workers = 1
         self.setup_seconds = 0.0
 
     def run(self, spec: JobSpec, shards: list[Shard], writer: ShardWriter, sink: Callable) -> None:
         t0 = time.perf_counter()
-        worker = ShardWorker(spec, device=self.device)
+        worker = ShardWorker(spec, device=self.device, **self.objects)
         worker._setup()
         self.setup_seconds = time.perf_counter() - t0
         for shard in shards:
@@ -93,7 +96,8 @@ def run_job(spec: JobSpec | Mapping, out_dir, *, engine: str = "local", overwrit
     if n == 0:
         raise EngineError(f"dataset '{spec.dataset}' has no samples to process")
     shards = make_shards(n, spec.shard_size)
-    _check_names(spec)  # before the job folder is made: a typo leaves nothing behind
+    if engine_options.get("backbone") is None:  # objects given: nothing is built by name
+        _check_names(spec)  # before the job folder is made: a typo leaves nothing behind
     store = JobStore(out_dir, spec, shards, n)
     pending = store.open(overwrite=overwrite, verify=verify)
     pending_ids = {s.id for s in pending}

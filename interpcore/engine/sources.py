@@ -158,8 +158,27 @@ def ensure_plugins(spec: JobSpec) -> None:
         _registered_plugins.add((id(reg), path))
 
 
+_bound: dict[str, Any] = {}
+
+
+def bind_dataset(name: str, dataset) -> str:
+    """Make the in-process ``dataset`` object readable by this process's engines under the
+    job dataset ``name`` (for objects no name and options describe; Ray workers cannot read
+    it). Returns ``name``."""
+    if not isinstance(name, str) or not name.startswith("object:"):
+        raise EngineError(f"a bound dataset's name starts with 'object:', got {name!r}")
+    _bound[name] = dataset
+    return name
+
+
 def open_dataset(spec: JobSpec):
     """The job's dataset (cached per process: workers open it once)."""
+    if spec.dataset.startswith("object:"):
+        if spec.dataset not in _bound:
+            raise EngineError(f"dataset '{spec.dataset}' is a Python object of another process: "
+                              "only the local engine of the process that made it can read it; "
+                              "register the dataset as a plugin to run it elsewhere")
+        return _bound[spec.dataset]
     key = json.dumps([spec.dataset, spec.split, spec.dataset_options, list(spec.plugins)],
                      sort_keys=True)
     if spec.dataset.startswith("folder:"):
@@ -189,7 +208,10 @@ def num_samples(spec: JobSpec) -> int:
 def read_samples(spec: JobSpec, start: int, stop: int) -> tuple[list, dict]:
     """Images ``[start, stop)`` as ``(H, W, 3)`` uint8 arrays, plus the requested fields.
 
-    Both engines go through this function, so they see byte-identical pixels.
+    Both engines go through this function, so they see byte-identical pixels. A field that
+    every sample has as a number comes back as an array; one with strings, dicts or lists
+    (captions, attributes) or with gaps (``None``) comes back as a list, JSON values only,
+    and is written to the shard's Parquet table (see :class:`~.store.ShardWriter`).
     """
     import numpy as np
 
@@ -206,11 +228,23 @@ def read_samples(spec: JobSpec, start: int, stop: int) -> tuple[list, dict]:
         images.append(np.ascontiguousarray(arr, dtype=np.uint8))
         for f in spec.fields:
             fields[f].append(sample.get(f))
-    # a field is kept only when every sample has it as a number
-    kept = {}
+    # a field every sample has as a number is an array; other JSON values stay a list
+    kept: dict[str, Any] = {}
     for f, values in fields.items():
         if values and all(isinstance(v, (int, float, bool, np.integer, np.floating)) for v in values):
             kept[f] = np.asarray(values)
+        elif any(v is not None for v in values):
+            try:
+                kept[f] = json.loads(json.dumps(values, default=_json_scalar))
+            except (TypeError, ValueError):
+                continue  # not JSON values (e.g. masks as arrays): not a per-image field
     return images, kept
+
+
+def _json_scalar(v):
+    """numpy scalars inside sample fields (e.g. an attribute stored as np.int64)."""
+    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
+        return v.item()
+    raise TypeError(f"{type(v).__name__} is not a JSON value")
 
 

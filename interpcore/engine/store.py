@@ -138,25 +138,51 @@ def table_file(shard: Shard) -> str:
     return f"tables/{shard.label}.parquet"
 
 
-def _parquet_bytes(shard: Shard, arrays: Mapping) -> tuple[bytes, list[str]] | None:
+#: Parquet field metadata of a column whose values are JSON text (dicts, lists)
+JSON_COLUMN = {b"interpcore.encoding": b"json"}
+
+
+def _json_column(values: list):
+    """A list of JSON values as a Parquet column: numbers and strings (with gaps as nulls)
+    as they are, anything with dicts or lists as JSON text marked by :data:`JSON_COLUMN`."""
+    import pyarrow as pa
+
+    if not any(isinstance(v, (dict, list)) for v in values):
+        try:
+            return pa.array(values), None
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: fall back to JSON text
+            pass
+    return pa.array([None if v is None else json.dumps(v) for v in values], pa.string()), JSON_COLUMN
+
+
+def _parquet_bytes(shard: Shard, arrays: Mapping,
+                   extra: Mapping | None = None) -> tuple[bytes, list[str]] | None:
     """One shard's per-image scalars (1-d arrays) and vectors (2-d: one fixed-size list per
-    image) as a Parquet table, with the dataset ``index`` of each row; ``None`` when the shard
-    has neither. Arrays of higher rank stay ``.npy`` only."""
+    image) as a Parquet table, with the dataset ``index`` of each row, plus ``extra`` columns
+    (per-image JSON values, e.g. captions and attributes); ``None`` when the shard has none of
+    these. Arrays of higher rank stay ``.npy`` only."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     columns = {"index": pa.array(np.arange(shard.start, shard.stop, dtype=np.int64))}
+    meta = {}
     for name, arr in arrays.items():
         if arr.ndim == 1:
             columns[name] = pa.array(arr)
         elif arr.ndim == 2 and arr.shape[1] > 0:
             columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)),
                                                               arr.shape[1])
+    for name, values in (extra or {}).items():
+        if len(values) != shard.size:
+            raise EngineError(f"{shard.label}: field '{name}' has {len(values)} values for "
+                              f"{shard.size} images")
+        columns[name], meta[name] = _json_column(list(values))
     if len(columns) == 1:
         return None
+    schema = pa.schema([pa.field(k, v.type, metadata=meta.get(k)) for k, v in columns.items()])
     buf = io.BytesIO()
-    pq.write_table(pa.table(columns), buf)
+    pq.write_table(pa.table(columns, schema=schema), buf)
     return buf.getvalue(), list(columns)
 
 
@@ -168,8 +194,10 @@ class ShardWriter:
     def __init__(self, location: Location, spec_hash: str, run_id: str):
         self.location, self.spec_hash, self.run_id = location, spec_hash, run_id
 
-    def write(self, shard: Shard, arrays: Mapping, info: Mapping | None = None) -> dict:
-        """The shard's arrays, then its record (the record marks the shard done)."""
+    def write(self, shard: Shard, arrays: Mapping, info: Mapping | None = None,
+              columns: Mapping | None = None) -> dict:
+        """The shard's arrays, then its record (the record marks the shard done).
+        ``columns``: per-image JSON values (lists) that go to the Parquet table only."""
         loc = self.location
         for name, arr in arrays.items():
             if arr.shape[0] != shard.size:
@@ -189,7 +217,7 @@ class ShardWriter:
             files[name] = {"file": array_file(name, shard), "shape": list(arr.shape),
                            "dtype": str(arr.dtype), "bytes": len(data),
                            "sha256": hashlib.sha256(data).hexdigest()}
-        table = _parquet_bytes(shard, arrays)
+        table = _parquet_bytes(shard, arrays, columns)
         tables = {}
         if table is not None:
             data, columns = table
@@ -491,6 +519,146 @@ def load_table(out_dir):
                               "existed, or one without per-image scalars or vectors)")
         parts.append(pq.read_table(io.BytesIO(loc.read_bytes(rel))))
     return pa.concat_tables(parts)
+
+
+def load_columns(out_dir, names: Sequence[str]) -> dict[str, list]:
+    """Per-image columns of a finished job's Parquet tables as Python lists in dataset order
+    (JSON text columns decoded; a column absent from the tables is all ``None``)."""
+    import pyarrow.parquet as pq
+
+    loc = _open(out_dir)
+    manifest = read_manifest(loc)
+    if manifest.get("status") != "complete":
+        raise EngineError(f"the job in {out_dir} is not complete; rerun it to finish")
+    out: dict[str, list] = {n: [] for n in names}
+    for s in manifest["shards"]:
+        rel = f"tables/shard-{s['id']:05d}.parquet"
+        size = s["stop"] - s["start"]
+        table = pq.read_table(io.BytesIO(loc.read_bytes(rel))) if loc.exists(rel) else None
+        for n in names:
+            if table is None or n not in table.column_names:
+                out[n].extend([None] * size)
+                continue
+            values = table.column(n).to_pylist()
+            if (table.schema.field(n).metadata or {}).get(b"interpcore.encoding") == b"json":
+                values = [None if v is None else json.loads(v) for v in values]
+            out[n].extend(values)
+    return out
+
+
+class JobArray:
+    """Array ``name`` of a finished job folder read lazily, shard by shard: ``a[rows]``,
+    ``a[rows, ...]`` (rows: an int, a slice or an index array) reads only the shards those
+    rows are in (memory-mapped where the folder is local); numpy functions and operators see
+    the whole array (``np.asarray(a)``)."""
+
+    def __init__(self, out_dir, name: str, manifest: Mapping | None = None):
+        import numpy as np
+
+        self.location = _open(out_dir)
+        self.name = name
+        m = manifest or read_manifest(self.location)
+        if m.get("status") != "complete":
+            raise EngineError(f"the job in {out_dir} is not complete; rerun it to finish")
+        info = (m.get("arrays") or {}).get(name)
+        if info is None:
+            raise EngineError(f"no array '{name}' in {out_dir}; arrays: "
+                              f"{', '.join(m.get('arrays') or {}) or 'none'}")
+        self.shape, self.dtype = tuple(info["shape"]), np.dtype(info["dtype"])
+        self._starts = np.array([s["start"] for s in m["shards"]], dtype=np.int64)
+        self._ids = [s["id"] for s in m["shards"]]
+        self._parts: dict[int, object] = {}
+
+    ndim = property(lambda self: len(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _part(self, j: int):
+        if j not in self._parts:
+            self._parts[j] = self.location.load_npy(f"arrays/{self.name}/shard-{self._ids[j]:05d}.npy",
+                                                    mmap=True)
+        return self._parts[j]
+
+    def __getitem__(self, key):
+        import numpy as np
+
+        rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        n = self.shape[0]
+        if isinstance(rows, (int, np.integer)):
+            r = int(rows) + n if rows < 0 else int(rows)
+            if not 0 <= r < n:
+                raise IndexError(f"row {rows} out of range for {n} rows")
+            j = int(np.searchsorted(self._starts, r, side="right") - 1)
+            return np.asarray(self._part(j)[(r - self._starts[j], *rest)])
+        idx = np.arange(n)[rows] if isinstance(rows, slice) else np.asarray(rows)
+        if idx.dtype == bool:
+            idx = np.nonzero(idx)[0]
+        idx = np.where(idx < 0, idx + n, idx).astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"rows out of range for {n} rows")
+        shard = np.searchsorted(self._starts, idx, side="right") - 1
+        parts, order = [], []
+        for j in np.unique(shard):
+            sel = np.nonzero(shard == j)[0]
+            parts.append(np.asarray(self._part(int(j))[(idx[sel] - self._starts[j], *rest)]))
+            order.append(sel)
+        if not parts:
+            return np.asarray(self._part(0)[(slice(0, 0), *rest)]) if self._ids else np.empty((0,))
+        out = np.concatenate(parts)
+        if len(parts) > 1 or not np.array_equal(order[0], np.arange(len(idx))):
+            out[np.concatenate(order)] = out.copy()
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        import numpy as np
+
+        a = self[:]
+        return a.astype(dtype) if dtype is not None else a
+
+    def __getattr__(self, attr):  # .sum(1), .mean(0), .astype(...): on the whole array
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        import numpy as np
+
+        return getattr(np.asarray(self), attr)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        import numpy as np
+
+        inputs = [np.asarray(x) if isinstance(x, JobArray) else x for x in inputs]
+        return getattr(ufunc, method)(*inputs, **kwargs)
+
+    def __neg__(self):
+        import numpy as np
+
+        return -np.asarray(self)
+
+    def __repr__(self) -> str:
+        return f"<JobArray {self.name} {self.shape} {self.dtype} in {self.location}>"
+
+
+def _operator(op: str, reflected: bool):
+    import operator
+
+    fn = getattr(operator, op)
+
+    def method(self, other):
+        import numpy as np
+
+        a = np.asarray(self)
+        b = np.asarray(other) if isinstance(other, JobArray) else other
+        return fn(b, a) if reflected else fn(a, b)
+
+    return method
+
+
+for _op in ("add", "sub", "mul", "truediv", "matmul", "pow"):  # operators on the whole array
+    setattr(JobArray, f"__{_op}__", _operator(_op, False))
+    setattr(JobArray, f"__r{_op}__", _operator(_op, True))
+for _op in ("eq", "ne", "lt", "le", "gt", "ge"):
+    setattr(JobArray, f"__{_op}__", _operator(_op, False))
+JobArray.__hash__ = None
 
 
 def load_array(out_dir, name: str, mmap: bool = False):

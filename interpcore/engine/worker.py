@@ -78,17 +78,22 @@ class ShardWorker:
     One worker holds one model; the Ray engine runs one per actor.
     """
 
-    def __init__(self, spec: JobSpec | Mapping, device: str = "auto", threads: int | None = None):
+    def __init__(self, spec: JobSpec | Mapping, device: str = "auto", threads: int | None = None,
+                 backbone=None, method=None):
+        """``backbone`` / ``method``: objects already built in this process, used instead of
+        building them from the spec's names (the caller vouches that they match the spec)."""
         self.spec = spec if isinstance(spec, JobSpec) else JobSpec.from_dict(spec)
         self.device = device
         self.threads = threads
-        self._backbone = None
-        self._method = None
+        self._backbone = backbone
+        self._method = method
         self._adapter = None
         self.shards_done = 0
 
     def _setup(self):
         if self._backbone is not None:
+            if self.spec.adapter and self._adapter is None:
+                self._adapter = import_object(self.spec.adapter)
             return
         if self.threads:
             import torch
@@ -173,6 +178,8 @@ class ShardWorker:
         for k, v in (fields or {}).items():
             if k in out:
                 raise EngineError(f"the method returned an array named like the field '{k}'")
+            if isinstance(v, list):  # JSON values (captions, attributes): table columns only
+                continue
             out[k] = np.asarray(v)
         self.shards_done += 1
         return out
@@ -189,6 +196,8 @@ class ShardWorker:
         images, fields = samples if samples is not None else read_samples(
             self.spec, shard.start, shard.stop)
         arrays = self.compute(images, fields)
-        return writer.write(shard, arrays, {**info, "seconds": round(time.perf_counter() - t0, 4)})
+        columns = {k: v for k, v in (fields or {}).items() if isinstance(v, list)}
+        return writer.write(shard, arrays, {**info, "seconds": round(time.perf_counter() - t0, 4)},
+                            columns=columns)
 
 

@@ -10,8 +10,8 @@ zero-shot accuracy of the resulting representation is measured. Rows:
 * both;
 * attention layers 0..j mean-ablated, cumulatively from the first layer, for every j.
 
-Arrays are read from the memory-mapped store in chunks, so the study runs on stores larger
-than RAM.
+Arrays are read from the store (a job folder, shard by shard) in chunks, so the study runs
+on stores larger than RAM.
 """
 
 from __future__ import annotations

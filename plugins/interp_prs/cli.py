@@ -98,12 +98,48 @@ def _limit(kw):
     return None if not kw.get("limit") else int(kw["limit"])
 
 
-def _store(bb, ds, kw, *, layers=None, per_patch=False, desc="PRS"):
-    from .decompose import PRSDecomposer, decompose_dataset
+def _job_names(kw, split=None) -> dict:
+    """A job's dataset and backbone, as the command names them (so workers build them)."""
+    return {"dataset": kw["dataset"], "split": split or kw["split"],
+            "dataset_options": {"root": kw["root"]} if kw.get("root") else {},
+            "backbone": kw["backbone"],
+            "backbone_options": {"pretrained": kw["pretrained"]} if kw.get("pretrained") else {}}
 
-    dec = PRSDecomposer(bb)
-    return decompose_dataset(dec, ds, batch_size=kw["batch_size"], per_patch=per_patch,
-                             layers=layers, limit=_limit(kw), desc=desc)
+
+def _job_dir(kw, name="job"):
+    """``--job-dir`` (plus the suffix of ``name`` after ``job``), else ``--out/NAME``, else
+    None (the user cache, keyed by the job's spec)."""
+    if kw.get("job_dir"):
+        return str(kw["job_dir"]).rstrip("/") + name[len("job"):]
+    return str(Path(kw["out"]) / name) if kw.get("out") else None
+
+
+def _store(kw, bb=None, *, layers=None, per_patch=False, split=None, limit=None, name="job"):
+    """The PRS store every dataset command reads: the job of :func:`interp_prs.decompose.
+    job_spec` named by the command's backbone and dataset names, run (or resumed, or reused)
+    in ``--job-dir``, else ``--out/job``, else the user cache; ``name``: the folder under
+    ``--out`` (and the suffix after ``--job-dir``) of a second job of one command."""
+    from interpcore.engine import engine_run_args
+
+    from .decompose import PRSDecomposer, job_spec, run_store
+
+    spec = job_spec(**_job_names(kw, split), per_patch=per_patch, layers=layers,
+                    batch_size=kw["batch_size"], shard_size=kw.get("shard_size") or 256,
+                    limit=_limit(kw) if limit is None else limit)
+    job_dir = _job_dir(kw, name)
+    args = engine_run_args(kw, kw.get("device", "auto"))
+    if args["engine"] == "local" and bb is not None:  # the model this command loaded already
+        args.update(backbone=bb, method=PRSDecomposer(bb))
+    store = run_store(spec, job_dir, stream=bb.residual_stream() if bb is not None else None,
+                      **args)
+    _echo_job("PRS", store.result)
+    return store
+
+
+def _echo_job(what, result):
+    """Where a command's job is and what this run computed (a rerun: 0 shards)."""
+    click.echo(f"{what} job folder: {result.out_dir} ({len(result.computed)} of "
+               f"{result.num_shards} shard(s) computed, {len(result.skipped)} reused)", err=True)
 
 
 def _rel(paths, out):
@@ -151,25 +187,21 @@ def textspan():
 @click.option("--layers", default=None, help="Layers whose heads to record: k (last k) or 0,3,5.")
 @engine_options  # dataset mode only: sharded, resumable, local or on Ray (docs/scaling.md)
 def decompose_cmd(images, per_patch, layers, run, **kw):
-    """Decompose IMAGES (or, without images, a whole dataset into a memory-mapped store).
+    """Decompose IMAGES (or, without images, a whole dataset into a PRS store).
 
     Prints how much each layer's attention and MLP contribute and checks that the
     contributions sum to the embedding. With --out, images' contributions are saved as
-    contributions.safetensors; a dataset's store is written to OUT/store.
+    contributions.safetensors. A dataset is decomposed as a sharded, resumable job in
+    --job-dir, else OUT/job, else the user cache; a rerun reuses the finished shards.
     """
     _start(kw, run)
-    from . import engine_job as _engine_job
-    from .decompose import PRSDecomposer, decompose_dataset
+    from .decompose import PRSDecomposer
 
-    if images and _engine_job.use_engine(kw):
+    if images and ((kw.get("engine") or "local") != "local" or kw.get("job_dir")):
         raise InterpError("--engine / --job-dir apply to a whole dataset: leave out IMAGES")
-    if not images and _engine_job.use_engine(kw):
-        dec = None  # the workers build the model
-        _dataset_name(kw)
-    else:
+    if images:
         bb = _backbone(kw)
         dec = PRSDecomposer(bb, per_patch=per_patch, layers=_parse_layers(layers))
-    if images:
         res = dec.decompose(list(images), batch_size=kw["batch_size"])
         files = []
         if run.out is not None:
@@ -183,17 +215,10 @@ def decompose_cmd(images, per_patch, layers, run, **kw):
                              {"head_layers": res.head_layers, "per_patch": res.per_patch})
             files.append(str(p))
         inputs = list(images)
-    elif _engine_job.use_engine(kw):  # --engine ray / --job-dir: sharded, resumable
-        store = _engine_job.decompose(kw, per_patch=per_patch, layers=_parse_layers(layers))
-        click.echo(f"PRS job folder: {store.path}", err=True)
-        res = _store_summary(store)
-        inputs = [kw["dataset"]]
-    else:
-        ds = _dataset(kw, bb=bb)
-        out = Path(kw["out"]) / "store" if kw["out"] else None
-        store = decompose_dataset(dec, ds, out=out, batch_size=kw["batch_size"],
-                                  limit=_limit(kw))
-        click.echo(f"PRS store: {store.path}", err=True)
+    else:  # a whole dataset: a sharded, resumable job (local or Ray)
+        bb = _backbone(kw) if (kw.get("engine") or "local") == "local" else None
+        _dataset_name(kw, bb)
+        store = _store(kw, bb, per_patch=per_patch, layers=_parse_layers(layers))
         res = _store_summary(store)
         inputs = [kw["dataset"]]
     run.finish(res, method="prs", title=f"PRS decomposition on {kw['backbone']}",
@@ -211,6 +236,7 @@ def decompose_cmd(images, per_patch, layers, run, **kw):
 @click.option("--task", default=None, help="Zero-shot task (default: the one the dataset "
               "advertises, else its labels).")
 @click.option("--templates", default=None, help="openai, simple, a file of templates, or one template.")
+@engine_options
 def ablate_cmd(task, templates, run, **kw):
     """Mean-ablation study: zero-shot accuracy with MLPs, class-token terms or attention
     layers (cumulatively) replaced by their dataset mean."""
@@ -220,7 +246,7 @@ def ablate_cmd(task, templates, run, **kw):
 
     bb = _backbone(kw)
     ds = _dataset(kw, bb=bb)
-    store = _store(bb, ds, kw, layers=[])
+    store = _store(kw, bb, layers=[])
     task = task or default_task(ds)
     t = ds.zeroshot_task(task, templates)
     res = mean_ablation_study(store, task_weights(bb, t).numpy(), t.labels(store.samples),
@@ -251,6 +277,7 @@ def ablate_cmd(task, templates, run, **kw):
               help="Dimension of each head's span the texts are projected onto (default and "
                    "maximum: the head dimension).")
 @click.option("--task", default=None, help="Zero-shot task for the accuracy figures.")
+@engine_options
 def textspan_cmd(pool, n_layers, texts_per_head, rank, task, run, **kw):
     """Greedy text basis for every head of the last layers, with the variance each text
     explains and the accuracy after replacing the heads by their text reconstructions."""
@@ -261,7 +288,7 @@ def textspan_cmd(pool, n_layers, texts_per_head, rank, task, run, **kw):
     bb = _backbone(kw)
     ex = TextSpanExplainer(bb, pool=pool, layers=n_layers, texts_per_head=texts_per_head, rank=rank)
     ds = _dataset(kw, bb=bb)
-    store = _store(bb, ds, kw, layers=ex.layers, desc="PRS (TextSpan)")
+    store = _store(kw, bb, layers=ex.layers)
     res = ex.explain(store, task=task or default_task(ds, allow_none=True))
     figs = []
     if run.out is not None:
@@ -393,10 +420,13 @@ def heatmap_cmd(images, texts, layers, heads, per_head, no_contrast, dataset, in
 @click.option("--layers", default=None, help="Layers whose heads make the map (default all).")
 @click.option("--figures", "n_figures", type=int, default=6, show_default=True,
               help="Example overlays to save with --out.")
+@engine_options
 def segment_cmd(classes, task, templates, threshold, layers, n_figures, run, **kw):
     """Zero-shot segmentation: threshold the predicted class's patch map; pixel accuracy,
     mIoU and mAP against the dataset's masks."""
     _start(kw, run)
+    from interpcore.engine import engine_run_args, job_result
+
     from .spatial import segment_dataset
     from .tasks import ZeroShotTask, default_task, task_weights, templates_from
 
@@ -413,7 +443,11 @@ def segment_cmd(classes, task, templates, threshold, layers, n_figures, run, **k
     thr = threshold if threshold == "mean" else float(threshold)
     res = segment_dataset(_decomposer(bb), ds, task_weights(bb, t), limit=_limit(kw),
                           batch_size=min(kw["batch_size"], 32), layers=_parse_layers(layers),
-                          threshold=thr, out_dir=run.out, n_figures=n_figures)
+                          threshold=thr, out_dir=run.out, n_figures=n_figures,
+                          job_dir=_job_dir(kw), names=_job_names(kw),
+                          shard_size=kw.get("shard_size") or 256,
+                          **engine_run_args(kw, kw.get("device", "auto")))
+    _echo_job("PRS segmentation", job_result(res.job))
     figs = _rel(res.figures, run.out) if run.out is not None else []
     run.finish(res, method="prs", title=f"Zero-shot segmentation with {bb.name}",
                settings=_settings(kw, classes=t.name, threshold=threshold), inputs=[kw["dataset"]],
@@ -442,6 +476,7 @@ def segment_cmd(classes, task, templates, threshold, layers, n_figures, run, **k
               "of the zero-shot classifier.")
 @click.option("--train-limit", type=int, default=4000, show_default=True)
 @click.option("--templates", default=None)
+@engine_options
 def spurious_cmd(heads, heads_matching, match_top, textspan_layers, pool, probe, train_limit,
                  templates, run, **kw):
     """Per-group and worst-group accuracy before / after mean-ablating heads."""
@@ -459,7 +494,7 @@ def spurious_cmd(heads, heads_matching, match_top, textspan_layers, pool, probe,
     layers = sorted(set(resolve_layers([li for li, _ in chosen], L))
                     | (set(range(max(0, L - textspan_layers), L)) if heads_matching else set()))
     ds = _dataset(kw, bb=bb)
-    store = _store(bb, ds, kw, layers=layers)
+    store = _store(kw, bb, layers=layers)
     labels_from = None
     if heads_matching:
         from .textspan import TextSpanExplainer
@@ -473,8 +508,8 @@ def spurious_cmd(heads, heads_matching, match_top, textspan_layers, pool, probe,
         run.echo(f"heads matching '{heads_matching}': "
                  + (", ".join(f"L{li}.H{hi}" for li, hi in matched) or "none"), err=True)
     if probe:
-        train_kw = dict(kw, limit=train_limit)
-        train = _store(bb, _dataset(kw, split="train"), train_kw, layers=layers, desc="PRS (train)")
+        train = _store(kw, bb, layers=layers, split="train", limit=train_limit or None,
+                       name="job-train")
         res = spurious_study(store, chosen, train_store=train, backbone=bb.name)
     else:
         t = ds.zeroshot_task("label", templates)
@@ -496,6 +531,7 @@ def spurious_cmd(heads, heads_matching, match_top, textspan_layers, pool, probe,
 @click.option("--heads", required=True, help="Heads whose space to search in: LAYER.HEAD,...")
 @click.option("-q", "--query", type=int, default=0, show_default=True, help="Query image (row).")
 @click.option("-k", type=int, default=8, show_default=True)
+@engine_options
 def search_cmd(heads, query, k, run, **kw):
     """Nearest-neighbour images of a query in the space of chosen heads."""
     _start(kw, run)
@@ -506,14 +542,15 @@ def search_cmd(heads, query, k, run, **kw):
     bb = _backbone(kw)
     chosen = parse_heads(heads)
     L = bb.residual_stream().num_layers
-    ds = _dataset(kw, bb=bb)
-    store = _store(bb, ds, kw, layers=resolve_layers([li for li, _ in chosen], L))
+    _dataset_name(kw, bb)
+    store = _store(kw, bb, layers=resolve_layers([li for li, _ in chosen], L))
     res = nearest(store, chosen, query, k=k)
     figs = []
     if run.out is not None:
         from interpcore import figures
 
         rows = [res.query] + [nb["row"] for nb in res.neighbours]
+        ds = _dataset(kw, bb=bb)
         imgs = [ds[int(store.samples[r].get("index", r))]["image"] for r in rows]
         titles = ["query"] + [f"{nb['similarity']:.4f}" for nb in res.neighbours]
         fig = figures.image_grid(imgs, titles=titles, title=f"neighbours in the space of {heads}")

@@ -17,18 +17,14 @@ and each head's values are projected straight into the ``D``-dimensional output 
 per-patch decomposition costs ``heads x T x D`` numbers per layer and image, never the
 ``T x T x heads x width`` tensor of a naive implementation.
 
-:func:`decompose_dataset` streams a whole dataset into memory-mapped ``.npy`` files
-(:class:`PRSStore`), written into a temporary folder that is renamed into place when
-complete.
+:func:`decompose_dataset` runs a whole dataset as a sharded, resumable
+:mod:`interpcore.engine` job; :class:`PRSStore` reads the job folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from interpcore import Capability, Decomposer, InterpError, Result
-from interpcore.progress import progress
 
-STORE_VERSION = 1
+STORE_VERSION = 2
 CONVENTIONS = ("centred", "reference")
 
 
@@ -510,9 +505,26 @@ class PRSDecomposer(Decomposer):
         )
         return res.normalize()
 
+    def segment_maps(self, images, *, weights, layers=None, batch_size: int = 32) -> dict:
+        """Per-image zero-shot segmentation maps (the job verb of :meth:`segment_dataset`):
+        each PIL image resized to the model's input size (no crop), decomposed per patch,
+        ``class_map`` (N, gh, gw) the predicted class's patch scores minus their mean over the
+        classes of ``weights`` (K, D), and ``pred`` (N,) that class."""
+        from .spatial import class_map, input_size, patch_maps
+
+        W = torch.as_tensor(weights, dtype=torch.float32)
+        size = input_size(self.backbone)
+        imgs = [im.convert("RGB").resize((size[1], size[0])) for im in images]
+        with torch.no_grad():
+            r = self.decompose(imgs, per_patch=True, layers=layers, batch_size=batch_size)
+        maps = patch_maps(r, W)  # (b, K, gh, gw)
+        pred = (r.embedding @ W.T).argmax(-1)
+        return {"class_map": class_map(maps, pred), "pred": pred}
+
     # -- whole datasets -----------------------------------------------------------------
     def decompose_dataset(self, dataset, out=None, **kwargs) -> PRSStore:
-        """Stream a dataset's decomposition to memory-mapped files; see :func:`decompose_dataset`."""
+        """The dataset's decomposition as a resumable job folder (a :class:`PRSStore`); see
+        :func:`decompose_dataset`."""
         return decompose_dataset(self, dataset, out=out, **kwargs)
 
     def segment_dataset(self, dataset, weights, **kwargs):
@@ -539,32 +551,229 @@ class PRSDecomposer(Decomposer):
 
 
 # --------------------------------------------------------------------------------------
-# Streaming whole datasets to disk
+# Whole datasets: job folders (interpcore.engine) read as a PRSStore
 # --------------------------------------------------------------------------------------
 
-#: arrays of a store and their shapes (n = images)
+#: arrays of a store; contributions are divided by |embedding| (see PRSStore)
 _ARRAYS = ("embedding", "norm", "embed", "attn", "attn_cls", "mlps", "heads", "ln_bias")
+#: the per-image fields a store keeps from the dataset's samples (Parquet columns)
+SAMPLE_FIELDS = ("label", "group", "caption", "attributes", "path")
+META_FILE = "prs.json"
+
+
+def job_arrays(result: PRSDecomposition, n: int, heads_dtype: str = "float32") -> dict:
+    """The job adapter: a normalized batch decomposition -> the store's per-image arrays
+    (``heads`` is ``(n, 0, H, D)`` when no layer's heads were asked for)."""
+    heads = result.heads
+    if heads is None:  # no layer's heads recorded
+        heads = torch.zeros(n, 0, 0, result.embed.shape[1])
+    out = {k: getattr(result, k).float().numpy() for k in _ARRAYS if k != "heads"}
+    out["heads"] = heads.numpy().astype(heads_dtype, copy=False)
+    return out
+
+
+def job_arrays_float16(result: PRSDecomposition, n: int) -> dict:
+    """:func:`job_arrays` with ``heads`` stored as float16 (half the disk)."""
+    return job_arrays(result, n, "float16")
+
+
+def job_spec(*, dataset: str, backbone: str, split: str = "test", dataset_options=None,
+             backbone_options=None, per_patch: bool = False, layers=None, batch_size: int = 64,
+             shard_size: int = 256, limit: int | None = None, dtype: str = "float32",
+             verb: str | None = None, call_options=None):
+    """The :class:`~interpcore.engine.JobSpec` of a PRS store: every PRS and TextSpan dataset
+    command (and :func:`decompose_dataset`) runs this job, so one finished job folder serves
+    them all. ``layers``: None (all), k (last k) or a list, as for :class:`PRSDecomposer`.
+    ``verb`` / ``call_options``: another method of the decomposer run on each batch of PIL
+    images instead (e.g. ``segment_maps``), its per-image outputs stored as they are."""
+    from interpcore.engine import JobSpec
+
+    if dtype not in ("float32", "float16"):
+        raise InterpError(f"store dtype must be float32 or float16, got {dtype}")
+    adapter = "interp_prs.decompose:" + ("job_arrays" if dtype == "float32" else "job_arrays_float16")
+    if verb is None:
+        call_options = {"per_patch": bool(per_patch), "layers": layers, "normalize": True}
+    return JobSpec(
+        dataset=dataset, split=split or "test", dataset_options=dict(dataset_options or {}),
+        backbone=backbone, backbone_options=dict(backbone_options or {}), method="prs",
+        verb=verb, inputs="images", adapter=None if verb else adapter,
+        fields=() if verb else SAMPLE_FIELDS,
+        call_options={**dict(call_options or {}), "batch_size": int(batch_size)},
+        batch_size=int(batch_size), shard_size=int(shard_size),
+        limit=None if limit is None else int(limit),
+    )
+
+
+def object_names(decomposer: PRSDecomposer, dataset, limit=None) -> dict:
+    """The dataset and backbone fields of a job run in this process on ``decomposer``'s
+    backbone object and a Dataset object (see :func:`_dataset_fields`); the backbone is named
+    with its name, weights and a fingerprint of its parameters (:func:`_weights_id`)."""
+    bb = decomposer.backbone
+    return {**_dataset_fields(dataset, limit),
+            "backbone": bb.name if ":" in bb.name else f"object:{bb.name}",
+            "backbone_options": {"pretrained": str(bb.pretrained), "weights": _weights_id(bb)}}
+
+
+def _weights_id(backbone) -> str:
+    """A fingerprint of the backbone's weights (every parameter's shape and up to 1,024 of
+    its values, evenly spaced): two objects with the same name but other weights (random
+    test models, fine-tuned copies) must not share a job."""
+    import hashlib
+
+    h = hashlib.sha256(str(getattr(backbone, "cache_key", backbone.name)).encode())
+    model = getattr(backbone, "model", None)
+    params = model.named_parameters() if hasattr(model, "named_parameters") else ()
+    with torch.no_grad():
+        for name, p in params:
+            flat = p.detach().reshape(-1)
+            step = max(1, flat.numel() // 1024)
+            h.update(f"{name}{tuple(p.shape)}".encode())
+            h.update(flat[::step].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _dataset_fields(dataset, limit) -> dict:
+    """How a job names ``dataset``: its registered name, split and options where the registry
+    made it (``dataset.job_source``), else the object itself, bound in this process under a
+    name made from its class and a fingerprint of its length and first, middle and last
+    samples (so the same data gives the same job; only this process's local engine reads it)."""
+    import hashlib
+
+    from interpcore.engine import bind_dataset
+
+    source = getattr(dataset, "job_source", None)
+    if isinstance(source, dict) and {"dataset", "split"} <= set(source):
+        return {"dataset": source["dataset"], "split": source["split"],
+                "dataset_options": dict(source.get("dataset_options") or {})}
+    n = len(dataset) if limit is None else min(int(limit), len(dataset))
+    h = hashlib.sha256(f"{type(dataset).__module__}.{type(dataset).__qualname__}|{len(dataset)}|"
+                       f"{getattr(dataset, 'name', '?')}|{getattr(dataset, 'cache_key', '')}".encode())
+    for i in sorted({0, n // 2, n - 1} if n > 0 else set()):
+        sample = dataset[i]
+        for k in sorted(sample):
+            v = sample[k]
+            if hasattr(v, "convert"):
+                v = np.asarray(v.convert("RGB"))
+            h.update(k.encode())
+            h.update(v.tobytes() if isinstance(v, np.ndarray) else json.dumps(v, default=str).encode())
+    name = f"object:{type(dataset).__qualname__}:{h.hexdigest()[:16]}"
+    return {"dataset": bind_dataset(name, dataset), "split": getattr(dataset, "split", None) or "test"}
+
+
+def decompose_dataset(decomposer: PRSDecomposer, dataset, out=None, *, batch_size: int = 64,
+                      per_patch: bool | None = None, layers=None, limit: int | None = None,
+                      dtype: str = "float32", overwrite: bool = False, desc: str = "PRS",
+                      shard_size: int = 256, progress: bool = True) -> PRSStore:
+    """Decompose every image of ``dataset`` (a Dataset or a registered name) into a
+    :class:`PRSStore`: a sharded, resumable :mod:`interpcore.engine` job run in this process
+    with ``decomposer`` and its backbone, written to the job folder ``out`` (a folder or an
+    fsspec URL; ``None``: the user cache, keyed by the job's spec).
+
+    A second call with the same arguments computes no shard and reads the finished folder; an
+    interrupted one computes only the shards that are missing. ``dtype`` ``float16`` halves
+    the disk size of ``heads`` (per-patch stores are large: ``n x layers x heads x tokens x
+    D``). A dataset the registry made is named in the job by name, split and options; any
+    other Dataset object by its class and a fingerprint of its data (see ``docs/prs.md``).
+    ``desc`` is accepted for older callers; the progress bar names the job.
+    """
+    import interpcore
+    from interpcore.engine import run_job
+
+    per_patch = decomposer.per_patch if per_patch is None else bool(per_patch)
+    layers = decomposer.layers if layers is None else resolve_layers(layers, decomposer.stream.num_layers)
+    if isinstance(dataset, str):
+        dataset = interpcore.get_dataset(dataset)
+    if limit is not None and int(limit) <= 0:
+        raise InterpError("the dataset has no images to decompose")
+    if len(dataset) == 0:
+        raise InterpError("the dataset has no images to decompose")
+    spec = job_spec(**object_names(decomposer, dataset, limit), per_patch=per_patch,
+                    layers=layers, batch_size=batch_size, shard_size=shard_size, limit=limit,
+                    dtype=dtype)
+    return run_store(spec, out, dataset=dataset, stream=decomposer.stream, overwrite=overwrite,
+                     progress=progress, backbone=decomposer.backbone, method=decomposer)
+
+
+def run_store(spec, out=None, *, dataset=None, stream=None, **run_args) -> PRSStore:
+    """Run (or resume, or reuse) the PRS job ``spec`` (see :func:`job_spec`) into ``out``
+    (default ``default_job_dir(spec)``) with :func:`interpcore.engine.run_job` (``run_args``:
+    ``engine``, ``device``, ``address``, ``num_workers``, ``overwrite``, ...), write the
+    store's description next to the arrays and return the :class:`PRSStore`."""
+    from interpcore.engine import default_job_dir, open_dataset, run_job
+    from interpcore.engine.store import Location
+
+    out = default_job_dir(spec) if out is None else out
+    result = run_job(spec, out, **run_args)
+    ds = dataset if dataset is not None else open_dataset(spec)
+    meta = _store_meta(spec, result, ds, stream)
+    loc = Location(str(out))
+    try:
+        current = loc.read_json(META_FILE)
+    except (OSError, ValueError):
+        current = None
+    if current != meta:
+        loc.write_bytes(META_FILE, (json.dumps(meta, indent=1) + "\n").encode())
+    return PRSStore(out, result=result)
+
+
+def _store_meta(spec, result, dataset, stream=None) -> dict:
+    """What a PRS store says about itself (``prs.json``), from the job and its arrays."""
+    arrays = result.arrays
+    n, L, D = arrays["attn"]["shape"]
+    hshape = arrays["heads"]["shape"]
+    per_patch = bool(spec.call_options.get("per_patch"))
+    if stream is not None:
+        grid = list(stream.grid_size)
+    else:
+        grid = None
+    tokens = hshape[3] if per_patch and len(hshape) == 5 else (1 + grid[0] * grid[1] if grid else None)
+    return {
+        "version": STORE_VERSION, "spec_hash": spec.hash, "backbone": spec.backbone.removeprefix("object:"),
+        "pretrained": spec.backbone_options.get("pretrained"),
+        "dataset": getattr(dataset, "name", None) or spec.dataset,
+        "dataset_name": getattr(dataset, "name", "?"), "split": spec.split,
+        "classes": list(getattr(dataset, "classes", None) or []),
+        "group_names": list(getattr(dataset, "group_names", None) or []),
+        "n": int(n), "num_layers": int(L), "num_heads": int(hshape[2]) if hshape[2] else
+        (stream.num_heads if stream is not None else 0), "tokens": tokens, "embed_dim": int(D),
+        "grid_size": grid, "per_patch": per_patch,
+        "head_layers": resolve_layers(spec.call_options.get("layers"), int(L)),
+        "dtype": arrays["heads"]["dtype"], "normalized": True,
+    }
 
 
 class PRSStore:
-    """A dataset's PRS decomposition on disk: memory-mapped ``.npy`` arrays + ``meta.json``.
+    """A dataset's PRS decomposition: a finished :mod:`interpcore.engine` job folder.
 
     Contributions are stored **normalized** (divided by each image's ``|embedding|``), as
-    the experiments of the paper use them; ``norm`` gives the factor back. ``samples.jsonl``
-    holds each image's label, group, attributes and caption where the dataset has them.
+    the experiments of the paper use them; ``norm`` gives the factor back. Arrays are read
+    lazily shard by shard (:class:`interpcore.engine.JobArray`: ``store.heads[rows]`` reads
+    only the shards holding those rows, memory-mapped); ``samples`` holds each image's label,
+    group, attributes, caption and path where the dataset has them (the job's Parquet
+    tables); ``meta`` (``prs.json``) the model and dataset it was made from.
     """
 
-    def __init__(self, path):
-        self.path = Path(path)
-        meta_file = self.path / "meta.json"
-        if not meta_file.exists():
-            raise InterpError(f"{self.path} is not a PRS store (no meta.json)")
+    def __init__(self, path, result=None):
+        from interpcore.engine import EngineError, job_result, read_manifest
+        from interpcore.engine.store import Location
+
+        self.path = path if "://" in str(path) else Path(path)  # a folder or an fsspec URL
+        loc = Location(str(path))
         try:
-            self.meta = json.loads(meta_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise InterpError(f"{meta_file} is corrupt ({exc}); delete the folder and rerun") from None
-        if self.meta.get("version") != STORE_VERSION:
-            raise InterpError(f"{self.path} was written by another PRS store version; rerun")
+            self.manifest = read_manifest(loc)
+        except EngineError:
+            raise InterpError(f"{self.path} is not a PRS store (no job manifest)") from None
+        if not loc.exists(META_FILE):
+            raise InterpError(f"{self.path} is not a PRS store (no {META_FILE}); run the PRS "
+                              "job again to finish it")
+        try:
+            self.meta = loc.read_json(META_FILE)
+        except (OSError, ValueError) as exc:
+            raise InterpError(f"{loc.path(META_FILE)} is corrupt ({exc}); rerun the PRS job") from None
+        if self.meta.get("version") != STORE_VERSION or self.meta.get("spec_hash") != self.manifest.get("spec_hash"):
+            raise InterpError(f"{self.path} was written by another PRS store version or job; rerun")
+        self.result = result if result is not None else job_result(str(path))
+        self._arrays: dict = {}
         self._samples = None
 
     def __len__(self) -> int:
@@ -583,15 +792,19 @@ class PRSStore:
         return int(self.meta["num_layers"])
 
     def array(self, name: str, mmap: bool = True):
+        """Array ``name`` (a :class:`~interpcore.engine.JobArray`; ``mmap=False``: the whole
+        array in memory)."""
         if name not in _ARRAYS:
             raise InterpError(f"a PRS store has no array '{name}'; it has {', '.join(_ARRAYS)}")
-        f = self.path / f"{name}.npy"
-        if not f.exists():
-            raise InterpError(f"{f} is missing; the store is incomplete, rerun the decomposition")
-        try:
-            return np.load(f, mmap_mode="r" if mmap else None)
-        except ValueError as exc:
-            raise InterpError(f"{f} is corrupt ({exc}); delete the store and rerun") from None
+        if name not in self._arrays:
+            from interpcore.engine import EngineError, JobArray
+
+            try:
+                self._arrays[name] = JobArray(str(self.path), name, self.manifest)
+            except EngineError as exc:
+                raise InterpError(f"{exc}; the store is incomplete, rerun the decomposition") from None
+        a = self._arrays[name]
+        return a if mmap else np.asarray(a)
 
     def __getattr__(self, name):
         if name in _ARRAYS:
@@ -601,8 +814,17 @@ class PRSStore:
     @property
     def samples(self) -> list[dict]:
         if self._samples is None:
-            f = self.path / "samples.jsonl"
-            self._samples = [json.loads(line) for line in f.read_text().splitlines() if line]
+            from interpcore.engine import load_columns
+
+            cols = load_columns(str(self.path), SAMPLE_FIELDS)
+            self._samples = []
+            for i in range(len(self)):
+                rec = {"index": i}
+                for k in SAMPLE_FIELDS:
+                    v = cols[k][i]
+                    if v is not None:
+                        rec[k] = int(v) if k in ("label", "group") else v
+                self._samples.append(rec)
         return self._samples
 
     def field(self, key: str, default=None) -> list:
@@ -641,125 +863,3 @@ class PRSStore:
 
     def __repr__(self):
         return f"<PRSStore {self.path} n={len(self)} backbone={self.meta.get('backbone')}>"
-
-
-def _sample_record(sample: dict, index: int) -> dict:
-    rec = {"index": int(sample.get("index", index))}
-    for k in ("label", "group", "caption", "attributes", "path"):
-        if k in sample and sample[k] is not None:
-            v = sample[k]
-            rec[k] = int(v) if k in ("label", "group") else v
-    return json.loads(json.dumps(rec, default=str))
-
-
-def store_key(decomposer: PRSDecomposer, dataset, per_patch: bool, layers, limit) -> str:
-    from interpcore.cache import key_hash
-
-    return key_hash(
-        "prs-store", STORE_VERSION, decomposer.backbone.cache_key, getattr(dataset, "name", "?"),
-        repr(dataset), len(dataset), per_patch, layers, limit,
-    )
-
-
-def decompose_dataset(decomposer: PRSDecomposer, dataset, out=None, *, batch_size: int = 64,
-                      per_patch: bool | None = None, layers=None, limit: int | None = None,
-                      dtype: str = "float32", overwrite: bool = False, desc: str = "PRS") -> PRSStore:
-    """Decompose every image of ``dataset`` into a :class:`PRSStore` at ``out``.
-
-    ``out=None`` uses the user cache (keyed by backbone, dataset and options), so a second
-    call with the same arguments returns the stored result at once. Arrays are written
-    batch by batch into memory-mapped files, so RAM holds one batch at a time. ``dtype``
-    ``float16`` halves the disk size (per-patch stores are large:
-    ``n x layers x heads x tokens x D``). The folder appears only when complete.
-    """
-    per_patch = decomposer.per_patch if per_patch is None else bool(per_patch)
-    layers = decomposer.layers if layers is None else resolve_layers(layers, decomposer.stream.num_layers)
-    n = len(dataset) if limit is None else min(int(limit), len(dataset))
-    if n <= 0:
-        raise InterpError("the dataset has no images to decompose")
-    if dtype not in ("float32", "float16"):
-        raise InterpError(f"store dtype must be float32 or float16, got {dtype}")
-    if out is None:
-        from interpcore.cache import cache_dir
-
-        out = cache_dir("prs") / store_key(decomposer, dataset, per_patch, layers, limit)
-    out = Path(out)
-    if out.exists():
-        if (out / "meta.json").exists() and not overwrite:
-            store = PRSStore(out)
-            want = dict(n=n, per_patch=per_patch, head_layers=layers, backbone=decomposer.backbone.name,
-                        dataset=repr(dataset))
-            if all(store.meta.get(k) == v for k, v in want.items()):
-                return store
-            raise InterpError(f"{out} holds another decomposition; pass overwrite=True or another folder")
-        if any(out.iterdir()) and not overwrite and not (out / "meta.json").exists():
-            raise InterpError(f"{out} exists and is not a PRS store; choose an empty folder")
-    s = decomposer.stream
-    L, H, D = s.num_layers, s.num_heads, s.embed_dim
-    T = 1 + s.grid_size[0] * s.grid_size[1]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
-    try:
-        open_mm = np.lib.format.open_memmap
-        hshape = (n, len(layers), H, T, D) if per_patch else (n, len(layers), H, D)
-        arrs = {
-            "embedding": open_mm(tmp / "embedding.npy", "w+", np.float32, (n, D)),
-            "norm": open_mm(tmp / "norm.npy", "w+", np.float32, (n,)),
-            "embed": open_mm(tmp / "embed.npy", "w+", np.float32, (n, D)),
-            "attn": open_mm(tmp / "attn.npy", "w+", np.float32, (n, L, D)),
-            "attn_cls": open_mm(tmp / "attn_cls.npy", "w+", np.float32, (n, L, D)),
-            "mlps": open_mm(tmp / "mlps.npy", "w+", np.float32, (n, L, D)),
-            "ln_bias": open_mm(tmp / "ln_bias.npy", "w+", np.float32, (n, D)),
-            "heads": open_mm(tmp / "heads.npy", "w+", np.dtype(dtype), hshape),
-        }
-        records = []
-        bar = progress(total=n, desc=desc, unit="img")
-        try:
-            for start in range(0, n, batch_size):
-                idx = range(start, min(n, start + batch_size))
-                samples = [dataset[i] for i in idx]
-                images = [smp["image"] for smp in samples]
-                with torch.no_grad():
-                    r = decomposer.decompose(images, per_patch=per_patch, layers=layers,
-                                             normalize=True, batch_size=batch_size)
-                sl = slice(start, start + len(samples))
-                arrs["embedding"][sl] = r.embedding.numpy()
-                arrs["norm"][sl] = r.norm.numpy()
-                arrs["embed"][sl] = r.embed.numpy()
-                arrs["attn"][sl] = r.attn.numpy()
-                arrs["attn_cls"][sl] = r.attn_cls.numpy()
-                arrs["mlps"][sl] = r.mlps.numpy()
-                arrs["ln_bias"][sl] = r.ln_bias.numpy()
-                if r.heads is not None:
-                    arrs["heads"][sl] = r.heads.numpy().astype(dtype, copy=False)
-                records.extend(_sample_record(smp, i) for smp, i in zip(samples, idx))
-                bar.update(len(samples))
-        finally:
-            bar.close()
-        for a in arrs.values():
-            a.flush()
-        del arrs
-        with open(tmp / "samples.jsonl", "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec) + "\n")
-        meta = {
-            "version": STORE_VERSION, "backbone": decomposer.backbone.name,
-            "pretrained": decomposer.backbone.pretrained, "dataset": repr(dataset),
-            "dataset_name": getattr(dataset, "name", "?"), "split": getattr(dataset, "split", None),
-            "classes": list(getattr(dataset, "classes", None) or []),
-            "group_names": list(getattr(dataset, "group_names", None) or []),
-            "n": n, "num_layers": L, "num_heads": H, "tokens": T, "embed_dim": D,
-            "grid_size": list(s.grid_size), "per_patch": per_patch, "head_layers": layers,
-            "dtype": dtype, "normalized": True,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        from interpcore.cache import apply_umask
-
-        apply_umask(tmp, directory=True)  # mkdtemp makes 0700
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return PRSStore(out)

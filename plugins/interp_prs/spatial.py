@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from interpcore import InterpError, Result
-from interpcore.progress import progress
 
 
 def patch_maps(decomposition, directions, layers=None, heads=None) -> torch.Tensor:
@@ -87,6 +86,7 @@ class SegmentationResult(Result):
     map: float
     threshold: str
     figures: list = dataclasses.field(default_factory=list)
+    job: str | None = None  #: the job folder of the per-image maps
 
     def __str__(self) -> str:
         return (f"Zero-shot segmentation: {self.backbone} on {self.dataset} ({self.n_images} images)\n"
@@ -164,40 +164,49 @@ def input_size(backbone) -> tuple[int, int]:
 
 def segment_dataset(decomposer, dataset, weights, *, limit=None, batch_size: int = 16,
                     layers=None, threshold="mean", out_dir=None, n_figures: int = 6,
-                    desc: str = "segmentation") -> SegmentationResult:
+                    desc: str = "segmentation", job_dir=None, names: dict | None = None,
+                    shard_size: int = 256, **run_args) -> SegmentationResult:
     """Zero-shot segmentation of every image with a ``mask`` in ``dataset``.
 
     ``weights`` (K, D): class text embeddings (a zero-shot classifier); the predicted class
     of each image picks its map. Images are resized to the model's input size (no crop), so
-    the map covers the whole image and is upsampled to the mask's own size.
+    the map covers the whole image and is upsampled to the mask's own size. The maps are a
+    sharded, resumable job (:meth:`PRSDecomposer.segment_maps` per batch) in ``job_dir``
+    (default: the user cache), run in this process on ``decomposer`` and ``dataset``, or,
+    with ``names`` (the job's ``dataset``, ``split``, ``dataset_options``, ``backbone``,
+    ``backbone_options``), built from those names by the engine of ``run_args``
+    (``engine``, ``address``, ``num_workers``, ...); the metrics are computed here from the
+    job's maps and the dataset's masks. ``desc`` is accepted for older callers.
     """
+    from .decompose import job_spec, object_names
+
     n = len(dataset) if limit is None else min(int(limit), len(dataset))
     if n == 0:
         raise InterpError("the dataset has no images")
     W = torch.as_tensor(weights, dtype=torch.float32)
-    size = input_size(decomposer.backbone)
+    layer_list = None if layers is None else (int(layers) if isinstance(layers, int) else
+                                              [int(li) for li in layers])
+    spec = job_spec(**(names or object_names(decomposer, dataset, limit)),
+                    verb="segment_maps", batch_size=batch_size, shard_size=shard_size,
+                    limit=None if limit is None else int(limit),
+                    call_options={"weights": W.tolist(), "layers": layer_list})
+    job = _run_job(spec, job_dir, decomposer, objects=names is None or
+                   run_args.get("engine", "local") == "local", **run_args)
+    maps = job.load("class_map")
     meter = SegmentationMeter()
     figures_written = []
     examples = []
     used = 0
-    for start in progress(range(0, n, batch_size), desc=desc, unit="batch"):
-        samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
-        samples = [s for s in samples if s.get("mask") is not None]
-        if not samples:
+    for i in range(n):
+        s = dataset[i]
+        if s.get("mask") is None:
             continue
-        imgs = [s["image"].convert("RGB").resize((size[1], size[0])) for s in samples]
-        with torch.no_grad():
-            r = decomposer.decompose(imgs, per_patch=True, layers=layers)
-        maps = patch_maps(r, W)  # (b, K, gh, gw)
-        pred_class = (r.embedding @ W.T).argmax(-1)
-        cm = class_map(maps, pred_class)
-        for j, s in enumerate(samples):
-            mask = np.asarray(s["mask"])
-            heat = normalize_map(cm[j], mask.shape).numpy()
-            pred = meter.add(heat, mask, threshold)
-            used += 1
-            if len(examples) < n_figures:
-                examples.append((s["image"], heat, pred, mask))
+        mask = np.asarray(s["mask"])
+        heat = normalize_map(torch.from_numpy(np.asarray(maps[i])), mask.shape).numpy()
+        pred = meter.add(heat, mask, threshold)
+        used += 1
+        if len(examples) < n_figures:
+            examples.append((s["image"], heat, pred, mask))
     if used == 0:
         raise InterpError(f"no image of '{getattr(dataset, 'name', '?')}' has a mask to segment against")
     summ = meter.summary()
@@ -206,8 +215,18 @@ def segment_dataset(decomposer, dataset, weights, *, limit=None, batch_size: int
     return SegmentationResult(
         backbone=decomposer.backbone.name, dataset=getattr(dataset, "name", "?"), n_images=used,
         pixel_accuracy=summ["pixel_accuracy"], miou=summ["miou"], iou=summ["iou"], map=summ["map"],
-        threshold=str(threshold), figures=[str(p) for p in figures_written],
+        threshold=str(threshold), figures=[str(p) for p in figures_written], job=job.out_dir,
     )
+
+
+def _run_job(spec, job_dir, decomposer, *, objects: bool, **run_args):
+    """``run_job`` into ``job_dir`` (default: the user cache), on ``decomposer`` and its
+    backbone when ``objects`` (the local engine in this process)."""
+    from interpcore.engine import default_job_dir, run_job
+
+    if objects:
+        run_args.update(backbone=decomposer.backbone, method=decomposer)
+    return run_job(spec, default_job_dir(spec) if job_dir is None else job_dir, **run_args)
 
 
 def save_segmentation_figures(examples, out_dir: Path) -> list[Path]:

@@ -11,10 +11,10 @@ and ``T`` (m texts x D) the normalized CLIP embeddings of a text pool.
 3. The head's reconstruction is its mean plus the removed parts.
 
 Implemented on sufficient statistics: only ``X^T X`` and the mean of each head are read
-from the (memory-mapped) store, in chunks; the variance of the projections onto ``t`` is
-``t^T C t`` with ``C`` the head's covariance in the rank-``rank`` subspace, and removing a
-direction is ``C <- P C P``, ``T <- T P``. All heads run together as batched matrix
-products, so the cost does not grow with the number of images beyond one pass.
+from the store (a job folder, read shard by shard), in chunks; the variance of the
+projections onto ``t`` is ``t^T C t`` with ``C`` the head's covariance in the rank-``rank``
+subspace, and removing a direction is ``C <- P C P``, ``T <- T P``. All heads run together
+as batched matrix products, so the cost does not grow with the number of images beyond one pass.
 """
 
 from __future__ import annotations
