@@ -135,7 +135,7 @@ class WebDatasetSource(Dataset):
                 elif count_skipped:
                     self.skipped += 1
         except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
-            why = exc.args[0] if exc.args else type(exc).__name__
+            why = " ".join(str(exc.args[0] if exc.args else type(exc).__name__).split())
             raise EngineError(f"{url} is not a readable tar shard ({why})") from None
 
     def __len__(self) -> int:
