@@ -5,6 +5,7 @@ pixels through."""
 from __future__ import annotations
 
 import bisect
+import contextlib
 import glob
 import json
 import os
@@ -126,14 +127,17 @@ class WebDatasetSource(Dataset):
         """Tar ``t``'s undecoded samples that have an image, in the tar's order."""
         import tarfile
 
+        wds = _webdataset()
         url = self.urls[t]
-        stream = _webdataset().tariterators.tarfile_samples([{"url": url}])
         try:
-            for sample in stream:
-                if self._image_key(sample) is not None:
-                    yield sample
-                elif count_skipped:
-                    self.skipped += 1
+            # opened here rather than by tarfile_samples, which leaves the file to the collector
+            with contextlib.closing(wds.gopen(url)) as stream:
+                files = wds.tariterators.tar_file_expander([{"url": url, "stream": stream}])
+                for sample in wds.tariterators.group_by_keys(files):
+                    if self._image_key(sample) is not None:
+                        yield sample
+                    elif count_skipped:
+                        self.skipped += 1
         except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
             why = " ".join(str(exc.args[0] if exc.args else type(exc).__name__).split())
             raise EngineError(f"{url} is not a readable tar shard ({why})") from None
@@ -147,6 +151,8 @@ class WebDatasetSource(Dataset):
         t = bisect.bisect_right(self.starts, i) - 1
         pos = i - self.starts[t]
         if self._cursor is None or self._cursor[0] != t or self._cursor[1] > pos:
+            if self._cursor is not None:
+                self._cursor[2].close()  # closes that tar's file now, not when collected
             self._cursor = (t, 0, self._samples(t))
         _, at, samples = self._cursor
         for _ in range(pos - at):  # skipped over without decoding
