@@ -273,6 +273,9 @@ def test_bad_sources_give_clear_errors(tmp_path):
                                      dataset_options={}))
     bad = tmp_path / "bad.tar"
     bad.write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(EngineError, match="tar shard not found: .*missing-0.tar"):
+        engine.open_dataset(toy_spec(dataset=f"webdataset:{bad},{tmp_path}/missing-{{0..1}}.tar",
+                                     dataset_options={}))
     with pytest.raises(EngineError, match="bad.tar is not a readable tar shard") as err:
         engine.open_dataset(toy_spec(dataset=f"webdataset:{bad}", dataset_options={}))
     assert "\n" not in str(err.value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import glob
+import itertools
 import json
 import os
 import warnings
@@ -77,8 +78,9 @@ def expand_urls(pattern: str) -> list[str]:
                 urls.append(url)  # webdataset's gopen opens these; nothing to look up here
                 continue
             url = os.path.expanduser(url)
-            urls.extend(sorted(glob.glob(url)) if glob.has_magic(url) else
-                        [url] if os.path.isfile(url) else [])
+            if not glob.has_magic(url) and not os.path.isfile(url):
+                raise EngineError(f"tar shard not found: {url} (named in '{pattern}')")
+            urls.extend(sorted(glob.glob(url)) if glob.has_magic(url) else [url])
     if not urls:
         raise EngineError(f"no tar shards match '{pattern}'")
     return urls
@@ -103,14 +105,10 @@ class WebDatasetSource(Dataset):
         self.pattern = urls
         self.urls = expand_urls(urls)
         self._image_exts = set(wds.autodecode.IMAGE_EXTENSIONS)
-        self.counts: list[int] = []
         self.skipped = 0
-        for t in range(len(self.urls)):
-            kept = sum(1 for _ in self._samples(t, count_skipped=True))
-            self.counts.append(kept)
-        self.starts = [0]
-        for c in self.counts:
-            self.starts.append(self.starts[-1] + c)
+        self.counts = [sum(1 for _ in self._samples(t, count_skipped=True))
+                       for t in range(len(self.urls))]
+        self.starts = [0, *itertools.accumulate(self.counts)]  # index of each tar's first sample
         if not self.starts[-1]:
             raise EngineError(f"the tar shards matching '{urls}' contain no images")
         if self.skipped:
