@@ -91,8 +91,10 @@ class Registry:
     def _collect(self, only: str | None = None) -> None:
         if only is None:  # the core's own engines, first: a plugin cannot take their names
             from .engine.engines import register_core_engines
+            from .engine.sources import register_core_datasets
 
             register_core_engines(self._registrar("engine", CORE_PLUGIN))
+            register_core_datasets(self._registrar("dataset", CORE_PLUGIN))
         for kind, hook in HOOKS.items():
 
             def bind(plugin_name, kind=kind):
@@ -301,11 +303,21 @@ class Registry:
     def get_dataset(self, name: str, split: str = "test", **options):
         from .base import Dataset
 
-        entry = self.entry("dataset", name)
-        ds = _check_returned(_call_factory(entry.factory, "dataset", name, options, split=split),
-                             Dataset, entry)
+        entry, located = self.dataset_entry(name)
+        ds = _check_returned(_call_factory(entry.factory, "dataset", entry.name,
+                                           {**located, **options}, split=split), Dataset, entry)
         _record_source(ds, name, split, options)
         return ds
+
+    def dataset_entry(self, name: str) -> tuple[Entry, dict]:
+        """The entry of dataset ``name`` and the options its name carries: ``NAME:LOCATION``
+        (``folder:photos``, ``webdataset:shards-*.tar``) is dataset ``NAME`` given
+        ``location=LOCATION``, unless a dataset is registered under the whole name."""
+        self.ensure_loaded()
+        prefix, sep, location = name.partition(":") if isinstance(name, str) else ("", "", "")
+        if sep and name not in self.entries["dataset"] and prefix in self.entries["dataset"]:
+            return self.entries["dataset"][prefix], {"location": location}
+        return self.entry("dataset", name), {}
 
 
 def _record_source(ds, name: str, split: str, options: dict) -> None:

@@ -245,15 +245,95 @@ def test_image_folder_and_webdataset_tars_read_the_same_images(tmp_path):
     np.testing.assert_allclose(a.load("weights"), ref, rtol=1e-5, atol=1e-6)
 
 
+def _tar(path: Path, members: dict) -> Path:
+    """A tar shard holding ``{name: bytes}`` in that order."""
+    import io
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _png(image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def test_bad_sources_give_clear_errors(tmp_path):
     with pytest.raises(EngineError, match="image folder not found"):
-        engine.open_dataset(toy_spec(dataset=f"folder:{tmp_path}/nope"))
+        engine.open_dataset(toy_spec(dataset=f"folder:{tmp_path}/nope", dataset_options={}))
     with pytest.raises(EngineError, match="no tar shards match"):
-        engine.open_dataset(toy_spec(dataset=f"webdataset:{tmp_path}/none-*.tar"))
+        engine.open_dataset(toy_spec(dataset=f"webdataset:{tmp_path}/none-*.tar",
+                                     dataset_options={}))
     bad = tmp_path / "bad.tar"
     bad.write_bytes(b"not a tar at all" * 100)
-    with pytest.raises(EngineError, match="not a readable tar"):
-        engine.open_dataset(toy_spec(dataset=f"webdataset:{bad}"))
+    with pytest.raises(EngineError, match="tar shard not found: .*missing-0.tar"):
+        engine.open_dataset(toy_spec(dataset=f"webdataset:{bad},{tmp_path}/missing-{{0..1}}.tar",
+                                     dataset_options={}))
+    with pytest.raises(EngineError, match="bad.tar is not a readable tar shard") as err:
+        engine.open_dataset(toy_spec(dataset=f"webdataset:{bad}", dataset_options={}))
+    assert "\n" not in str(err.value)
+    # a tar cut off in the middle of a member: the same one-line error
+    images = _write_images(n=3)
+    whole = _tar(tmp_path / "whole.tar", {f"s{i}.png": _png(im) for i, im in enumerate(images)})
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2 + 100])
+    with pytest.raises(EngineError, match="cut.tar is not a readable tar shard"):
+        engine.open_dataset(toy_spec(dataset=f"webdataset:{cut}", dataset_options={}))
+    # a member that is not the image its name says: the member is named
+    junk = _tar(tmp_path / "junk.tar", {"a.png": _png(images[0]), "b.png": b"no png here"})
+    ds = interpcore.get_dataset(f"webdataset:{junk}")
+    assert len(ds) == 2 and ds[0]["image"].size == images[0].size
+    with pytest.raises(EngineError, match=r"junk.tar:b.png cannot be decoded"):
+        ds[1]
+
+
+def test_webdataset_skips_samples_without_an_image_and_counts_them(tmp_path):
+    images = _write_images(n=4)
+    tar = _tar(tmp_path / "mixed-000.tar", {
+        "a.png": _png(images[0]), "a.cls": b"1",
+        "b.txt": b"a caption but no image",
+        "c.jpg.json": b"{}",
+        "d.png": _png(images[1]), "d.cls": b"0", "d.txt": b" two circles ",
+    })
+    with pytest.warns(UserWarning, match="2 sample\\(s\\) without an image skipped"):
+        ds = interpcore.get_dataset(f"webdataset:{tar}")
+    assert (len(ds), ds.skipped) == (2, 2)
+    assert [ds[i]["key"] for i in range(2)] == ["a", "d"]
+    assert (ds[0]["label"], ds[1]["label"], ds[1]["caption"]) == (1, 0, "two circles")
+    assert np.array_equal(np.asarray(ds[1]["image"]), np.asarray(images[1].convert("RGB")))
+
+
+def test_webdataset_random_access_matches_streaming_order(tmp_path):
+    images = _write_images(n=9)
+    for t in range(3):  # shards-000..002, 3 samples each; listed by braces and by a comma
+        _tar(tmp_path / f"shards-{t:03d}.tar",
+             {f"k{3 * t + j}.png": _png(images[3 * t + j]) for j in range(3)})
+    pattern = f"{tmp_path}/shards-{{000..001}}.tar,{tmp_path}/shards-002.tar"
+    ds = interpcore.get_dataset(f"webdataset:{pattern}")
+    assert ds.counts == [3, 3, 3]
+    in_order = [ds[i]["key"] for i in range(9)]
+    assert in_order == [f"k{i}" for i in range(9)]
+    jumps = [7, 2, 8, 0, 4, 4, 3]  # backwards, across tars, the same index twice
+    assert [ds[i]["key"] for i in jumps] == [f"k{i}" for i in jumps]
+    for i in jumps:
+        assert np.array_equal(np.asarray(ds[i]["image"]), np.asarray(images[i].convert("RGB")))
+    with pytest.raises(IndexError):
+        ds[9]
+
+
+def test_folder_and_webdataset_are_core_datasets():
+    reg = interpcore.get_registry()
+    for name in ("folder", "webdataset"):
+        assert reg.entry("dataset", name).plugin == "interpcore"
+    with pytest.raises(EngineError, match="needs shard paths"):
+        interpcore.get_dataset("webdataset")
 
 
 def test_load_array_refuses_an_unfinished_job(tmp_path):

@@ -97,6 +97,31 @@ def test_ray_two_workers_match_the_local_engine(cluster, tmp_path):
         sorted(p.name for p in (tmp_path / "local" / "arrays").iterdir())
 
 
+def test_ray_reads_webdataset_tars_like_the_local_engine(cluster, tmp_path):
+    """Each Ray reader opens the tars itself and gets shards out of order, some across two
+    tars (shards of 15, tars of 20): the arrays are the local engine's."""
+    import io
+    import tarfile
+
+    ds = engine_toy.ToyDataset(n=60, size=20)
+    for t in range(3):
+        with tarfile.open(tmp_path / f"toy-{t}.tar", "w") as tar:
+            for i in range(20 * t, 20 * t + 20):
+                buf = io.BytesIO()
+                ds[i]["image"].save(buf, format="PNG")
+                for name, data in ((f"{i:03d}.png", buf.getvalue()), (f"{i:03d}.cls", b"%d" % (i % 3))):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    spec = JobSpec(dataset=f"webdataset:{tmp_path}/toy-*.tar", backbone="enginetoy:tiny",
+                   method="toy_sparse", plugins=("engine_toy",), shard_size=15, batch_size=15)
+    local = run_job(spec, tmp_path / "local", progress=False)
+    dist = run_job(spec, tmp_path / "ray", engine="ray", num_workers=2, progress=False)
+    assert dist.num_samples == 60 and len(_workers(tmp_path / "ray")) == 2
+    np.testing.assert_array_equal(dist.load("label"), np.arange(60) % 3)
+    _assert_same(local, dist, ["weights", "label"])
+
+
 def test_ray_job_failing_half_way_resumes_without_recomputing(cluster, tmp_path):
     spec = JobSpec(dataset="enginetoy", backbone="enginetoy:tiny", method="toy_sparse",
                    plugins=("engine_toy",), dataset_options={"n": 160}, shard_size=20,

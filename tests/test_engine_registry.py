@@ -62,7 +62,7 @@ def spec(**kw) -> JobSpec:
 
 def test_each_engine_module_holds_what_it_says():
     where = {"JobSpec": "spec", "Shard": "spec", "import_object": "spec",
-             "ImageFolderSource": "sources", "TarShardsSource": "sources",
+             "ImageFolderSource": "sources", "WebDatasetSource": "sources",
              "read_samples": "sources", "ShardWorker": "worker", "to_arrays": "worker",
              "JobStore": "store", "load_array": "store", "iter_shards": "store",
              "read_manifest": "store", "job_result": "store", "LocalEngine": "engines",

@@ -1,24 +1,30 @@
-"""Reading a job's samples: ``folder:DIR`` and ``webdataset:PATTERN`` readers, or a
-registered dataset; :func:`read_samples` is what every engine reads pixels through."""
+"""Reading a job's samples from a registered dataset, including the two the core registers,
+``folder:DIR`` and ``webdataset:PATTERN``; :func:`read_samples` is what every engine reads
+pixels through."""
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import glob
-import io
+import itertools
 import json
 import os
-import tarfile
+import warnings
 from pathlib import Path
 from typing import Any
 
+from ..base import Dataset
 from .spec import EngineError, JobSpec, import_object
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm")
 
 
-class ImageFolderSource:
+class ImageFolderSource(Dataset):
     """Images under a folder, sorted by path; labels from first-level subfolders."""
+
+    name = "folder"
 
     def __init__(self, root: str):
         self.root = Path(root).expanduser()
@@ -51,90 +57,152 @@ class ImageFolderSource:
         return sample
 
 
-class TarShardsSource:
-    """WebDataset-style ``.tar`` shards: members sharing a key (``dir/key.ext``) form a sample.
+def _webdataset():
+    try:
+        import webdataset
+    except ImportError:
+        raise EngineError("webdataset: sources need the webdataset library, which is not "
+                          "installed: pip install webdataset") from None
+    return webdataset
 
-    The index (which tar, which members) is built once by reading the tar headers; a sample
-    is read by seeking to its members. ``.cls`` / ``.label`` members give an int label,
-    ``.txt`` / ``.caption`` a caption.
+
+def expand_urls(pattern: str) -> list[str]:
+    """``a.tar,b-{000..009}.tar,c-*.tar`` -> the shard URLs, in that order: comma-separated
+    parts, each brace-expanded (webdataset's notation) and, where it is a local glob, sorted."""
+    import braceexpand  # a dependency of webdataset
+
+    urls: list[str] = []
+    for part in filter(None, (x.strip() for x in pattern.split(","))):
+        for url in braceexpand.braceexpand(part):
+            if "://" in url or url.startswith("pipe:"):
+                urls.append(url)  # webdataset's gopen opens these; nothing to look up here
+                continue
+            url = os.path.expanduser(url)
+            if not glob.has_magic(url) and not os.path.isfile(url):
+                raise EngineError(f"tar shard not found: {url} (named in '{pattern}')")
+            urls.extend(sorted(glob.glob(url)) if glob.has_magic(url) else [url])
+    if not urls:
+        raise EngineError(f"no tar shards match '{pattern}'")
+    return urls
+
+
+class WebDatasetSource(Dataset):
+    """WebDataset ``.tar`` shards, read with the ``webdataset`` library: its tar iterators
+    group members sharing a key (``dir/key.ext``) into a sample and its decoders turn the
+    image into a PIL RGB image, ``.cls`` into the ``label`` and ``.txt`` into the ``caption``.
+
+    webdataset streams and keeps no index, so opening the source reads every tar once to
+    count its samples (nothing is decoded); ``dataset[i]`` then streams from a cursor in the
+    tar holding sample ``i``, which moves forward across consecutive indices (a job's shard
+    is a run of them) and restarts at the tar's start only when asked for an earlier sample.
+    Samples without an image are skipped; :attr:`skipped` counts them.
     """
 
-    def __init__(self, pattern: str):
-        paths: list[str] = []
-        for part in pattern.split(","):
-            part = os.path.expanduser(part.strip())
-            hits = sorted(glob.glob(part))
-            if not hits and os.path.isfile(part):
-                hits = [part]
-            paths.extend(hits)
-        if not paths:
-            raise EngineError(f"no tar shards match '{pattern}'")
-        self.paths = paths
-        self.samples: list[tuple[int, dict[str, tarfile.TarInfo]]] = []
-        for t, path in enumerate(paths):
-            try:
-                with tarfile.open(path) as tar:
-                    groups: dict[str, dict[str, tarfile.TarInfo]] = {}
-                    order: list[str] = []
-                    for info in tar.getmembers():
-                        if not info.isfile():
-                            continue
-                        folder, _, base = info.name.rpartition("/")
-                        stem, dot, ext = base.partition(".")  # WebDataset: key = up to first dot
-                        key = f"{folder}/{stem}" if folder else stem
-                        if not dot:
-                            continue
-                        if key not in groups:
-                            groups[key] = {}
-                            order.append(key)
-                        groups[key][ext.lower()] = info
-            except (tarfile.TarError, OSError) as exc:
-                raise EngineError(f"{path} is not a readable tar shard ({exc})") from None
-            for key in order:
-                members = groups[key]
-                if any(("." + e.rsplit(".", 1)[-1]) in IMAGE_SUFFIXES for e in members):
-                    self.samples.append((t, members))
-        if not self.samples:
-            raise EngineError(f"the tar shards matching '{pattern}' contain no images")
-        self._open: dict[int, tarfile.TarFile] = {}
+    name = "webdataset"
+
+    def __init__(self, urls: str):
+        wds = _webdataset()
+        self.pattern = urls
+        self.urls = expand_urls(urls)
+        self._image_exts = set(wds.autodecode.IMAGE_EXTENSIONS)
+        self.skipped = 0
+        self.counts = [sum(1 for _ in self._samples(t, count_skipped=True))
+                       for t in range(len(self.urls))]
+        self.starts = [0, *itertools.accumulate(self.counts)]  # index of each tar's first sample
+        if not self.starts[-1]:
+            raise EngineError(f"the tar shards matching '{urls}' contain no images")
+        if self.skipped:
+            warnings.warn(f"webdataset '{urls}': {self.skipped} sample(s) without an image "
+                          "skipped", stacklevel=2)
         self.classes = None
+        self._cursor: tuple | None = None  # (tar index, next position in it, sample iterator)
+
+    def _image_key(self, sample: dict) -> str | None:
+        return next((k for k in sample if not k.startswith("__")
+                     and k.rsplit(".", 1)[-1] in self._image_exts), None)
+
+    def _samples(self, t: int, count_skipped: bool = False):
+        """Tar ``t``'s undecoded samples that have an image, in the tar's order."""
+        import tarfile
+
+        wds = _webdataset()
+        url = self.urls[t]
+        try:
+            # opened here rather than by tarfile_samples, which leaves the file to the collector
+            with contextlib.closing(wds.gopen(url)) as stream:
+                files = wds.tariterators.tar_file_expander([{"url": url, "stream": stream}])
+                for sample in wds.tariterators.group_by_keys(files):
+                    if self._image_key(sample) is not None:
+                        yield sample
+                    elif count_skipped:
+                        self.skipped += 1
+        except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
+            why = " ".join(str(exc.args[0] if exc.args else type(exc).__name__).split())
+            raise EngineError(f"{url} is not a readable tar shard ({why})") from None
 
     def __len__(self) -> int:
-        return len(self.samples)
-
-    def _tar(self, t: int) -> tarfile.TarFile:
-        if t not in self._open:
-            self._open[t] = tarfile.open(self.paths[t])
-        return self._open[t]
+        return self.starts[-1]
 
     def __getitem__(self, i: int) -> dict:
-        from PIL import Image
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample {i} of a {len(self)}-sample webdataset")
+        t = bisect.bisect_right(self.starts, i) - 1
+        pos = i - self.starts[t]
+        if self._cursor is None or self._cursor[0] != t or self._cursor[1] > pos:
+            if self._cursor is not None:
+                self._cursor[2].close()  # closes that tar's file now, not when collected
+            self._cursor = (t, 0, self._samples(t))
+        _, at, samples = self._cursor
+        for _ in range(pos - at):  # skipped over without decoding
+            next(samples)
+        raw = next(samples)
+        self._cursor = (t, pos + 1, samples)
+        return self._decode(raw, i)
 
-        t, members = self.samples[i]
-        tar = self._tar(t)
-        sample: dict[str, Any] = {"index": i}
-        for ext, info in members.items():
-            last = "." + ext.rsplit(".", 1)[-1]
-            data = tar.extractfile(info).read()
-            if last in IMAGE_SUFFIXES and "image" not in sample:
-                try:
-                    with Image.open(io.BytesIO(data)) as im:
-                        sample["image"] = im.convert("RGB")
-                except OSError as exc:
-                    raise EngineError(f"{self.paths[t]}:{info.name} is not an image ({exc})") from None
-            elif ext in ("cls", "label"):
-                try:
-                    sample["label"] = int(data.decode().strip())
-                except ValueError:
-                    raise EngineError(f"{self.paths[t]}:{info.name} is not an integer label") from None
-            elif ext in ("txt", "caption"):
-                sample["caption"] = data.decode("utf-8", "replace").strip()
+    def _decode(self, raw: dict, i: int) -> dict:
+        wds = _webdataset()
+        key = self._image_key(raw)
+        # only the fields used are decoded: webdataset's default handlers would also unpickle
+        decoder = wds.autodecode.Decoder([wds.autodecode.imagehandler("pilrgb")],
+                                         only=[key, "cls", "txt"])
+        try:
+            decoded = decoder(raw)
+        except wds.autodecode.DecodingError as exc:
+            cause = exc.__cause__
+            raise EngineError(f"{raw['__url__']}:{raw['__key__']}.{exc.k} cannot be decoded "
+                              f"({type(cause).__name__}: {cause})") from None
+        sample: dict[str, Any] = {"image": decoded[key], "index": i, "key": raw["__key__"]}
+        if "cls" in decoded:
+            sample["label"] = decoded["cls"]
+        if "txt" in decoded:
+            sample["caption"] = decoded["txt"].strip()
         return sample
 
-    def __getstate__(self):  # open tar handles do not travel between processes
+    def __getstate__(self):  # an open tar stream does not travel between processes
         state = dict(self.__dict__)
-        state["_open"] = {}
+        state["_cursor"] = None
         return state
+
+
+def _folder_dataset(split: str = "test", location: str | None = None):
+    if not location:
+        raise EngineError("the 'folder' dataset needs a folder: folder:DIR")
+    return ImageFolderSource(location)
+
+
+def _webdataset_dataset(split: str = "test", location: str | None = None):
+    if not location:
+        raise EngineError("the 'webdataset' dataset needs shard paths: webdataset:PATTERN")
+    return WebDatasetSource(location)
+
+
+def register_core_datasets(register) -> None:
+    """The datasets interpcore registers itself (by the registry, before any plugin's
+    ``register_datasets`` hook): ``folder:DIR`` and ``webdataset:PATTERN``."""
+    register("folder", _folder_dataset, description="folder:DIR - the images under DIR sorted "
+             "by path, one class per first-level subfolder when there are subfolders")
+    register("webdataset", _webdataset_dataset, description="webdataset:PATTERN - WebDataset "
+             ".tar shards (comma-separated, {000..009} and * patterns), read with webdataset")
 
 
 _sources: dict[str, Any] = {}
@@ -179,24 +247,17 @@ def open_dataset(spec: JobSpec):
                               "only the local engine of the process that made it can read it; "
                               "register the dataset as a plugin to run it elsewhere")
         return _bound[spec.dataset]
+    ensure_plugins(spec)
+    from ..registry import get_registry
+
+    reg = get_registry()
     key = json.dumps([spec.dataset, spec.split, spec.dataset_options, list(spec.plugins)],
                      sort_keys=True)
-    if spec.dataset.startswith("folder:"):
-        if key not in _sources:
-            _sources[key] = ImageFolderSource(spec.dataset[len("folder:"):])
-    elif spec.dataset.startswith("webdataset:"):
-        if key not in _sources:
-            _sources[key] = TarShardsSource(spec.dataset[len("webdataset:"):])
-    else:
-        ensure_plugins(spec)
-        from ..registry import get_registry
-
-        reg = get_registry()
-        # keyed by the factory too: a replaced registry (tests, notebooks) may give the same
-        # name to another dataset
-        key += f"|{id(reg.entry('dataset', spec.dataset).factory)}"
-        if key not in _sources:
-            _sources[key] = reg.get_dataset(spec.dataset, split=spec.split, **spec.dataset_options)
+    # keyed by the factory too: a replaced registry (tests, notebooks) may give the same name
+    # to another dataset
+    key += f"|{id(reg.dataset_entry(spec.dataset)[0].factory)}"
+    if key not in _sources:
+        _sources[key] = reg.get_dataset(spec.dataset, split=spec.split, **spec.dataset_options)
     return _sources[key]
 
 

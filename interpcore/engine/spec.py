@@ -26,8 +26,8 @@ class JobSpec:
 
     ``dataset`` is a registered dataset name, ``folder:DIR`` (an image folder; one class per
     first-level subfolder when there are subfolders) or ``webdataset:PATTERN`` (WebDataset
-    style ``.tar`` shards: a glob or comma-separated list; members sharing a key form one
-    sample, ``.cls`` gives the label). ``method`` is a registered decomposer or explainer
+    ``.tar`` shards read with the webdataset library: comma-separated, brace-expanded and
+    globbed; members sharing a key form one sample, ``.cls`` gives the label). ``method`` is a registered decomposer or explainer
     (``kind``) called with ``verb`` (default ``decompose`` / ``explain``) on each batch of
     ``inputs`` (``pixels``: preprocessed tensors on the backbone's device, ``images``: PIL
     images, ``embeddings``: ``encode_image`` outputs), plus ``call_options``. Without a
