@@ -303,7 +303,12 @@ class Registry:
 
         entry = self.entry("dataset", name)
         ds = _call_factory(entry.factory, "dataset", name, options, split=split)
-        return _check_returned(ds, Dataset, entry)
+        _check_returned(ds, Dataset, entry)
+        try:  # how to open it again by name (engine jobs rebuild datasets in their workers)
+            ds.registry_origin = {"name": name, "split": split, "options": dict(options)}
+        except AttributeError:  # a dataset class with __slots__: it is just not reopenable
+            pass
+        return ds
 
 
 def _call_factory(factory, kind: str, name: str, options: dict, *args, **fixed):

@@ -17,18 +17,20 @@ ENGINES = ("local", "ray")
 
 
 class LocalEngine:
-    """Everything in this process: the single-process reference path."""
+    """Everything in this process: the single-process reference path. ``backbone`` /
+    ``method``: a command's own model objects, reused by the worker (see :class:`ShardWorker`)."""
 
     name = "local"
 
-    def __init__(self, device: str = "auto", **_ignored):
+    def __init__(self, device: str = "auto", backbone=None, method=None, **_ignored):
         self.device = device
+        self.prebuilt = {"backbone": backbone, "method": method}
         self.workers = 1
         self.setup_seconds = 0.0
 
     def run(self, spec: JobSpec, shards: list[Shard], writer: ShardWriter, sink: Callable) -> None:
         t0 = time.perf_counter()
-        worker = ShardWorker(spec, device=self.device)
+        worker = ShardWorker(spec, device=self.device, **self.prebuilt)
         worker._setup()
         self.setup_seconds = time.perf_counter() - t0
         for shard in shards:
