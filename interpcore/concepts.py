@@ -436,9 +436,11 @@ def image_mean(
     if spec is not None:
         from .engine import default_job_dir, run_job
 
-        result = run_job(spec, job_dir if job_dir is not None else default_job_dir(spec),
-                         backbone=backbone)
-        mean = torch.from_numpy(np.asarray(result.mean("embedding"), dtype=np.float32))
+        job_dir = job_dir if job_dir is not None else default_job_dir(spec)
+        mean = _finished_mean(spec, job_dir)
+        if mean is None:
+            mean = run_job(spec, job_dir, backbone=backbone).mean("embedding")
+        mean = torch.from_numpy(np.asarray(mean, dtype=np.float32))
         if dim is not None and mean.shape[0] != dim:
             raise InterpError(f"backbone '{backbone.name}' gave {mean.shape[0]}-dim image "
                               f"embeddings but says embed_dim={dim}")
@@ -505,3 +507,18 @@ def image_mean_job(backbone, dataset, *, limit: int | None = None, batch_size: i
         return None
     return JobSpec(**source, **bsource, call_options={"normalize": True}, fields=(),
                    batch_size=batch_size, limit=limit)
+
+
+def _finished_mean(spec, job_dir):
+    """The mean embedding of a finished job of ``spec`` in ``job_dir``, read without running
+    anything (no model, no rewrite: Ray workers that build a SpLiCE model all read the mean
+    job their driver finished), or ``None``."""
+    from .engine import EngineError, job_result, read_manifest
+
+    try:
+        manifest = read_manifest(job_dir)
+        if manifest.get("status") != "complete" or manifest.get("spec_hash") != spec.hash:
+            return None
+        return job_result(job_dir).mean("embedding")
+    except (EngineError, OSError, KeyError, ValueError):
+        return None

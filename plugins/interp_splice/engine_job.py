@@ -89,7 +89,7 @@ def decompose(model, spec, data, *, job_dir=None, engine: str = "local", overwri
                 labels = labels[torch.from_numpy(keep)]
 
         def take(key):
-            return torch.from_numpy(np.asarray(part[key][keep], dtype=np.float64))
+            return torch.from_numpy(np.array(part[key][keep], dtype=np.float64))
 
         g = take("relative_gap") if gap else None
         sums.add(take("weights"), take("l0"), take("cosine"), take("centred"), labels,

@@ -1013,6 +1013,7 @@ class SpliceDecomposer(Decomposer):
 
         check_problem(torch.zeros(1, 1), torch.zeros(1, 1), l1_penalty)
         resolve_solver_name(solver)
+        own_dictionary = dictionary is not None
         if vocabulary_size is not None and (not isinstance(vocabulary_size, int) or vocabulary_size < -1
                                             or vocabulary_size == 0 or isinstance(vocabulary_size, bool)):
             raise InterpError("vocabulary_size must be a positive integer (or -1 / None for the whole "
@@ -1036,7 +1037,7 @@ class SpliceDecomposer(Decomposer):
                                  vocabulary_name=vocab.name, solver_options=solver_options,
                                  batch_size=batch_size,
                                  device=device if device is not None else "auto")
-        self.model.recipe = _recipe(vocabulary, vocabulary_size, templates, dictionary,
+        self.model.recipe = _recipe(vocabulary, vocabulary_size, templates, own_dictionary,
                                     image_mean, mean_dataset, mean_split, mean_limit,
                                     means_folder)
 
@@ -1060,12 +1061,12 @@ class SpliceDecomposer(Decomposer):
         return decompose_data(self.model, data, target_label=target_label, by_class=True, **kwargs)
 
 
-def _recipe(vocabulary, vocabulary_size, templates, dictionary, image_mean, mean_dataset,
-            mean_split, mean_limit, means_folder) -> dict | None:
+def _recipe(vocabulary, vocabulary_size, templates, own_dictionary: bool, image_mean,
+            mean_dataset, mean_split, mean_limit, means_folder) -> dict | None:
     """The decomposer's options as names, from which a worker builds the same model
     (:mod:`interp_splice.engine_job`); ``None`` when something was given as an object (a
     dictionary or image-mean tensor, a Vocabulary object or a word list)."""
-    if dictionary is not None or not isinstance(vocabulary, (str, os.PathLike)):
+    if own_dictionary or not isinstance(vocabulary, (str, os.PathLike)):
         return None
     if image_mean is not None and not isinstance(image_mean, (str, os.PathLike)):
         return None
