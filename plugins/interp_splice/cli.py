@@ -173,6 +173,16 @@ def _decompose_data(kw, name, ds, *, target=None, by_class=False, dec=None, comp
     return res, dec
 
 
+def _job_sections(run, *results) -> list:
+    """run.json sections describing the engine jobs the results were read from."""
+    if run.out is None:
+        return []
+    from interpcore.engine import run_section
+
+    return [{**run_section(r.job), "title": f"Job outputs ({r.dataset})"}
+            for r in results if getattr(r, "job", None) is not None]
+
+
 def _settings(kw, **extra):
     keys = ("backbone", "pretrained", "vocabulary", "vocabulary_size", "l1_penalty", "solver",
             "image_mean", "mean_dataset", "templates")
@@ -334,6 +344,7 @@ def classes_cmd(class_label, run, **kw):
                 "figures": [png.name],
                 "tables": [{"title": "Top concepts", "columns": columns, "rows": rows}],
             })
+    sections += _job_sections(run, res)
     lines = [res.format(lab, topk=kw["plot_topk"] if not kw["verbose"] else None)
              for lab in res.class_weights]
     if len(res.class_weights) > 1:
@@ -406,6 +417,7 @@ def dataset_cmd(compare, compare_split, compare_root, run, **kw):
                 "figures": [cpng.name],
                 "tables": [{"title": "Mean weights", "columns": ["concept", label1, label2], "rows": rows}],
             })
+    sections += _job_sections(run, res, res2)
     data = None
     if run.as_json:  # the full weights: only built when printed
         data = res.to_dict(topk=None)
