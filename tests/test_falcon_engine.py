@@ -30,6 +30,12 @@ def test_find_groups_through_a_job_equals_in_process_and_resumes(cli, tmp_path):
     assert [(g["features"], g["images"]) for g in here["groups"]] == \
         [(g["features"], g["images"]) for g in viajob["groups"]]
     torch.testing.assert_close(_features(tmp_path / "here"), _features(tmp_path / "viajob"))
+    import interpcore
+    from interp_falcon import steps
+
+    streamed = steps.extract_features(interpcore.get_backbone("toyf:cnn"),  # in this process
+                                      interpcore.get_dataset("toy-colours"), batch_size=32)
+    torch.testing.assert_close(_features(tmp_path / "viajob"), streamed)
     m = read_manifest(job)
     assert m["status"] == "complete" and m["num_samples"] == 45
     assert m["last_run"]["computed"] == [0, 1, 2]
