@@ -35,8 +35,8 @@ from .errors import CapabilityError, InterpError
 #: bumped whenever the cached computation changes, so that old entries are not reused
 CACHE_VERSION = "1"
 
-__all__ = ["concept_dictionary", "text_embeddings", "image_mean", "load_tensor_file",
-           "normalize_templates"]
+__all__ = ["concept_dictionary", "text_embeddings", "image_mean", "image_mean_job",
+           "load_tensor_file", "normalize_templates"]
 
 
 # --------------------------------------------------------------------------------------
@@ -387,17 +387,26 @@ def image_mean(
     cache: bool = True,
     split: str | None = None,
     device=None,
+    job_dir=None,
 ):
     """Mean of L2-normalized image embeddings ``(d,)``, as SpLiCE uses to centre images.
 
     Either streamed over ``dataset`` (an :class:`interpcore.Dataset` or a registered dataset
     name, with ``split``; the first ``limit`` samples when given) in batches of
     ``batch_size``, or read from ``path`` (a ``.pt``/``.safetensors``/``.npy`` tensor file,
-    e.g. one of SpLiCE's published means). The mean itself is not renormalized. Dataset
-    means are cached keyed by backbone, dataset name / ``cache_key``, split, length and
-    limit; a dataset with neither a name nor a ``cache_key`` attribute is not cached.
-    Returned as float32 on ``device`` (default: the backbone's device).
+    e.g. one of SpLiCE's published means). The mean itself is not renormalized.
+
+    A dataset that can be reopened by name (a registered name, or a dataset from
+    :func:`interpcore.get_dataset`) with a registered backbone is averaged as an embedding
+    job of :mod:`interpcore.engine` (:func:`image_mean_job`) in ``job_dir`` (default: the
+    user cache, named by the job's hash): resumable, and a finished job is read back (its
+    ``means/embedding.npy``) without computing anything. Other datasets are streamed here
+    and cached keyed by backbone, dataset name / ``cache_key``, split, length and limit; a
+    dataset with neither a name nor a ``cache_key`` attribute is not cached. ``cache=False``
+    computes in this process and writes nothing. Returned as float32 on ``device``
+    (default: the backbone's device).
     """
+    import numpy as np
     import torch
 
     backbone = _resolve_backbone(backbone)
@@ -423,6 +432,19 @@ def image_mean(
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise InterpError(f"dataset '{getattr(dataset, 'name', '?')}' is empty: no image mean")
+    spec = image_mean_job(backbone, dataset, limit=limit, batch_size=batch_size) if cache else None
+    if spec is not None:
+        from .engine import default_job_dir, run_job
+
+        job_dir = job_dir if job_dir is not None else default_job_dir(spec)
+        mean = _finished_mean(spec, job_dir)
+        if mean is None:
+            mean = run_job(spec, job_dir, backbone=backbone).mean("embedding")
+        mean = torch.from_numpy(np.asarray(mean, dtype=np.float32))
+        if dim is not None and mean.shape[0] != dim:
+            raise InterpError(f"backbone '{backbone.name}' gave {mean.shape[0]}-dim image "
+                              f"embeddings but says embed_dim={dim}")
+        return mean.contiguous().to(out_device)
 
     cache_path = None
     ident = _dataset_identity(dataset) if cache else None
@@ -470,3 +492,33 @@ def image_mean(
         }
         _try_save(cache_path, {"image_mean": mean}, meta)
     return mean.to(out_device)
+
+
+def image_mean_job(backbone, dataset, *, limit: int | None = None, batch_size: int = 64):
+    """The :class:`~interpcore.engine.JobSpec` whose ``means/embedding.npy`` is
+    :func:`image_mean` of ``dataset`` (the L2-normalized image embeddings of its first
+    ``limit`` images), or ``None`` when the dataset or the backbone cannot be named for a job
+    (see :func:`interpcore.engine.dataset_source`)."""
+    from .engine import JobSpec, backbone_source, dataset_source
+
+    source = dataset_source(dataset, getattr(dataset, "split", None) or "test")
+    bsource = backbone_source(backbone)
+    if source is None or bsource is None:
+        return None
+    return JobSpec(**source, **bsource, call_options={"normalize": True}, fields=(),
+                   batch_size=batch_size, limit=limit)
+
+
+def _finished_mean(spec, job_dir):
+    """The mean embedding of a finished job of ``spec`` in ``job_dir``, read without running
+    anything (no model, no rewrite: Ray workers that build a SpLiCE model all read the mean
+    job their driver finished), or ``None``."""
+    from .engine import EngineError, job_result, read_manifest
+
+    try:
+        manifest = read_manifest(job_dir)
+        if manifest.get("status") != "complete" or manifest.get("spec_hash") != spec.hash:
+            return None
+        return job_result(job_dir).mean("embedding")
+    except (EngineError, OSError, KeyError, ValueError):
+        return None

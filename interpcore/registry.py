@@ -329,13 +329,20 @@ def _record_source(ds, name: str, split: str, options: dict) -> None:
 
     try:
         source = json.loads(json.dumps({"dataset": name, "split": split,
-                                        "dataset_options": dict(options)}))
+                                        "dataset_options": dict(options)}, default=_path_text))
     except (TypeError, ValueError):
         return
     try:
         ds.job_source = source
     except AttributeError:  # a dataset class with __slots__ or a read-only attribute
         pass
+
+
+def _path_text(value):
+    """Paths among dataset options are recorded as text (what a worker would be given)."""
+    if hasattr(value, "__fspath__"):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 def _call_factory(factory, kind: str, name: str, options: dict, *args, **fixed):

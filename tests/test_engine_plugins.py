@@ -1,5 +1,5 @@
-"""The SpLiCE and PRS dataset commands' engine path (``--engine`` / ``--job-dir``) gives what
-their single-process path gives, and resumes. Local engine here (the Ray engine runs the same
+"""The SpLiCE and PRS dataset paths through the engine give what their single-process path
+gives, and resume. Local engine here (the Ray engine runs the same
 ShardWorker code; see test_engine_ray.py). Skipped when the plugins are missing."""
 
 from __future__ import annotations
@@ -44,36 +44,27 @@ def tiny_clip(tmp_path_factory):
             "model_config": TINY_CLIP}
 
 
-def _splice_kw(tiny, tmp_path, **extra):
-    kw = dict(backbone=tiny["backbone"], pretrained=tiny["pretrained"], vocabulary="shapes",
-              vocabulary_size=None, l1_penalty=0.25, solver="active_set", templates=None,
-              image_mean=tiny["mean"], mean_dataset=None, device="cpu", batch_size=16,
-              dataset="shapes", split="test", root=None, limit=40, out=None,
-              engine="local", address=None, workers=None, shard_size=16,
-              job_dir=str(tmp_path / "job"), overwrite=False)
-    kw.update(extra)
-    return kw
-
-
 @needs
 def test_splice_dataset_and_classes_through_the_engine_match_decompose_data(tiny_clip, tmp_path):
-    from interp_splice import engine_job
     from interp_splice.model import SpliceDecomposer
 
-    kw = _splice_kw(tiny_clip, tmp_path)
     ds = interpcore.get_dataset("shapes", split="test")
-    bb = interpcore.get_backbone(kw["backbone"], pretrained=kw["pretrained"], device="cpu")
-    dec = SpliceDecomposer(bb, vocabulary="shapes", l1_penalty=0.25, image_mean=kw["image_mean"],
+    bb = interpcore.get_backbone(tiny_clip["backbone"], pretrained=tiny_clip["pretrained"],
+                                 device="cpu")
+    dec = SpliceDecomposer(bb, vocabulary="shapes", l1_penalty=0.25, image_mean=tiny_clip["mean"],
                            batch_size=16)
-    ref = dec.decompose_dataset(ds, limit=40, batch_size=16, name="shapes")
-    got = engine_job.decompose(kw, "shapes", ds, name="shapes")
+    opts = dict(limit=40, batch_size=16, name="shapes")
+    job = dict(opts, job_dir=tmp_path / "job", shard_size=16)
+    ref = dec.decompose_dataset(ds, in_process=True, **opts)
+    got = dec.decompose_dataset(ds, **job)
+    assert ref.job_dir is None and got.job_dir == str(tmp_path / "job")
     assert got.count == ref.count == 40 and got.concepts == list(ref.concepts)
     np.testing.assert_allclose(got.mean_weights.numpy(), ref.mean_weights.numpy(), rtol=1e-4, atol=1e-6)
     assert got.mean_l0 == pytest.approx(ref.mean_l0)
     assert got.mean_cosine == pytest.approx(ref.mean_cosine, rel=1e-5)
 
-    ref_c = dec.decompose_classes(ds, limit=40, batch_size=16, name="shapes")
-    got_c = engine_job.decompose(kw, "shapes", ds, by_class=True, name="shapes")  # resumes
+    ref_c = dec.decompose_classes(ds, in_process=True, **opts)
+    got_c = dec.decompose_classes(ds, **job)  # resumes
     assert got_c.class_counts == ref_c.class_counts and got_c.class_names == ref_c.class_names
     for lab in ref_c.class_weights:
         np.testing.assert_allclose(got_c.class_weights[lab].numpy(), ref_c.class_weights[lab].numpy(),

@@ -1,4 +1,4 @@
-"""FALCON's commands with ``--job-dir`` / ``--engine``: the probe features come from a
+"""FALCON's commands: the probe features always come from a
 sharded, resumable engine job and give the same groups, features and explanations as the
 in-process path; a rerun computes no shard."""
 
@@ -30,6 +30,12 @@ def test_find_groups_through_a_job_equals_in_process_and_resumes(cli, tmp_path):
     assert [(g["features"], g["images"]) for g in here["groups"]] == \
         [(g["features"], g["images"]) for g in viajob["groups"]]
     torch.testing.assert_close(_features(tmp_path / "here"), _features(tmp_path / "viajob"))
+    import interpcore
+    from interp_falcon import steps
+
+    streamed = steps.extract_features(interpcore.get_backbone("toyf:cnn"),  # in this process
+                                      interpcore.get_dataset("toy-colours"), batch_size=32)
+    torch.testing.assert_close(_features(tmp_path / "viajob"), streamed)
     m = read_manifest(job)
     assert m["status"] == "complete" and m["num_samples"] == 45
     assert m["last_run"]["computed"] == [0, 1, 2]
@@ -47,3 +53,20 @@ def test_explain_through_a_job_gives_the_same_words(cli, tmp_path):  # noqa: F81
     assert words and words == \
         [[g["id"], g["words"]] for g in json.loads(r2.output)["groups"] if g["words"]]
     assert read_manifest(tmp_path / "job")["status"] == "complete"
+
+
+def test_find_groups_keeps_its_job_in_the_run_folder_and_a_killed_one_resumes(cli, tmp_path):  # noqa: F811
+    """Without --job-dir the features' job is OUT/job: the rerun computes nothing, and one
+    whose shard record is gone (killed before it was written) recomputes only that shard."""
+    out = tmp_path / "run"
+    first = cli("find-groups", "--out", str(out), "--shard-size", "16", "--json")
+    assert first.exit_code == 0, first.output
+    assert read_manifest(out / "job")["last_run"]["computed"] == [0, 1, 2]
+    assert cli("find-groups", "--out", str(out), "--shard-size", "16").exit_code == 0
+    assert read_manifest(out / "job")["last_run"]["computed"] == []
+    (out / "job" / "records" / "shard-00002.json").unlink()
+    again = cli("find-groups", "--out", str(out), "--shard-size", "16", "--json")
+    assert again.exit_code == 0, again.output
+    assert read_manifest(out / "job")["last_run"]["computed"] == [2]
+    groups = [(g["features"], g["images"]) for g in json.loads(first.output)["groups"]]
+    assert groups == [(g["features"], g["images"]) for g in json.loads(again.output)["groups"]]

@@ -118,7 +118,8 @@ def test_dataset_averages_and_comparison_plot(interp, tmp_path):
     from interpcore.report import load_run
 
     titles = [s["title"] for s in load_run(out)["sections"]]
-    assert len(titles) == 2
+    assert len(titles) == 4  # each dataset's bars, the comparison, then each dataset's job
+    assert titles[2:] == ["Job outputs (toy-colours (test))", "Job outputs (toy-colours (train))"]
 
 
 @pytest.mark.parametrize("args, message", [

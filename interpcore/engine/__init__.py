@@ -46,8 +46,8 @@ from .engines import ENGINES, LocalEngine, get_engine, run_job
 from .options import engine_options, engine_run_args
 from .sources import (IMAGE_SUFFIXES, ImageFolderSource, WebDatasetSource, bind_dataset,
                       ensure_plugins, num_samples, open_dataset, read_samples)
-from .spec import (FORMAT_VERSION, INPUTS, EngineError, JobSpec, Shard, callable_path,
-                   import_object, make_shards)
+from .spec import (FORMAT_VERSION, INPUTS, EngineError, JobSpec, Shard, backbone_source,
+                   callable_path, dataset_source, import_object, make_shards)
 from .store import (MANIFEST, JobArray, JobResult, JobStore, _runner, default_job_dir,
                     iter_shards, job_result, live_status, load_array, load_columns, load_table,
                     read_manifest, run_section)
@@ -57,7 +57,8 @@ __all__ = [
     "ENGINES", "FORMAT_VERSION", "IMAGE_SUFFIXES", "INPUTS", "MANIFEST", "EngineError", "JobArray",
     "bind_dataset", "load_columns",
     "ImageFolderSource", "JobResult", "JobSpec", "JobStore", "LocalEngine", "Shard",
-    "ShardWorker", "WebDatasetSource", "callable_path", "default_job_dir", "engine_options",
+    "ShardWorker", "WebDatasetSource", "backbone_source", "callable_path", "dataset_source",
+    "default_job_dir", "engine_options",
     "engine_run_args", "ensure_plugins", "get_engine", "import_object", "iter_shards",
     "job_result", "live_status", "load_array", "load_table", "make_shards", "num_samples", "open_dataset",
     "read_manifest", "read_samples", "run_job", "run_section", "to_arrays",

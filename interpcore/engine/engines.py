@@ -17,7 +17,8 @@ ENGINES = ("local", "ray")
 
 
 class LocalEngine:
-    """Everything in this process: the single-process reference path."""
+    """Everything in this process: the single-process reference path. ``backbone`` /
+    ``method``: a command's own model objects, reused by the worker (see :class:`ShardWorker`)."""
 
     name = "local"
 

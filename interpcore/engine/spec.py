@@ -163,3 +163,35 @@ def make_shards(n: int, shard_size: int) -> list[Shard]:
     return [Shard(i, s, min(s + shard_size, n)) for i, s in enumerate(range(0, n, shard_size))]
 
 
+
+
+def dataset_source(data, split: str = "test") -> dict | None:
+    """``{"dataset", "split", "dataset_options"}`` naming ``data`` for a :class:`JobSpec`, or
+    ``None`` when it cannot be named: a registered name (with ``split``), or a dataset that
+    :func:`interpcore.get_dataset` returned (it records them in ``job_source``). Datasets
+    built by hand, DataLoaders and tensors have no name a worker could open them by."""
+    if isinstance(data, str):
+        return {"dataset": data, "split": split, "dataset_options": {}}
+    origin = getattr(data, "job_source", None)
+    if not isinstance(origin, Mapping) or not isinstance(origin.get("dataset"), str):
+        return None
+    return {"dataset": origin["dataset"], "split": str(origin.get("split", split)),
+            "dataset_options": dict(origin.get("dataset_options") or {})}
+
+
+def backbone_source(backbone) -> dict | None:
+    """``{"backbone", "backbone_options"}`` naming a loaded backbone for a :class:`JobSpec`
+    (its registry name, and its weights when it records them), or ``None`` when its family is
+    not registered (a backbone object built by hand)."""
+    name = getattr(backbone, "name", None)
+    if not isinstance(name, str) or ":" not in name:
+        return None
+    from ..registry import get_registry
+
+    try:
+        get_registry().entry("backbone", name.partition(":")[0])
+    except InterpError:
+        return None
+    pretrained = getattr(backbone, "pretrained", None)
+    options = {"pretrained": str(pretrained)} if pretrained is not None else {}
+    return {"backbone": name, "backbone_options": options}

@@ -75,7 +75,10 @@ def to_arrays(result, n: int, adapter: Callable | None = None) -> dict:
 class ShardWorker:
     """Builds the backbone and method from the spec's names, then computes shards.
 
-    One worker holds one model; the Ray engine runs one per actor.
+    One worker holds one model; the Ray engine runs one per actor. ``backbone`` / ``method``:
+    objects already built for this spec in the calling process (the local engine reuses a
+    command's model instead of loading a second copy); the spec still names them, for the
+    job's hash and for other engines.
     """
 
     def __init__(self, spec: JobSpec | Mapping, device: str = "auto", threads: int | None = None,
@@ -87,13 +90,12 @@ class ShardWorker:
         self.threads = threads
         self._backbone = backbone
         self._method = method
+        self._ready = False
         self._adapter = None
         self.shards_done = 0
 
     def _setup(self):
-        if self._backbone is not None:
-            if self.spec.adapter and self._adapter is None:
-                self._adapter = import_object(self.spec.adapter)
+        if self._ready:
             return
         if self.threads:
             import torch
@@ -103,18 +105,22 @@ class ShardWorker:
         from ..registry import get_registry
 
         reg = get_registry()
-        opts = dict(self.spec.backbone_options)
-        self._backbone = reg.get_backbone(self.spec.backbone, device=self.device, **opts)
-        if self.spec.method:
+        if self._backbone is None:
+            opts = dict(self.spec.backbone_options)
+            self._backbone = reg.get_backbone(self.spec.backbone, device=self.device, **opts)
+        if self.spec.method and self._method is None:
             getter = reg.get_decomposer if self.spec.kind == "decomposer" else reg.get_explainer
             self._method = getter(self.spec.method, self._backbone, **self.spec.method_options)
-            if not callable(getattr(self._method, self.spec.verb_name, None)):
-                raise EngineError(
-                    f"{self.spec.kind} '{self.spec.method}' has no method "
-                    f"'{self.spec.verb_name}()'"
-                )
+        self._check_method()
         if self.spec.adapter:
             self._adapter = import_object(self.spec.adapter)
+        self._ready = True
+
+    def _check_method(self):
+        if self.spec.method and not callable(getattr(self._method, self.spec.verb_name, None)):
+            raise EngineError(
+                f"{self.spec.kind} '{self.spec.method}' has no method '{self.spec.verb_name}()'"
+            )
 
     @property
     def backbone(self):

@@ -43,7 +43,7 @@ def _common(f):
                      help="Interpretability threshold on the mean pairwise crop cosine."),
         batch_size_option(32),
         output_options(out_names=("--out", "-o")),
-        engine_options,  # the probe features as a sharded, resumable job (engine_job.py)
+        engine_options,  # the probe features: a sharded, resumable job (engine_job.py)
     ]
     for o in reversed(opts):
         f = o(f)
@@ -105,10 +105,8 @@ def find_groups(run, **kw):
     from .engine_job import features as job_features
 
     f = _explainer(kw)
-    feats = job_features(kw, run.out)  # None: computed in this process
+    feats = job_features(kw, run.out, f.backbone)
     res = f.find_groups(kw["dataset"], features=feats)
-    if run.out and feats is None:
-        feats = f.features(kw["dataset"])
     _finish(res, run, "find-groups", f, features=feats if run.out else None)
 
 
@@ -158,7 +156,7 @@ def explain(groups, all_groups, from_dir, pool, top_k, weights, n_concepts, crop
     else:
         from .engine_job import features as job_features
 
-        features = job_features(kw, run.out)  # None: computed in this process
+        features = job_features(kw, run.out, f.backbone)
     res = f.explain(found if found is not None else kw["dataset"], which=list(groups) or None,
                     only_interpretable=not all_groups, features=features)
     if features is None and run.out is not None:

@@ -1,6 +1,7 @@
-"""``interp falcon find-groups|explain --engine ray`` (or ``--job-dir``): the probe set's
-target-layer activations computed as a sharded, resumable :mod:`interpcore.engine` job, then
-used by FALCON exactly as :func:`interp_falcon.steps.extract_features` would be.
+"""``interp falcon find-groups|explain``: the probe set's target-layer activations computed
+as a sharded, resumable :mod:`interpcore.engine` job (``--engine local`` by default, ``ray``
+with ``--address``/``--workers``), then used by FALCON exactly as
+:func:`interp_falcon.steps.extract_features` would be.
 
 Imports torch only inside the functions.
 """
@@ -18,11 +19,6 @@ def pooled_features(result, n: int) -> dict:
     return {"features": pool_activations(result["features"].detach().float().cpu())}
 
 
-def use_engine(kw: dict) -> bool:
-    """True when the command was asked to run through the engine."""
-    return (kw.get("engine") or "local") != "local" or bool(kw.get("job_dir"))
-
-
 def job_spec(kw: dict):
     from interpcore.engine import JobSpec, callable_path
 
@@ -35,13 +31,12 @@ def job_spec(kw: dict):
     )
 
 
-def features(kw: dict, out=None):
-    """The probe features as a float32 ``(N, F)`` tensor from an engine job, or ``None`` when
-    the command runs in this process as before. The job folder is ``--job-dir``, else
-    ``OUT/job``, else a folder in the user cache named by the job's hash; rerunning the
-    command resumes it (a finished job computes nothing)."""
-    if not use_engine(kw):
-        return None
+def features(kw: dict, out=None, backbone=None):
+    """The probe features as a float32 ``(N, F)`` tensor from the command's engine job. The
+    job folder is ``--job-dir``, else ``OUT/job``, else a folder in the user cache named by
+    the job's hash; rerunning the command resumes it (a finished job computes nothing).
+    ``backbone``: the command's target model, which the local engine uses instead of
+    loading a second copy."""
     import torch
 
     from interpcore.engine import default_job_dir, engine_run_args, run_job
@@ -53,5 +48,8 @@ def features(kw: dict, out=None):
         job_dir = Path(out) / "job"
     else:
         job_dir = default_job_dir(spec)
-    result = run_job(spec, job_dir, **engine_run_args(kw, kw.get("device", "auto")))
+    args = engine_run_args(kw, kw.get("device", "auto"))
+    if args["engine"] == "local" and backbone is not None:
+        args["backbone"] = backbone
+    result = run_job(spec, job_dir, **args)
     return torch.from_numpy(result.load("features")).float()

@@ -159,22 +159,25 @@ def decompose_image(image, splicemodel: SpliceModel | None = None, device="auto"
 
 
 def decompose_dataset(dataloader, splicemodel: SpliceModel | None = None, device="auto", *,
-                      limit: int | None = None, batch_size: int = 64):
+                      limit: int | None = None, batch_size: int = 64, **job):
     """``(mean weights (c,), mean L0, mean cosine)`` over a dataset.
 
     ``dataloader``: a torch DataLoader of ``(images, labels)`` or images, an interpcore
-    Dataset, or a registered dataset name (its test split).
+    Dataset, or a registered dataset name (its test split). A registered name or a dataset
+    from ``get_dataset``, with a model from :func:`load`, runs as a resumable engine job
+    (``job``: ``job_dir``, ``engine``, ``shard_size``, ``overwrite``, ``address``,
+    ``num_workers``; see :func:`interp_splice.model.decompose_data`); the rest in process.
     """
-    res = _decompose(dataloader, splicemodel, device, limit=limit, batch_size=batch_size)
+    res = _decompose(dataloader, splicemodel, device, limit=limit, batch_size=batch_size, **job)
     return res.mean_weights, res.mean_l0, res.mean_cosine
 
 
 def decompose_classes(dataloader, target_label=None, splicemodel: SpliceModel | None = None,
-                      device="auto", *, limit: int | None = None, batch_size: int = 64):
+                      device="auto", *, limit: int | None = None, batch_size: int = 64, **job):
     """``({label: mean weights}, mean L0, mean cosine)``; only ``target_label`` if given
-    (an int or a class name)."""
+    (an int or a class name). ``job``: as for :func:`decompose_dataset`."""
     res = _decompose(dataloader, splicemodel, device, target_label=target_label, by_class=True,
-                     limit=limit, batch_size=batch_size)
+                     limit=limit, batch_size=batch_size, **job)
     return res.class_weights, res.mean_l0, res.mean_cosine
 
 

@@ -145,30 +145,42 @@ def _dataset(name, split, root, limit=None):
     return key, get_dataset(key, split=split, **opts)
 
 
-def _use_engine(kw) -> bool:
-    return (kw.get("engine") or "local") != "local" or bool(kw.get("job_dir"))
+def _job_dir(kw, suffix: str = ""):
+    """Where the command's engine job lives: ``--job-dir`` (a folder or an fsspec URL), else
+    ``OUT/job``, else ``None`` (the user cache, named by the job's hash); ``suffix`` tells
+    the --compare dataset's job apart."""
+    if kw.get("job_dir"):
+        return str(kw["job_dir"]) + suffix
+    if kw.get("out"):
+        return str(Path(kw["out"]) / f"job{suffix}")
+    return None
 
 
 def _decompose_data(kw, name, ds, *, target=None, by_class=False, dec=None, compare=False):
-    """The dataset decomposition, in this process or as a sharded engine job (--engine /
-    --job-dir; see docs/scaling.md), which gives the same result and can resume."""
-    if _use_engine(kw):
-        from .engine_job import decompose
+    """The dataset decomposition as a sharded, resumable engine job (``--engine``, default
+    local; see docs/scaling.md and :mod:`interp_splice.engine_job`): a rerun reuses the
+    finished job, a killed one computes only its missing shards."""
+    from interpcore.engine import engine_run_args
 
-        if compare:  # the second dataset gets its own job folder
-            kw = dict(kw)
-            if kw.get("job_dir"):
-                kw["job_dir"] = str(Path(kw["job_dir"])) + "-compare"
-            elif kw.get("out"):
-                kw["job_dir"] = str(Path(kw["out"]) / "job-compare")
-        return decompose(kw, name, ds, target_label=target, by_class=by_class, name=name), dec
     dec = dec or _decomposer(kw)
+    opts = dict(limit=kw["limit"], batch_size=kw["batch_size"], name=name,
+                job_dir=_job_dir(kw, "-compare" if compare else ""),
+                shard_size=kw.get("shard_size") or 256, **engine_run_args(kw, kw["device"]))
     if by_class or target is not None:
-        res = dec.decompose_classes(ds, target_label=target, limit=kw["limit"],
-                                    batch_size=kw["batch_size"], name=name)
+        res = dec.decompose_classes(ds, target_label=target, **opts)
     else:
-        res = dec.decompose_dataset(ds, limit=kw["limit"], batch_size=kw["batch_size"], name=name)
+        res = dec.decompose_dataset(ds, **opts)
     return res, dec
+
+
+def _job_sections(run, *results) -> list:
+    """run.json sections describing the engine jobs the results were read from."""
+    if run.out is None:
+        return []
+    from interpcore.engine import run_section
+
+    return [{**run_section(r.job), "title": f"Job outputs ({r.dataset})"}
+            for r in results if getattr(r, "job", None) is not None]
 
 
 def _settings(kw, **extra):
@@ -332,6 +344,7 @@ def classes_cmd(class_label, run, **kw):
                 "figures": [png.name],
                 "tables": [{"title": "Top concepts", "columns": columns, "rows": rows}],
             })
+    sections += _job_sections(run, res)
     lines = [res.format(lab, topk=kw["plot_topk"] if not kw["verbose"] else None)
              for lab in res.class_weights]
     if len(res.class_weights) > 1:
@@ -404,6 +417,7 @@ def dataset_cmd(compare, compare_split, compare_root, run, **kw):
                 "figures": [cpng.name],
                 "tables": [{"title": "Mean weights", "columns": ["concept", label1, label2], "rows": rows}],
             })
+    sections += _job_sections(run, res, res2)
     data = None
     if run.as_json:  # the full weights: only built when printed
         data = res.to_dict(topk=None)

@@ -185,6 +185,9 @@ class DatasetDecomposition(Result):
     max_relative_gap: float | None = None
     concept_cosine: torch.Tensor | None = None
     class_concept_cosine: dict = dataclasses.field(default_factory=dict)
+    #: the engine job folder the per-image decompositions were read from (``None``: computed
+    #: in this process); ``.job`` is then that run's :class:`interpcore.engine.JobResult`
+    job_dir: str | None = None
 
     @property
     def verification(self):
@@ -210,6 +213,7 @@ class DatasetDecomposition(Result):
             "l1_penalty": self.l1_penalty, "count": self.count, "mean_l0": self.mean_l0,
             "mean_cosine": self.mean_cosine, "seconds": self.seconds,
             "concepts": concepts(self.mean_weights, self.concept_cosine),
+            **({"job_dir": self.job_dir} if self.job_dir is not None else {}),
             "classes": [
                 {"label": to_jsonable(lab), "name": self.class_names.get(lab, str(lab)),
                  "count": self.class_counts.get(lab, 0), "mean_l0": self.class_l0.get(lab),
@@ -294,6 +298,10 @@ class SpliceModel(torch.nn.Module):
     vocabulary: the concept names (row ``i`` of the dictionary is ``vocabulary[i]``).
     solver_options: passed to the solver (e.g. ``tol=1e-6``, ``chunk_size=``).
     """
+
+    #: the names a worker rebuilds this model from (set by :class:`SpliceDecomposer`; ``None``
+    #: for a model built from tensors, which dataset decompositions then run in process)
+    recipe: dict | None = None
 
     def __init__(self, image_mean, dictionary, clip=None, solver: str = "active_set",
                  l1_penalty: float = DEFAULT_L1, return_weights: bool = False,
@@ -621,6 +629,24 @@ class SpliceModel(torch.nn.Module):
             seconds=time.perf_counter() - t0,
         )
 
+    def job_arrays(self, image) -> dict:
+        """Per-image arrays of a dataset decomposition run as an engine job
+        (:mod:`interp_splice.engine_job`): ``weights``, ``l0``, ``cosine``, ``centred`` (the
+        normalized, centred embedding that was decomposed: its sum over images gives
+        :attr:`DatasetDecomposition.concept_cosine`) and ``relative_gap`` (each image's duality
+        gap over its objective; absent for solvers that give no gap)."""
+        with torch.no_grad():
+            weights, _, cosine, zn = self._weights_and_cosine(image)
+            centred = self.center(zn)
+        w = weights.detach().float().cpu()
+        out = {"weights": w, "l0": (w > 0).sum(1).to(torch.int32),
+               "cosine": cosine.detach().float().cpu(), "centred": centred.detach().float().cpu()}
+        info = self.last_info
+        if info is not None and info.gap is not None:
+            out["relative_gap"] = (info.gap.double().cpu()
+                                   / info.objective.double().cpu().abs().clamp_min(1e-300))
+        return out
+
     def get_vocabulary(self) -> list[str]:
         return list(self.vocabulary)
 
@@ -689,23 +715,43 @@ def _take(pending: list):
 
 def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: bool = False,
                    batch_size: int = 64, limit: int | None = None, name: str | None = None,
-                   class_names: Sequence[str] | None = None) -> DatasetDecomposition:
-    """Mean concept weights over a dataset, optionally per class (or for one class)."""
+                   class_names: Sequence[str] | None = None, job_dir=None,
+                   engine: str = "local", shard_size: int = 256, overwrite: bool = False,
+                   in_process: bool = False, **engine_options) -> DatasetDecomposition:
+    """Mean concept weights over a dataset, optionally per class (or for one class).
+
+    When the dataset and the model can be named for workers (a registered dataset name or a
+    dataset from ``get_dataset``; a model built from names by :class:`SpliceDecomposer` or
+    ``load()``), the per-image decompositions run as a sharded, resumable
+    :mod:`interpcore.engine` job in ``job_dir`` (default: the user cache, named by the job's
+    hash) on ``engine`` (``local``: this process and this model; ``ray`` with
+    ``address``/``num_workers``), and the averages are read back from the job folder: a
+    rerun computes nothing and a killed run recomputes only its missing shards. Otherwise
+    (DataLoaders, tensors, hand-built datasets or models, ``in_process=True``) the dataset
+    is streamed through the model here, as the reference does, with the same numbers.
+    """
     t0 = time.perf_counter()
-    c = model.dictionary.shape[0]
-    total = torch.zeros(c, dtype=torch.float64)
-    v_total = torch.zeros(model.embed_dim, dtype=torch.float64)  # sums of centred embeddings
-    cls_v: dict = {}
-    l0_sum = cos_sum = 0.0
-    count = 0
-    gaps: float | None = 0.0  # the largest relative duality gap so far (None: no gaps)
-    cls_w: dict = {}
-    cls_n: dict = {}
-    cls_l0: dict = {}
-    cls_cos: dict = {}
     class_names = class_names if class_names is not None else getattr(data, "classes", None)
     if class_names is None and hasattr(data, "dataset"):
         class_names = getattr(data.dataset, "classes", None)
+    target_label = _resolve_target(target_label, class_names)
+    if not in_process:
+        from . import engine_job
+
+        spec = engine_job.job_spec(model, data, limit=limit, batch_size=batch_size,
+                                   shard_size=shard_size)
+        if spec is not None:
+            return engine_job.decompose(
+                model, spec, data, job_dir=job_dir, engine=engine, overwrite=overwrite,
+                target_label=target_label, by_class=by_class, name=name,
+                class_names=class_names, t0=t0, **engine_options)
+    return _decompose_here(model, data, target_label=target_label, by_class=by_class,
+                           batch_size=batch_size, limit=limit, name=name,
+                           class_names=class_names, t0=t0)
+
+
+def _resolve_target(target_label, class_names):
+    """A class name -> its index; an index out of the dataset's classes -> an InterpError."""
     if isinstance(target_label, str):
         if not class_names or target_label not in class_names:
             near = ""
@@ -720,7 +766,76 @@ def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: boo
         raise InterpError(
             f"class label {target_label} is out of range: the dataset has {len(class_names)} classes"
         )
+    return target_label
+
+
+class _Sums:
+    """Running float64 sums of a dataset decomposition, over all images and per class; both
+    paths (in this process, from a job folder) add to it, so they average alike."""
+
+    def __init__(self, model: SpliceModel, need_labels: bool):
+        self.model, self.need_labels = model, need_labels
+        self.total = torch.zeros(model.dictionary.shape[0], dtype=torch.float64)
+        self.v_total = torch.zeros(model.embed_dim, dtype=torch.float64)
+        self.l0 = self.cos = 0.0
+        self.count = 0
+        self.gap: float | None = 0.0  # the largest relative duality gap so far (None: no gaps)
+        self.cls: dict = {}  # label -> [weight sums, count, L0 sum, cosine sum, centred sums]
+
+    def add(self, w, l0, cosine, v, labels=None, gap: float | None = None) -> None:
+        """One block of images: weights ``(n, c)``, L0, cosine ``(n,)``, centred embeddings
+        ``(n, d)`` (float64 tensors), labels, and the block's largest relative gap."""
+        if not w.shape[0]:
+            return
+        self.gap = None if gap is None or self.gap is None else max(self.gap, gap)
+        self.total += w.sum(0)
+        self.v_total += v.sum(0)
+        self.l0 += float(l0.sum())
+        self.cos += float(cosine.sum())
+        self.count += w.shape[0]
+        if self.need_labels:
+            for lab in labels.unique().tolist():
+                m = labels == lab
+                acc = self.cls.setdefault(lab, [0.0, 0, 0.0, 0.0, 0.0])
+                acc[0] = acc[0] + w[m].sum(0)
+                acc[1] += int(m.sum())
+                acc[2] += float(l0[m].sum())
+                acc[3] += float(cosine[m].sum())
+                acc[4] = acc[4] + v[m].sum(0)
+
+    def result(self, *, name, class_names, target_label, t0) -> DatasetDecomposition:
+        if self.count == 0:
+            what = f"class {target_label}" if target_label is not None else "the dataset"
+            raise InterpError(f"no images to decompose in {what}")
+        model, cls = self.model, self.cls
+        labs = sorted(cls)
+        D = model.dictionary.detach().double().cpu()
+
+        def closeness(v_sum):
+            return (D @ F.normalize(v_sum, dim=0)).float()
+
+        return DatasetDecomposition(
+            dataset=name, concepts=model.vocabulary,
+            mean_weights=(self.total / self.count).float(), mean_l0=self.l0 / self.count,
+            mean_cosine=self.cos / self.count, count=self.count,
+            class_weights={k: (cls[k][0] / cls[k][1]).float() for k in labs},
+            class_counts={k: cls[k][1] for k in labs},
+            class_names={k: (class_names[k] if class_names and 0 <= k < len(class_names) else str(k))
+                         for k in labs},
+            class_l0={k: cls[k][2] / cls[k][1] for k in labs},
+            class_cosine={k: cls[k][3] / cls[k][1] for k in labs},
+            l1_penalty=model.l1_penalty, backbone=getattr(model.backbone, "name", "embeddings"),
+            vocabulary=model.vocabulary_name, seconds=time.perf_counter() - t0,
+            max_relative_gap=self.gap, concept_cosine=closeness(self.v_total),
+            class_concept_cosine={k: closeness(cls[k][4]) for k in labs},
+        )
+
+
+def _decompose_here(model: SpliceModel, data, *, target_label, by_class, batch_size, limit,
+                    name, class_names, t0) -> DatasetDecomposition:
+    """:func:`decompose_data` streamed through ``model`` in this process."""
     need_labels = by_class or target_label is not None
+    sums = _Sums(model, need_labels)
     pending: list = []  # (embeddings, labels) of batches not solved yet
 
     def blocks():
@@ -754,52 +869,12 @@ def decompose_data(model: SpliceModel, data, *, target_label=None, by_class: boo
         with torch.no_grad():
             weights, _, cosine, zn = model._weights_and_cosine(z)
         info = model.last_info
-        if info is None or info.gap is None:
-            gaps = None
-        elif gaps is not None and weights.shape[0]:
-            gaps = max(gaps, relative_gap(info.gap, info.objective))
-        v = model.center(zn).detach().double().cpu()
-        v_total += v.sum(0)
+        gap = None if info is None or info.gap is None else relative_gap(info.gap, info.objective)
         w = weights.detach().double().cpu()
-        cosine = cosine.detach().double().cpu()
-        l0 = (w > 0).sum(1).double()
-        total += w.sum(0)
-        l0_sum += float(l0.sum())
-        cos_sum += float(cosine.sum())
-        count += w.shape[0]
-        if need_labels:
-            for lab in labels.unique().tolist():
-                m = labels == lab
-                cls_w[lab] = cls_w.get(lab, torch.zeros(c, dtype=torch.float64)) + w[m].sum(0)
-                cls_n[lab] = cls_n.get(lab, 0) + int(m.sum())
-                cls_l0[lab] = cls_l0.get(lab, 0.0) + float(l0[m].sum())
-                cls_cos[lab] = cls_cos.get(lab, 0.0) + float(cosine[m].sum())
-                cls_v[lab] = cls_v.get(lab, 0.0) + v[m].sum(0)
-    if count == 0:
-        what = f"class {target_label}" if target_label is not None else "the dataset"
-        raise InterpError(f"no images to decompose in {what}")
-    labels_sorted = sorted(cls_w)
-    D = model.dictionary.detach().double().cpu()
-
-    def closeness(v_sum):
-        return (D @ F.normalize(v_sum, dim=0)).float()
-
-    return DatasetDecomposition(
-        dataset=name or getattr(data, "name", "dataset"), concepts=model.vocabulary,
-        mean_weights=(total / count).float(), mean_l0=l0_sum / count, mean_cosine=cos_sum / count,
-        count=count,
-        class_weights={k: (cls_w[k] / cls_n[k]).float() for k in labels_sorted},
-        class_counts={k: cls_n[k] for k in labels_sorted},
-        class_names={k: (class_names[k] if class_names and 0 <= k < len(class_names) else str(k))
-                     for k in labels_sorted},
-        class_l0={k: cls_l0[k] / cls_n[k] for k in labels_sorted},
-        class_cosine={k: cls_cos[k] / cls_n[k] for k in labels_sorted},
-        l1_penalty=model.l1_penalty, backbone=getattr(model.backbone, "name", "embeddings"),
-        vocabulary=model.vocabulary_name, seconds=time.perf_counter() - t0,
-        max_relative_gap=gaps,
-        concept_cosine=closeness(v_total),
-        class_concept_cosine={k: closeness(cls_v[k]) for k in labels_sorted},
-    )
+        sums.add(w, (w > 0).sum(1).double(), cosine.detach().double().cpu(),
+                 model.center(zn).detach().double().cpu(), labels, gap)
+    return sums.result(name=name or getattr(data, "name", "dataset"), class_names=class_names,
+                       target_label=target_label, t0=t0)
 
 
 # --------------------------------------------------------------------------------------
@@ -938,6 +1013,7 @@ class SpliceDecomposer(Decomposer):
 
         check_problem(torch.zeros(1, 1), torch.zeros(1, 1), l1_penalty)
         resolve_solver_name(solver)
+        own_dictionary = dictionary is not None
         if vocabulary_size is not None and (not isinstance(vocabulary_size, int) or vocabulary_size < -1
                                             or vocabulary_size == 0 or isinstance(vocabulary_size, bool)):
             raise InterpError("vocabulary_size must be a positive integer (or -1 / None for the whole "
@@ -961,6 +1037,9 @@ class SpliceDecomposer(Decomposer):
                                  vocabulary_name=vocab.name, solver_options=solver_options,
                                  batch_size=batch_size,
                                  device=device if device is not None else "auto")
+        self.model.recipe = _recipe(vocabulary, vocabulary_size, templates, own_dictionary,
+                                    image_mean, mean_dataset, mean_split, mean_limit,
+                                    means_folder)
 
     def decompose(self, inputs, *, names=None, **kwargs) -> SpliceResult:
         """Decompose images (paths, PIL images, pixel tensors) or raw embeddings ``(n, d)``."""
@@ -968,11 +1047,43 @@ class SpliceDecomposer(Decomposer):
             raise InterpError(f"unexpected options for splice.decompose: {', '.join(kwargs)}")
         return self.model.explain(inputs, names=names)
 
+    def job_arrays(self, inputs) -> dict:
+        """The per-image arrays of a dataset job (:meth:`SpliceModel.job_arrays`)."""
+        return self.model.job_arrays(inputs)
+
     def decompose_dataset(self, data, **kwargs) -> DatasetDecomposition:
+        """Mean weights, L0 and cosine over ``data``; a named dataset runs as a resumable
+        engine job (``job_dir=``, ``engine=``..., see :func:`decompose_data`)."""
         return decompose_data(self.model, data, **kwargs)
 
     def decompose_classes(self, data, target_label=None, **kwargs) -> DatasetDecomposition:
+        """:meth:`decompose_dataset` per class (or for ``target_label`` only)."""
         return decompose_data(self.model, data, target_label=target_label, by_class=True, **kwargs)
+
+
+def _recipe(vocabulary, vocabulary_size, templates, own_dictionary: bool, image_mean,
+            mean_dataset, mean_split, mean_limit, means_folder) -> dict | None:
+    """The decomposer's options as names, from which a worker builds the same model
+    (:mod:`interp_splice.engine_job`); ``None`` when something was given as an object (a
+    dictionary or image-mean tensor, a Vocabulary object or a word list)."""
+    if own_dictionary or not isinstance(vocabulary, (str, os.PathLike)):
+        return None
+    if image_mean is not None and not isinstance(image_mean, (str, os.PathLike)):
+        return None
+
+    def name_or_path(value):  # a file travels as its absolute path: workers' cwd differs
+        return str(Path(value).resolve()) if Path(value).is_file() else str(value)
+
+    recipe = {
+        "vocabulary": name_or_path(vocabulary), "vocabulary_size": vocabulary_size,
+        "templates": templates,
+        "image_mean": name_or_path(image_mean) if image_mean is not None else None,
+        "mean_dataset": mean_dataset,
+        "mean_split": mean_split if mean_dataset is not None else None,
+        "mean_limit": mean_limit if mean_dataset is not None else None,
+        "means_folder": str(Path(means_folder).resolve()) if means_folder is not None else None,
+    }
+    return {k: v for k, v in recipe.items() if v is not None}
 
 
 def _load_vocabulary(vocabulary, size):
