@@ -30,9 +30,15 @@ def job_spec(model, data, *, limit=None, batch_size: int = 64, shard_size: int =
     options = {**recipe, "l1_penalty": float(model.l1_penalty), "solver": model.solver}
     if model.solver_options:
         options["solver_options"] = dict(model.solver_options)
+    # the solver's cost per image falls with the batch (one dictionary product a round for
+    # all of them): each call gets up to a whole shard (at most SOLVE_BLOCK) while the
+    # backbone still embeds ``batch_size`` images at a time (the model's own batch size)
+    from .model import SOLVE_BLOCK
+
+    solve_batch = max(int(batch_size), min(int(shard_size), SOLVE_BLOCK))
     try:
         return JobSpec(**source, **bsource, method="splice", verb="job_arrays",
-                       method_options=options, batch_size=int(batch_size),
+                       method_options=options, batch_size=solve_batch,
                        shard_size=int(shard_size), limit=limit, fields=("label",),
                        plugins=tuple(plugins))
     except EngineError:  # options that are not JSON values: not nameable after all
