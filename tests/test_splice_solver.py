@@ -340,3 +340,12 @@ def test_without_numba_the_torch_path_runs(correlated_problem, monkeypatch):
     s.trace = []
     _, info = s.solve(V.repeat(2, 1), 0.25)
     assert bool(info.converged.all()) and not any(t.get("compiled") for t in s.trace)
+
+
+def test_compiled_path_on_a_float64_dictionary_is_certified(correlated_problem):
+    # its products are float32 whatever the dictionary's dtype: the bound must be float32's
+    C, V = correlated_problem
+    _, i64 = ActiveSetSolver(C.double(), compiled=True).solve(V, 0.25)
+    _, ref = ActiveSetSolver(C, compiled=False).solve(V, 0.25)
+    assert bool(i64.converged.all())
+    assert float(((i64.objective - ref.objective).abs() / ref.objective).max()) <= 2e-6

@@ -674,7 +674,9 @@ class ActiveSetSolver:
         gapv = np.full(b, np.inf)
         P = np.empty((b, self.c), dtype=np.float32)
         has_ref = np.zeros(b, dtype=bool)
-        gm = self.gamma * self.maxnorm
+        # the products below are float32 whatever the dictionary's dtype: their rounding bound
+        u, k = 2.0 ** -24, self.d + 2
+        gm = k * u / (1 - k * u) * self.maxnorm
         workers = max(1, min(self.workers or torch.get_num_threads(), b // 64))
         n_full = n_rows = 0
         stuck: list = []
