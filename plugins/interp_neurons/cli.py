@@ -133,24 +133,29 @@ def _selected(res, match, neuron):
 @click.option("--match", multiple=True, help="Ablate the neurons whose first text contains this word (repeatable).")
 @click.option("--neuron", multiple=True, help="Ablate this neuron, e.g. L2.N17 (repeatable).")
 @click.option("--task", "tasks", multiple=True, help="Zero-shot task of the dataset (default: all it offers).")
+@click.option("--how", type=click.Choice(["second-order", "activation"]), default="second-order", show_default=True,
+              help="Replace the neurons' second-order effects by their means, or their activations in the "
+                   "forward pass (every order of their contribution).")
 @_lens_options
 @output_options()
-def ablate(source, match, neuron, tasks, backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset,
+def ablate(source, match, neuron, tasks, how, backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset,
            split, limit, batch_size, run):
-    """Zero-shot accuracy per task before and after mean-ablating neurons' second-order effects."""
+    """Zero-shot accuracy per task before and after mean-ablating neurons (their second-order
+    effects, or with --how activation their activations)."""
     res = _load(source)
     _same(res, backbone)
     lens, ds = _setup(backbone, pretrained, device,
                       layers or ",".join(map(str, res.layers)), vocabulary, l1_penalty, dataset, split, batch_size)
     picked = _selected(res, match, neuron)
-    ab = lens.ablate(res, picked, ds, limit=limit, tasks=list(tasks) or None)
+    ab = lens.ablate(res, picked, ds, limit=limit, tasks=list(tasks) or None, how=how.replace("-", "_"))
     figures = _figure(run, ab, "ablation.png")
     sections = [{"title": "Mean-ablation", "figures": figures,
-                 "text": f"{len(picked)} neurons' second-order effects replaced by their means.",
+                 "text": f"{len(picked)} neurons' " + ("activations" if how == "activation" else "second-order effects")
+                         + " replaced by their means.",
                  "tables": [{"title": "zero-shot accuracy (%)", "columns": ["task", "before", "after"],
                              "rows": [[t, f"{ab.before[t]:.2f}", f"{ab.after[t]:.2f}"] for t in ab.before]}]}]
     run.finish(ab, method="neurons", title=f"Neuron ablation: {ab.backbone}", sections=sections,
-               settings={"match": list(match), "neuron": list(neuron)}, inputs=[ds.name])
+               settings={"match": list(match), "neuron": list(neuron), "how": how}, inputs=[ds.name])
 
 
 @neurons.command("find")

@@ -22,7 +22,8 @@ carry 90% of the summed squared effect norms), the *principal direction* (the to
 vector of the images' effects, signed so that the effects project positively on it) and the
 share of the effects' energy along it, and a sparse decomposition of the direction into texts
 with the SpLiCE decomposer (taken from the registry). Mean-ablating a set of neurons replaces
-their effects by their probe-set means in each image's representation.
+their second-order effects by their probe-set means in each image's representation, or (the
+neurons' whole contribution) their activations by their per-token means in the forward pass.
 
 Only interpcore's public contract is used: the ViT residual stream with its optional MLP
 neuron access (``ViTBlockParts.mlp_hidden`` / ``mlp_out_weight`` / ``mlp_out_bias``), the
@@ -42,6 +43,8 @@ from interpcore.data import probe_images
 
 #: share of the summed squared effect norms that the "sparsity" images carry
 SPARSITY_SHARE = 0.9
+#: what mean-ablation replaces: the second-order effects, or the activations in the forward pass
+ABLATIONS = ("second_order", "activation")
 
 
 def _ln_gain_centred(ln, rows: torch.Tensor) -> torch.Tensor:
@@ -86,11 +89,15 @@ class _Lens:
         return d if s.proj is None else d @ s.proj
 
 
-def _forward(stream, pixels, sources):
+def _forward(stream, pixels, sources, replace=None):
     """One pass of the residual stream recording what the lens needs: the neurons'
     activations of the source layers, every later layer's class-token attention and LayerNorm
     scales, ``ln_post``'s scale of the class token, the representation, and the largest
-    relative error of the MLPs split into neurons."""
+    relative error of the MLPs split into neurons.
+
+    ``replace``: ``{layer: (neurons, values (T, k))}``, activations set to ``values`` in the
+    pass itself (mean-ablation of the neurons' whole contribution, every order)."""
+    replace = replace or {}
     x = stream.embed(pixels)
     hidden, attn, sigma, split_err = {}, {}, {}, 0.0
     first = min(sources)
@@ -104,10 +111,15 @@ def _forward(stream, pixels, sources):
         x = x + b.ls_1(stream.attention(i, y))
         y = b.ln_2(x)
         out = b.mlp(y)
-        if i in sources:
+        if i in sources or i in replace:
             h = b.mlp_hidden(y)
             split = h @ b.mlp_out_weight.T + b.mlp_out_bias
             split_err = max(split_err, float((split - out).norm() / out.norm().clamp_min(1e-30)))
+            if i in replace:
+                idx, values = replace[i]
+                h = h.clone()
+                h[..., idx] = values.to(h)
+                out = h @ b.mlp_out_weight.T + b.mlp_out_bias
             hidden[i] = h
         x = x + b.ls_2(out)
     cls = x[:, 0]
@@ -137,8 +149,10 @@ class NeuronsResult(Result):
     Arrays are indexed ``[layer index, neuron]`` (``layers[i]`` is the model's layer):
     ``mean_norm`` (mean effect norm), ``sparsity`` (fraction of images carrying 90% of the
     summed squared norms), ``energy`` (share of the effects' energy along the principal
-    direction), ``directions`` / ``mean_effects`` ``(L, hidden, embed)``. ``texts[i][n]``: the
-    sparse text decomposition of neuron ``n``'s direction, ``[[text, weight], ...]``.
+    direction), ``directions`` / ``mean_effects`` ``(L, hidden, embed)``, ``mean_activations``
+    ``(L, tokens, hidden)`` (each token's mean activation, what activation ablation puts in;
+    ``None`` in results saved before it existed). ``texts[i][n]``: the sparse text
+    decomposition of neuron ``n``'s direction, ``[[text, weight], ...]``.
     """
 
     backbone: str
@@ -153,6 +167,7 @@ class NeuronsResult(Result):
     mean_effects: np.ndarray
     representation_norm: float  # mean norm of the images' representations, for scale
     mlp_split_error: float
+    mean_activations: np.ndarray = None
 
     @property
     def verification(self):
@@ -214,12 +229,14 @@ class AblationResult(Result):
     n_images: int
     before: dict
     after: dict
+    how: str = "second_order"  # see NeuronsExplainer.ablate
 
     def change(self, task: str) -> float:
         return self.after[task] - self.before[task]
 
     def __str__(self) -> str:
-        lines = [f"Mean-ablating the second-order effects of {len(self.neurons)} neurons of {self.backbone} "
+        what = "activations" if self.how == "activation" else "second-order effects"
+        lines = [f"Mean-ablating the {what} of {len(self.neurons)} neurons of {self.backbone} "
                  f"({self.n_images} images):"]
         for t in self.before:
             lines.append(f"  zero-shot {t:<12} {self.before[t]:6.2f}% -> {self.after[t]:6.2f}% "
@@ -279,11 +296,11 @@ class NeuronsExplainer(Explainer):
             self._lens = _Lens(self.stream, self.layers)
         return self._lens
 
-    def _batches(self, images):
+    def _batches(self, images, replace=None):
         for start in range(0, len(images), self.batch_size):
             pixels = self.backbone.to_pixels(images[start:start + self.batch_size])
             with torch.no_grad():
-                yield _forward(self.stream, pixels, self.layers)
+                yield _forward(self.stream, pixels, self.layers, replace)
 
     def effects(self, images, layer: int, neurons=None):
         """``(effects (N, K, embed), representations (N, embed))`` for ``layer``'s neurons
@@ -306,10 +323,12 @@ class NeuronsExplainer(Explainer):
         lens = self.lens
         n_layers, embed = len(self.layers), self.stream.embed_dim
         sums, moments, weighted, norms, err, rep_norm = {}, {}, {}, {l: [] for l in self.layers}, 0.0, 0.0
+        act_sums = {}
         for hidden, attn, sigma, sp, rep, e in self._batches(images):
             err = max(err, e)
             rep_norm += float(rep.float().norm(dim=-1).sum())
             for l in self.layers:
+                act_sums[l] = act_sums.get(l, 0) + hidden[l].sum(0).double().cpu()
                 eff = _effects(lens, hidden, attn, sigma, sp, l).float().cpu()  # (n, hidden, embed)
                 by_neuron = eff.transpose(0, 1)  # (hidden, n, embed)
                 sums[l] = sums.get(l, 0) + eff.sum(0).double()
@@ -338,6 +357,7 @@ class NeuronsExplainer(Explainer):
             out["directions"][i] = d.float().numpy()
             out["mean_effects"][i] = mean.float().numpy()
             out["energy"][i] = (vals[..., -1] / vals.sum(-1).clamp_min(1e-300)).float().numpy()
+        out["mean_activations"] = np.stack([(act_sums[l] / n).float().numpy() for l in self.layers])
         vocab_name, texts = self._texts(out["directions"], dataset)
         return NeuronsResult(backbone=self.backbone.name, layers=list(self.layers), n_images=n,
                              vocabulary=vocab_name, texts=texts, representation_norm=rep_norm / n,
@@ -365,12 +385,22 @@ class NeuronsExplainer(Explainer):
         h = cos.shape[1]
         return [(result.layers[i // h], int(i % h), float(cos.ravel()[i])) for i in order]
 
-    def ablate(self, result: NeuronsResult, neurons, inputs=None, *, limit=None, tasks=None) -> AblationResult:
+    def ablate(self, result: NeuronsResult, neurons, inputs=None, *, limit=None, tasks=None,
+               how: str = "second_order") -> AblationResult:
         """Zero-shot accuracy per task of ``inputs``' dataset (default all its tasks) before and
-        after replacing the second-order effects of ``neurons`` (``(layer, neuron)`` pairs) by
-        their means in ``result``."""
+        after mean-ablating ``neurons`` (``(layer, neuron)`` pairs), with the means of
+        ``result``'s probe set.
+
+        ``how``: ``"second_order"`` replaces the neurons' second-order effects by their means
+        in each representation (the lens's own quantity); ``"activation"`` replaces their
+        activations by their per-token means in the forward pass, which removes every order of
+        their contribution (direct, through later attention, through later MLPs)."""
         from interpcore.zeroshot import accuracy, classifier_weights
 
+        if how not in ABLATIONS:
+            raise InterpError(f"how must be one of {', '.join(ABLATIONS)}, got '{how}'")
+        if how == "activation" and result.mean_activations is None:
+            raise InterpError("this result has no mean activations (saved by an older version); re-run explain")
         dataset, images = probe_images(inputs, self.backbone, limit)
         if dataset is None:
             raise InterpError("ablation measures zero-shot accuracy: give a dataset with zero-shot tasks")
@@ -387,16 +417,23 @@ class NeuronsExplainer(Explainer):
             if l not in result.layers or l not in self.layers:
                 raise InterpError(f"layer {l} is not among the analysed layers {result.layers}")
             by_layer.setdefault(l, []).append(n)
-        reps, delta = [], []
-        for hidden, attn, sigma, sp, rep, _ in self._batches(images):
-            d = torch.zeros_like(rep)
-            for l, ns in by_layer.items():
-                eff = _effects(self.lens, hidden, attn, sigma, sp, l, ns)
-                mean = torch.as_tensor(np.asarray(result.mean_effects)[result.layers.index(l)][ns]).to(eff)
-                d = d + (mean - eff).sum(1)
-            reps.append(rep.float().cpu())
-            delta.append(d.float().cpu())
-        rep, delta = torch.cat(reps), torch.cat(delta)
+        if how == "activation":
+            means = np.asarray(result.mean_activations)
+            replace = {l: (ns, torch.as_tensor(means[result.layers.index(l)][:, ns])) for l, ns in by_layer.items()}
+            rep = torch.cat([b[4].float().cpu() for b in self._batches(images)])
+            ablated = torch.cat([b[4].float().cpu() for b in self._batches(images, replace)])
+        else:
+            reps, delta = [], []
+            for hidden, attn, sigma, sp, r, _ in self._batches(images):
+                d = torch.zeros_like(r)
+                for l, ns in by_layer.items():
+                    eff = _effects(self.lens, hidden, attn, sigma, sp, l, ns)
+                    mean = torch.as_tensor(np.asarray(result.mean_effects)[result.layers.index(l)][ns]).to(eff)
+                    d = d + (mean - eff).sum(1)
+                reps.append(r.float().cpu())
+                delta.append(d.float().cpu())
+            rep = torch.cat(reps)
+            ablated = rep + torch.cat(delta)
         before, after = {}, {}
         for name in names:
             t = offered[name]
@@ -404,9 +441,9 @@ class NeuronsExplainer(Explainer):
             keep = y >= 0
             w = classifier_weights(self.backbone, t.prompt_names, t.templates)
             before[name] = 100 * float(accuracy(rep[keep], w, y[keep]))
-            after[name] = 100 * float(accuracy((rep + delta)[keep], w, y[keep]))
+            after[name] = 100 * float(accuracy(ablated[keep], w, y[keep]))
         return AblationResult(backbone=self.backbone.name, neurons=[list(p) for p in neurons],
-                              n_images=len(images), before=before, after=after)
+                              n_images=len(images), before=before, after=after, how=how)
 
 
 def _sparsity(norms: torch.Tensor) -> torch.Tensor:
