@@ -32,10 +32,14 @@ SIMILARITIES = ("soft_wpmi", "wpmi", "cos", "rank_reorder")  # dissect.SIMILARIT
               help="One activation per image: mean or max over positions / tokens, or the class token.")
 @click.option("--top-k", type=int, default=None, help="Most activating images per neuron (WPMI, soft-WPMI; "
                                                       "default: the paper's).")
+@click.option("--alpha", type=float, default=None, help="Softmax scale of the image-concept cosines "
+                                                        "(WPMI, soft-WPMI; default: the paper's).")
+@click.option("--lam", type=float, default=None, help="Weight of the concept prior (WPMI, soft-WPMI; "
+                                                      "default: the paper's).")
 @batch_size_option()
 @output_options()
 def dissect(images, backbone, pretrained, device, layer, clip, vocabulary, dataset, split, limit,
-            similarity, pool, top_k, batch_size, run):
+            similarity, pool, top_k, alpha, lam, batch_size, run):
     """Label each neuron (channel) of a layer with a concept (CLIP-Dissect, Oikarinen and
     Weng, ICLR 2023), from its activations on probe images and a CLIP's image-concept
     similarities."""
@@ -45,7 +49,8 @@ def dissect(images, backbone, pretrained, device, layer, clip, vocabulary, datas
         raise interpcore.InterpError(f"--limit must be >= 2, got {limit}")
     bb = interpcore.get_backbone(backbone, pretrained=pretrained, device=device)
     method = interpcore.get_explainer("dissect", bb, clip=clip, vocabulary=vocabulary, layer=layer,
-                                      similarity=similarity, pool=pool, batch_size=batch_size, top_k=top_k)
+                                      similarity=similarity, pool=pool, batch_size=batch_size, top_k=top_k,
+                                      alpha=alpha, lam=lam)
     if images:
         probe = list(images)
     else:
@@ -75,5 +80,6 @@ def dissect(images, backbone, pretrained, device, layer, clip, vocabulary, datas
     data.pop("scores", None)
     run.finish(res, data=data, method="dissect", title=f"CLIP-Dissect: {res.backbone} {res.layer}",
                sections=sections, settings={"similarity": similarity, "pool": pool, "clip": res.clip,
+                                            "top_k": top_k, "alpha": alpha, "lam": lam,
                                             "vocabulary": res.vocabulary, "layer": res.layer},
                inputs=list(images) if images else [str(getattr(probe, "name", ""))])

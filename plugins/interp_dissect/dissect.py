@@ -18,7 +18,8 @@ Similarity functions (``similarity=``):
   to ``p_end`` along the ranking; ``log p(c | E) = sum_i log(1 + p_i (p(c | x_i) - 1))``,
   ``log p(c)`` is the log of its mean over all neurons of the layer, and the score is
   ``log p(c | E) - lam * log p(c)``;
-* ``wpmi``: the hard version, ``log mean_{top_k} p(c | x) - lam * log mean_D p(c | x)``;
+* ``wpmi``: the hard version, every top image in the example set:
+  ``log p(c | B) = sum_{top_k} log p(c | x)``, the same prior over the layer's neurons;
 * ``cos``: the cosine between the neuron's standardised activations and the concept's
   standardised similarities over all images;
 * ``rank_reorder``: ``-|| q - q' ||_p`` over the images, where ``q`` are the neuron's
@@ -51,6 +52,9 @@ PAPER_SETTINGS = {
 }
 
 
+#: added to the probabilities inside the logs of (soft-)WPMI, as the authors' code does
+MIN_PROB = 1e-7
+
 # -- similarity functions ----------------------------------------------------------------
 
 
@@ -67,19 +71,24 @@ def soft_wpmi(acts, sims, *, top_k=100, alpha=10.0, lam=1.0, p_start=0.998, p_en
     top = acts.topk(k, dim=0).indices  # (k, K)
     keep = (p_start - torch.arange(k, dtype=probs.dtype) / k * (p_start - p_end)).unsqueeze(1)
     # log p(c | E) for every neuron: the top images' probabilities, each kept with prob keep_i
-    log_given = torch.stack([torch.log1p(keep * (probs[top[:, j]] - 1)).sum(0)
+    log_given = torch.stack([torch.log1p(keep * (probs[top[:, j]] - 1) + MIN_PROB).sum(0)
                              for j in range(acts.shape[1])])  # (K, M)
+    return _minus_prior(log_given, lam)
+
+
+def _minus_prior(log_given, lam):
+    """``log p(c | E_k) - lam * log p(c)`` with ``p(c)`` the mean of ``p(c | E_k)`` over the
+    layer's neurons ``k`` (in logs, so products of a hundred probabilities do not underflow)."""
     log_prior = torch.logsumexp(log_given, dim=0, keepdim=True) - math.log(log_given.shape[0])
     return log_given - lam * log_prior
 
 
 def wpmi(acts, sims, *, top_k=28, alpha=2.0, lam=0.6):
-    n = acts.shape[0]
-    k = min(int(top_k), n)
+    k = min(int(top_k), acts.shape[0])
     probs = torch.softmax(alpha * sims, dim=1)
     top = acts.topk(k, dim=0).indices  # (k, K)
-    log_given = torch.log(probs[top].mean(0))  # (K, M)
-    return log_given - lam * torch.log(probs.mean(0, keepdim=True))
+    log_given = torch.log(probs[top] + MIN_PROB).sum(0)  # (K, M): every top image shows the concept
+    return _minus_prior(log_given, lam)
 
 
 def cos(acts, sims):

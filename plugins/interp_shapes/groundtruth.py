@@ -486,18 +486,18 @@ class DissectGroundTruth(Result):
 
 def dissect_ground_truth(target=None, clip=None, *, n: int = 500, layer: str = "layer4",
                          similarity: str = "rank_reorder", vocabulary: str = "shapes", min_auc: float = 0.8,
-                         compare=("soft_wpmi", "wpmi", "cos", "rank_reorder"), device="auto") -> DissectGroundTruth:
+                         compare=("soft_wpmi", "wpmi", "cos", "rank_reorder"), device="auto",
+                         **settings) -> DissectGroundTruth:
     """CLIP-Dissect on ``target``'s ``layer`` (default ``shapes:resnet``, its last stage) with
     ``clip`` (default ``shapes:clip-vit``) over ``n`` test images. A neuron's truth is the
     attribute value whose images its activations separate best (AUC, from the labels); the
     neurons whose best AUC is below ``min_auc`` have none and are not counted.
 
     The check is made on ``similarity``'s labels; the rate of every function in ``compare``
-    is reported. Rank-reorder is checked because soft-WPMI's prior term (log p(concept)
-    averaged over the layer's neurons) gives each concept to the neurons that carry it most
-    and pushes the others to concepts they alone carry: this layer has 128 channels with
-    several per colour, so soft-WPMI's labels spread over rarer concepts (its rate is
-    printed next to the others)."""
+    is reported. Rank-reorder is checked because soft-WPMI with the paper's settings (made for
+    another CLIP and far larger probe sets) names the value for under half of this layer's
+    channels; its rate is printed next to the others (docs/dissect.md). ``settings`` (``top_k``, ``alpha``, ``lam``) override the
+    paper's settings of (soft-)WPMI."""
     target = _backbone(target, "shapes:resnet", device)
     clip = _backbone(clip, "shapes:clip-vit", device)
     ds = interpcore.get_dataset("shapes", split="test", n=n)
@@ -506,7 +506,7 @@ def dissect_ground_truth(target=None, clip=None, *, n: int = 500, layer: str = "
     rates, rows, truth = {}, [], None
     for sim in dict.fromkeys([similarity, *compare]):
         res = interpcore.get_explainer("dissect", target, clip=clip, layer=layer, similarity=sim,
-                                       vocabulary=vocabulary).explain(images)
+                                       vocabulary=vocabulary, **settings).explain(images)
         if truth is None:
             truth = most_associated(res.activations, samples, min_auc)
         found = []
