@@ -204,3 +204,35 @@ def test_commands_explain_ablate_find(tmp_path):
     assert [h["layer"] for h in json.loads(r.stdout)] == [2, 2, 2]
     r = run("neurons", "find", "x", "--from", str(out / "result"), "-b", "shapes:resnet")
     assert r.exit_code == 1 and "pass -b shapes:clip-vit" in r.output
+
+
+def test_hf_clip_neurons_match_open_clip_on_identical_weights(tmp_path):
+    """transformers' CLIP exposes its MLP neurons too: on weights converted from an open_clip
+    model, the lens's effects, directions and texts are those of the open_clip model."""
+    transformers = pytest.importorskip("transformers")
+    from backbone_tiny import OC_VIT, hf_config_like, open_clip_model, open_clip_to_hf, pixels, write_clip_tokenizer
+    from safetensors.torch import save_file
+
+    oc = open_clip_model(OC_VIT, seed=3)
+    save_file({k: v.contiguous() for k, v in oc.state_dict().items()}, str(tmp_path / "oc.safetensors"))
+    hf = transformers.CLIPModel(hf_config_like(OC_VIT)).eval()
+    hf.load_state_dict(open_clip_to_hf(oc.state_dict()), strict=False)
+    hf.save_pretrained(str(tmp_path / "hf"))
+    write_clip_tokenizer(tmp_path / "hf")
+    a = interpcore.get_backbone("open_clip:tiny-n", pretrained=str(tmp_path / "oc.safetensors"), device="cpu",
+                                model_config=OC_VIT)
+    b = interpcore.get_backbone(f"hf:{tmp_path / 'hf'}", device="cpu")
+    stream = b.residual_stream()
+    y = torch.randn(2, 5, stream.width)
+    with torch.no_grad():
+        for i in range(stream.num_layers):
+            p = stream.block(i)
+            assert torch.allclose(p.mlp_hidden(y) @ p.mlp_out_weight.T + p.mlp_out_bias, p.mlp(y), atol=1e-5)
+    x = pixels(6)
+    vocab = ["red", "green", "blue", "a circle", "a square"]
+    ra, rb = (interpcore.get_explainer("neurons", bb, vocabulary=vocab).explain(x) for bb in (a, b))
+    assert rb.verification.passed and rb.layers == ra.layers
+    assert np.allclose(rb.mean_norm, ra.mean_norm, rtol=1e-3, atol=1e-6)
+    assert np.allclose(rb.mean_activations, ra.mean_activations, atol=1e-5)
+    cos = np.abs((rb.directions * ra.directions).sum(-1))
+    assert np.median(cos) > 0.999
