@@ -211,8 +211,8 @@ class DissectExplainer(Explainer):
     """CLIP-Dissect on one layer of ``backbone`` (any model with feature maps).
 
     ``clip``: the vision-language backbone that scores images against concepts (default: the
-    target itself when it has image and text encoders, else the installed default
-    vision-language backbone); ``vocabulary``: concept vocabulary name, list or file
+    target itself when it has image and text encoders, else the ``captioner`` the target
+    advertises, else the installed default vision-language backbone); ``vocabulary``: concept vocabulary name, list or file
     (default: the dataset's or CLIP's advertised ``vocabulary``); ``layer``: a feature layer
     (default: the backbone's ``default_layer``); ``similarity``: one of :data:`SIMILARITIES`;
     ``pool``: ``mean``, ``max`` or ``cls`` (token layers); ``top_k`` / ``alpha`` / ``lam``:
@@ -245,9 +245,9 @@ class DissectExplainer(Explainer):
             clip = _resolve(self._clip)
         elif self.backbone.has(Capability.TEXT_ENCODER) and self.backbone.has(Capability.IMAGE_ENCODER):
             clip = self.backbone
-        else:
-            clip = interpcore.get_backbone(interpcore.default_backbone("vision-language"),
-                                           device=str(self.backbone.device))
+        else:  # the vision-language partner the target's family advertises, else the default one
+            name = interpcore.default_for("captioner", self.backbone) or interpcore.default_backbone("vision-language")
+            clip = interpcore.get_backbone(name, device=str(self.backbone.device))
         for cap in (Capability.IMAGE_ENCODER, Capability.TEXT_ENCODER):
             if not clip.has(cap):
                 raise InterpError(f"CLIP-Dissect scores concepts with a vision-language backbone; "
