@@ -113,3 +113,29 @@ def test_command_writes_labels_figure_and_report(tmp_path):
     assert json.loads((out / "run.json").read_text())["settings"]["alpha"] == 1.0
     r = CliRunner().invoke(main, ["dissect", "-b", "shapes:resnet", "--limit", "1"])
     assert r.exit_code == 1 and "--limit must be >= 2" in r.output
+
+
+@pytest.mark.slow
+def test_dataset_mode_through_the_job_runner_resumes_and_labels_as_in_process(tmp_path):
+    """--job-dir: the activations and the CLIP's embeddings as two sharded jobs; the labels
+    are those of the in-process run, and a rerun computes no shard."""
+    from click.testing import CliRunner
+
+    from interpcore import cli as icli
+
+    icli._add_plugin_commands()
+    args = ["-q", "dissect", "-b", "shapes:resnet", "--layer", "layer3", "--limit", "60", "-V", "shapes",
+            "--similarity", "cos", "--json"]
+    run = lambda *extra: CliRunner().invoke(icli.cli, args + list(extra))  # noqa: E731
+    plain = run()
+    assert plain.exit_code == 0, plain.output
+    jobs = tmp_path / "jobs"
+    for attempt in range(2):
+        r = run("--job-dir", str(jobs), "--shard-size", "25")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["labels"] == json.loads(plain.stdout)["labels"]
+        for name in ("activations", "clip"):
+            last = json.loads((jobs / name / "manifest.json").read_text())["last_run"]
+            assert (last["computed"], last["skipped"]) == (([0, 1, 2], []) if attempt == 0 else ([], [0, 1, 2]))
+    r = CliRunner().invoke(icli.cli, ["dissect", "examples/red_circle.png", "--job-dir", str(jobs)])
+    assert r.exit_code == 1 and "give --dataset, not images" in r.output

@@ -240,13 +240,22 @@ class DissectExplainer(Explainer):
         self._clip, self._vocabulary = clip, vocabulary
 
     # -- parts ---------------------------------------------------------------------------
-    def clip_backbone(self):
+    def clip_name(self):
+        """The name of the CLIP that scores the concepts, or ``None`` when it is the target."""
         if self._clip is not None:
-            clip = _resolve(self._clip)
-        elif self.backbone.has(Capability.TEXT_ENCODER) and self.backbone.has(Capability.IMAGE_ENCODER):
+            return self._clip if isinstance(self._clip, str) else self._clip.name
+        if self.backbone.has(Capability.TEXT_ENCODER) and self.backbone.has(Capability.IMAGE_ENCODER):
+            return None
+        # the vision-language partner the target's family advertises, else the default one
+        return interpcore.default_for("captioner", self.backbone) or interpcore.default_backbone("vision-language")
+
+    def clip_backbone(self):
+        name = self.clip_name()
+        if name is None:
             clip = self.backbone
-        else:  # the vision-language partner the target's family advertises, else the default one
-            name = interpcore.default_for("captioner", self.backbone) or interpcore.default_backbone("vision-language")
+        elif self._clip is not None and not isinstance(self._clip, str):
+            clip = self._clip
+        else:
             clip = interpcore.get_backbone(name, device=str(self.backbone.device))
         for cap in (Capability.IMAGE_ENCODER, Capability.TEXT_ENCODER):
             if not clip.has(cap):
@@ -289,16 +298,39 @@ class DissectExplainer(Explainer):
         acts = self.activations(images)
         if acts.dim() != 2:
             raise InterpError(f"layer '{self.layer}' gives activations of shape {tuple(acts.shape)}")
-        picked = list(range(acts.shape[1])) if neurons is None else [int(n) for n in neurons]
-        bad = [n for n in picked if not 0 <= n < acts.shape[1]]
-        if bad:
-            raise InterpError(f"neuron {bad[0]} out of range: layer '{self.layer}' has {acts.shape[1]}")
+        picked = self._picked(neurons, acts.shape[1])
         sims = self.concept_similarities(images, clip, vocab.concepts)
+        return self._label(acts, sims, clip, vocab, len(images), picked, keep_activations)
+
+    def explain_arrays(self, activations, image_embeddings, *, dataset=None, neurons=None,
+                       keep_activations=True) -> DissectResult:
+        """Label the neurons from arrays computed elsewhere (a dataset job of the engine):
+        ``activations`` ``(N, K)`` pooled activations of the layer, ``image_embeddings``
+        ``(N, D)`` the scoring CLIP's image embeddings of the same images."""
+        acts = torch.as_tensor(np.asarray(activations), dtype=torch.float32)
+        img = torch.nn.functional.normalize(torch.as_tensor(np.asarray(image_embeddings), dtype=torch.float32), dim=-1)
+        if acts.dim() != 2 or img.dim() != 2 or acts.shape[0] != img.shape[0] or acts.shape[0] < 2:
+            raise InterpError(f"activations {tuple(acts.shape)} and image embeddings {tuple(img.shape)} must be "
+                              "(images, neurons) and (images, dim) for the same 2 or more images")
+        clip = self.clip_backbone()
+        vocab = self.vocabulary(dataset, clip)
+        picked = self._picked(neurons, acts.shape[1])
+        sims = img @ clip.encode_text(list(vocab.concepts), normalize=True).float().cpu().T
+        return self._label(acts, sims, clip, vocab, acts.shape[0], picked, keep_activations)
+
+    def _picked(self, neurons, width):
+        picked = list(range(width)) if neurons is None else [int(n) for n in neurons]
+        bad = [n for n in picked if not 0 <= n < width]
+        if bad:
+            raise InterpError(f"neuron {bad[0]} out of range: layer '{self.layer}' has {width}")
+        return picked
+
+    def _label(self, acts, sims, clip, vocab, n_images, picked, keep_activations):
         # the prior of soft-WPMI is over all the layer's neurons, so score them all, then pick
         scores = similarity_scores(acts, sims, self.similarity, **self.settings)[picked]
         best = scores.argmax(1).tolist()
         return DissectResult(
             backbone=self.backbone.name, layer=self.layer, clip=clip.name, vocabulary=vocab.name,
-            similarity=self.similarity, n_images=len(images), neurons=picked,
+            similarity=self.similarity, n_images=n_images, neurons=picked,
             labels=[vocab.concepts[i] for i in best], concepts=list(vocab.concepts),
             scores=scores.numpy(), activations=acts[:, picked].numpy() if keep_activations else None)
