@@ -236,3 +236,34 @@ def test_hf_clip_neurons_match_open_clip_on_identical_weights(tmp_path):
     assert np.allclose(rb.mean_activations, ra.mean_activations, atol=1e-5)
     cos = np.abs((rb.directions * ra.directions).sum(-1))
     assert np.median(cos) > 0.999
+
+
+@pytest.mark.slow
+def test_dataset_mode_through_the_job_runner_resumes_and_equals_in_process(tmp_path):
+    """--job-dir: the per-image effects and activations as a sharded job, the statistics read
+    shard by shard give the in-process result; a rerun computes no shard."""
+    from click.testing import CliRunner
+    from interp_neurons.lens import NeuronsResult
+
+    from interpcore import cli as icli
+
+    icli._add_plugin_commands()
+    args = ["-q", "neurons", "explain", "--layers", "1,2", "--limit", "50", "-V", "shapes-attributes", "--json"]
+    run = lambda *extra: CliRunner().invoke(icli.cli, args + list(extra))  # noqa: E731
+    plain = run("--out", str(tmp_path / "plain"))
+    assert plain.exit_code == 0, plain.output
+    want = NeuronsResult.load(tmp_path / "plain" / "result")
+    for attempt in range(2):
+        out = tmp_path / f"job{attempt}"
+        r = run("--job-dir", str(tmp_path / "jobs"), "--shard-size", "20", "--out", str(out))
+        assert r.exit_code == 0, r.output
+        got = NeuronsResult.load(out / "result")
+        assert got.n_images == 50
+        for field in ("mean_norm", "sparsity", "mean_effects", "mean_activations", "directions"):
+            a, b = getattr(got, field), getattr(want, field)
+            assert np.allclose(a, b, rtol=1e-4, atol=1e-6), (field, float(np.abs(a - b).max()))
+        # the same texts; weights agree up to float noise in the solver (4th decimal)
+        assert [[t[:1] and t[0][0] for t in layer] for layer in got.texts] == \
+            [[t[:1] and t[0][0] for t in layer] for layer in want.texts]
+        last = json.loads((tmp_path / "jobs" / "manifest.json").read_text())["last_run"]
+        assert (last["computed"], last["skipped"]) == (([0, 1, 2], []) if attempt == 0 else ([], [0, 1, 2]))

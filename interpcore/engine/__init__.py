@@ -49,7 +49,7 @@ from .sources import (IMAGE_SUFFIXES, ImageFolderSource, TarShardsSource, ensure
 from .spec import (FORMAT_VERSION, INPUTS, EngineError, JobSpec, Shard, callable_path,
                    import_object, make_shards)
 from .store import (MANIFEST, JobResult, JobStore, _runner, default_job_dir, iter_shards,
-                    job_result, live_status, load_array, load_table, read_manifest,
+                    job_folder, job_result, live_status, load_array, load_table, read_manifest,
                     run_section)
 from .worker import ShardWorker, to_arrays
 
@@ -58,6 +58,6 @@ __all__ = [
     "ImageFolderSource", "JobResult", "JobSpec", "JobStore", "LocalEngine", "Shard",
     "ShardWorker", "TarShardsSource", "callable_path", "default_job_dir", "engine_options",
     "engine_run_args", "ensure_plugins", "get_engine", "import_object", "iter_shards",
-    "job_result", "live_status", "load_array", "load_table", "make_shards", "num_samples", "open_dataset",
+    "job_folder", "job_result", "live_status", "load_array", "load_table", "make_shards", "num_samples", "open_dataset",
     "read_manifest", "read_samples", "run_job", "run_section", "to_arrays",
 ]

@@ -10,8 +10,6 @@ resumes both (a finished job computes nothing). Imports torch only inside the fu
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def _pooled(result, pool):
     from .dissect import pool_activations
@@ -57,15 +55,11 @@ def job_specs(kw: dict, dataset: str, layer: str, clip: str, clip_pretrained=Non
 
 def arrays(kw: dict, dataset: str, layer: str, clip: str, out=None, clip_pretrained=None):
     """``(activations (N, K), image embeddings (N, D), [JobResult, JobResult])`` from the jobs."""
-    from interpcore.engine import default_job_dir, engine_run_args, run_job
+    from interpcore.engine import engine_run_args, job_folder, run_job
 
     results = []
     for spec, name in zip(job_specs(kw, dataset, layer, clip, clip_pretrained), ("activations", "clip")):
-        if kw.get("job_dir"):
-            job_dir = f"{str(kw['job_dir']).rstrip('/')}/{name}"
-        elif out is not None:
-            job_dir = Path(out) / "job" / name
-        else:
-            job_dir = default_job_dir(spec)
-        results.append(run_job(spec, job_dir, **engine_run_args(kw, kw.get("device", "auto"))))
+        job_dir = f"{str(kw['job_dir']).rstrip('/')}/{name}" if kw.get("job_dir") else None
+        results.append(run_job(spec, job_folder(spec, job_dir, out, f"job/{name}"),
+                               **engine_run_args(kw, kw.get("device", "auto"))))
     return results[0].load("activations"), results[1].load("embedding"), results

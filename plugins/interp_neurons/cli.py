@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from interpcore.commands import backbone_options, batch_size_option, output_options
+from interpcore.engine import engine_options
 
 
 @click.group()
@@ -55,7 +56,7 @@ def _setup(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset
     name = dataset or interpcore.default_for("dataset", bb)
     if name is None:
         raise interpcore.InterpError(f"backbone '{bb.name}' advertises no probe dataset; name one with --dataset")
-    return lens, interpcore.get_dataset(name, split=split)
+    return lens, interpcore.get_dataset(name, split=split), name
 
 
 def _load(folder):
@@ -85,11 +86,22 @@ def _figure(run, res, name):
 @neurons.command("explain")
 @_lens_options
 @output_options()
-def explain(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset, split, limit, batch_size, run):
+@engine_options  # the per-image effects as a sharded, resumable job (engine_job.py)
+def explain(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset, split, limit, batch_size, run,
+            **engine_kw):
     """Effects, sparsity and text decompositions of the neurons over a probe dataset
     (--out keeps the result in OUT/result for 'ablate' and 'find')."""
-    lens, ds = _setup(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset, split, batch_size)
-    res = lens.explain(ds, limit=limit)
+    from . import engine_job
+
+    lens, ds, name = _setup(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset, split, batch_size)
+    job = None
+    if engine_job.use_engine(engine_kw):
+        kw = dict(engine_kw, backbone=backbone, pretrained=pretrained, device=device, split=split, limit=limit,
+                  batch_size=batch_size)
+        job = engine_job.run(kw, name, lens.layers, run.out)
+        res = lens.explain_job(job.out_dir, ds)
+    else:
+        res = lens.explain(ds, limit=limit)
     figures = _figure(run, res, "neurons.png")
     if run.out is not None:
         res.save(run.file("result"))
@@ -103,6 +115,8 @@ def explain(backbone, pretrained, device, layers, vocabulary, l1_penalty, datase
                  "figures": figures,
                  "tables": [{"title": "top neurons", "columns": ["neuron", "mean norm", "sparsity", "texts"],
                              "rows": rows}]}]
+    if job is not None:
+        sections.append({"title": f"Dataset job {job.spec_hash}", "text": str(job)})
     data = {k: v for k, v in res.to_dict().items() if k not in ("directions", "mean_effects")}
     run.finish(res, data=data, method="neurons", title=f"Second-order neurons: {res.backbone}", sections=sections,
                settings={"layers": res.layers, "vocabulary": res.vocabulary, "l1_penalty": l1_penalty},
@@ -144,8 +158,8 @@ def ablate(source, match, neuron, tasks, how, backbone, pretrained, device, laye
     effects, or with --how activation their activations)."""
     res = _load(source)
     _same(res, backbone)
-    lens, ds = _setup(backbone, pretrained, device,
-                      layers or ",".join(map(str, res.layers)), vocabulary, l1_penalty, dataset, split, batch_size)
+    lens, ds, _ = _setup(backbone, pretrained, device,
+                         layers or ",".join(map(str, res.layers)), vocabulary, l1_penalty, dataset, split, batch_size)
     picked = _selected(res, match, neuron)
     ab = lens.ablate(res, picked, ds, limit=limit, tasks=list(tasks) or None, how=how.replace("-", "_"))
     figures = _figure(run, ab, "ablation.png")

@@ -139,6 +139,55 @@ def _effects(lens, hidden, attn, sigma, sigma_post, layer, neurons=None):
     return out / sigma_post[:, None, None]
 
 
+class _Stats:
+    """Running sums over images of each layer's effects ``(n, hidden, embed)``: what the
+    means, covariances (principal directions), norms (sparsity) and mean activations need."""
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+        self.sums, self.moments, self.weighted, self.act_sums = {}, {}, {}, {}
+        self.norms = {l: [] for l in self.layers}
+        self.n, self.err, self.rep_norm = 0, 0.0, 0.0
+
+    def add(self, effects, hidden, rep, err):
+        self.n += rep.shape[0]
+        self.err = max(self.err, float(err))
+        self.rep_norm += float(rep.float().norm(dim=-1).sum())
+        for l in self.layers:
+            eff = effects[l].float()
+            self.act_sums[l] = self.act_sums.get(l, 0) + hidden[l].sum(0).double().cpu()
+            by_neuron = eff.transpose(0, 1)  # (hidden, n, embed)
+            self.sums[l] = self.sums.get(l, 0) + eff.sum(0).double()
+            self.moments[l] = self.moments.get(l, 0) + torch.bmm(by_neuron.transpose(1, 2), by_neuron).double()
+            nm = eff.norm(dim=-1)  # (n, hidden)
+            self.weighted[l] = self.weighted.get(l, 0) + (nm[:, :, None] * eff).sum(0).double()
+            self.norms[l].append(nm)
+
+    def finish(self) -> dict:
+        n, first = self.n, self.layers[0]
+        hidden_n, embed = self.sums[first].shape
+        out = {k: np.zeros((len(self.layers), hidden_n) + s, dtype=np.float32) for k, s in
+               (("mean_norm", ()), ("sparsity", ()), ("energy", ()), ("directions", (embed,)),
+                ("mean_effects", (embed,)))}
+        for i, l in enumerate(self.layers):
+            nm = torch.cat(self.norms[l])  # (N, hidden)
+            out["mean_norm"][i] = nm.mean(0).numpy()
+            out["sparsity"][i] = _sparsity(nm).numpy()
+            mean = self.sums[l] / n
+            cov = self.moments[l] / n - mean[:, :, None] * mean[:, None, :]
+            vals, vecs = torch.linalg.eigh(cov)  # ascending: the principal direction is the last
+            d = vecs[..., -1]  # (hidden, embed)
+            # signed so that the images with the largest effects lie on its positive side: the
+            # effects weighted by their norms, centred, project positively
+            pull = self.weighted[l] - mean * nm.double().sum(0)[:, None]
+            d = d * torch.where((d * pull).sum(-1) < 0, -1.0, 1.0)[:, None]
+            out["directions"][i] = d.float().numpy()
+            out["mean_effects"][i] = mean.float().numpy()
+            out["energy"][i] = (vals[..., -1] / vals.sum(-1).clamp_min(1e-300)).float().numpy()
+        out["mean_activations"] = np.stack([(self.act_sums[l] / n).float().numpy() for l in self.layers])
+        return out
+
+
 # -- results -----------------------------------------------------------------------------
 
 
@@ -320,48 +369,48 @@ class NeuronsExplainer(Explainer):
         dataset, images = probe_images(inputs, self.backbone, limit)
         if len(images) < 2:
             raise InterpError(f"the second-order lens needs at least 2 probe images, got {len(images)}")
-        lens = self.lens
-        n_layers, embed = len(self.layers), self.stream.embed_dim
-        sums, moments, weighted, norms, err, rep_norm = {}, {}, {}, {l: [] for l in self.layers}, 0.0, 0.0
-        act_sums = {}
+        stats = _Stats(self.layers)
         for hidden, attn, sigma, sp, rep, e in self._batches(images):
-            err = max(err, e)
-            rep_norm += float(rep.float().norm(dim=-1).sum())
-            for l in self.layers:
-                act_sums[l] = act_sums.get(l, 0) + hidden[l].sum(0).double().cpu()
-                eff = _effects(lens, hidden, attn, sigma, sp, l).float().cpu()  # (n, hidden, embed)
-                by_neuron = eff.transpose(0, 1)  # (hidden, n, embed)
-                sums[l] = sums.get(l, 0) + eff.sum(0).double()
-                moments[l] = moments.get(l, 0) + torch.bmm(by_neuron.transpose(1, 2), by_neuron).double()
-                nm = eff.norm(dim=-1)  # (n, hidden)
-                weighted[l] = weighted.get(l, 0) + (nm[:, :, None] * eff).sum(0).double()
-                norms[l].append(nm)
-        n = len(images)
-        hidden_n = sums[self.layers[0]].shape[0]
-        out = {k: np.zeros((n_layers, hidden_n) + s, dtype=np.float32) for k, s in
-               (("mean_norm", ()), ("sparsity", ()), ("energy", ()), ("directions", (embed,)),
-                ("mean_effects", (embed,)))}
-        for i, l in enumerate(self.layers):
-            nm = torch.cat(norms[l])  # (N, hidden)
-            out["mean_norm"][i] = nm.mean(0).numpy()
-            out["sparsity"][i] = _sparsity(nm).numpy()
-            mean = sums[l] / n
-            cov = moments[l] / n - mean[:, :, None] * mean[:, None, :]
-            vals, vecs = torch.linalg.eigh(cov)  # ascending: the principal direction is the last
-            d = vecs[..., -1]  # (hidden, embed)
-            # signed so that the images with the largest effects lie on its positive side: the
-            # effects weighted by their norms, centred, project positively
-            nm = torch.cat(norms[l]).double()
-            pull = weighted[l] - mean * nm.sum(0)[:, None]
-            d = d * torch.where((d * pull).sum(-1) < 0, -1.0, 1.0)[:, None]
-            out["directions"][i] = d.float().numpy()
-            out["mean_effects"][i] = mean.float().numpy()
-            out["energy"][i] = (vals[..., -1] / vals.sum(-1).clamp_min(1e-300)).float().numpy()
-        out["mean_activations"] = np.stack([(act_sums[l] / n).float().numpy() for l in self.layers])
+            stats.add({l: _effects(self.lens, hidden, attn, sigma, sp, l).float().cpu() for l in self.layers},
+                      hidden, rep, e)
+        return self._result(stats, dataset)
+
+    def batch_arrays(self, pixels) -> dict:
+        """Per-image arrays of a batch of preprocessed ``pixels`` (the verb of a dataset job of
+        the engine, see :meth:`explain_job`): ``effects`` ``(n, L, hidden, embed)``,
+        ``activations`` ``(n, L, tokens, hidden)``, ``representation`` ``(n, embed)`` and the
+        batch's ``mlp_split_error`` on every row."""
+        with torch.no_grad():
+            hidden, attn, sigma, sp, rep, e = _forward(self.stream, pixels, self.layers)
+            effects = torch.stack([_effects(self.lens, hidden, attn, sigma, sp, l) for l in self.layers], 1)
+            acts = torch.stack([hidden[l] for l in self.layers], 1)
+        n = rep.shape[0]
+        return {"effects": effects.float().cpu().numpy(), "activations": acts.float().cpu().numpy(),
+                "representation": rep.float().cpu().numpy(), "mlp_split_error": np.full(n, e, dtype=np.float64)}
+
+    def explain_job(self, job_dir, dataset=None) -> NeuronsResult:
+        """The result of :meth:`explain` from a finished dataset job whose shards hold
+        :meth:`batch_arrays` of this lens's layers, read shard by shard."""
+        from interpcore.engine import iter_shards
+
+        stats = _Stats(self.layers)
+        for part in iter_shards(job_dir, ("effects", "activations", "representation", "mlp_split_error"), mmap=True):
+            eff, acts = (torch.from_numpy(np.array(part[k])) for k in ("effects", "activations"))  # mmaps are read-only
+            if eff.shape[1] != len(self.layers):
+                raise InterpError(f"the job in {job_dir} holds {eff.shape[1]} layers, this lens has {len(self.layers)}")
+            stats.add({l: eff[:, i] for i, l in enumerate(self.layers)},
+                      {l: acts[:, i] for i, l in enumerate(self.layers)},
+                      torch.from_numpy(np.array(part["representation"])), float(np.max(part["mlp_split_error"])))
+        if stats.n < 2:
+            raise InterpError(f"the second-order lens needs at least 2 probe images, the job has {stats.n}")
+        return self._result(stats, dataset)
+
+    def _result(self, stats, dataset) -> NeuronsResult:
+        out = stats.finish()
         vocab_name, texts = self._texts(out["directions"], dataset)
-        return NeuronsResult(backbone=self.backbone.name, layers=list(self.layers), n_images=n,
-                             vocabulary=vocab_name, texts=texts, representation_norm=rep_norm / n,
-                             mlp_split_error=err, **out)
+        return NeuronsResult(backbone=self.backbone.name, layers=list(self.layers), n_images=stats.n,
+                             vocabulary=vocab_name, texts=texts, representation_norm=stats.rep_norm / stats.n,
+                             mlp_split_error=stats.err, **out)
 
     def _texts(self, directions, dataset):
         vocab = self._vocabulary or interpcore.default_for("vocabulary", dataset, self.backbone, fallback="laion")
