@@ -143,6 +143,15 @@ def test_activation_ablation_with_an_images_own_means_changes_nothing(tiny):
         lens.ablate(res, res.neurons(), ds, how="zero")
 
 
+def test_segment_needs_masks_and_a_task(tiny):
+    lens = interpcore.get_explainer("neurons", tiny, vocabulary=["red", "blue"])
+    res = lens.explain(_images(4))
+    with pytest.raises(interpcore.InterpError, match="has a mask"):
+        lens.segment(res, tiny_images(4))
+    with pytest.raises(interpcore.InterpError, match="no task 'color'"):
+        lens.segment(res, tiny_images(4), task="color")
+
+
 def test_layers_out_of_range_is_one_sentence_error(tiny):
     with pytest.raises(interpcore.InterpError, match="layers must be in"):
         interpcore.get_explainer("neurons", tiny, layers=[99])
@@ -166,6 +175,15 @@ def test_shapes_clip_neurons_name_every_attribute_category(shapes_truth):
     checks = list(gt.checks.values())
     assert checks[0]["passed"] and checks[2]["passed"], str(gt)
     assert gt.zero_shot_before["shape"] - gt.zero_shot_all_ablated["shape"] > 20, str(gt)
+
+
+@pytest.mark.slow
+def test_shapes_clip_neuron_segmentation_finds_the_objects(shapes_truth):
+    """The activation maps of the 50 layer-2 neurons closest to each image's predicted shape
+    localise the object (mIoU >= 0.55 on 300 images; measured 0.639). Random neurons of the
+    same layer do as well (0.696; printed, not asserted: docs/neurons.md)."""
+    seg = shapes_truth.segmentation
+    assert seg["layers"] == [2] and seg["miou"] >= 0.55, str(shapes_truth)
 
 
 @pytest.mark.slow
@@ -199,6 +217,10 @@ def test_commands_explain_ablate_find(tmp_path):
         assert r.exit_code == 0, r.output
         data = json.loads(r.stdout)
         assert set(data["before"]) == {"color"} and data["how"] == how.replace("-", "_")
+    r = run("neurons", "segment", "--from", str(out / "result"), "--limit", "40", "-k", "10", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["layers"] == [2] and data["n_images"] == 40 and 0 <= data["miou"] <= 1
     r = run("neurons", "find", "on grass", "--from", str(out / "result"), "-k", "3", "--json")
     assert r.exit_code == 0, r.output
     assert [h["layer"] for h in json.loads(r.stdout)] == [2, 2, 2]

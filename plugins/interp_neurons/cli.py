@@ -172,6 +172,29 @@ def ablate(source, match, neuron, tasks, how, backbone, pretrained, device, laye
                settings={"match": list(match), "neuron": list(neuron), "how": how}, inputs=[ds.name])
 
 
+@neurons.command("segment")
+@click.option("--from", "source", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The result folder of 'interp neurons explain --out' (OUT/result).")
+@click.option("--task", default=None, help="Zero-shot task that picks each image's class (default: label).")
+@click.option("-k", "k", type=int, default=50, show_default=True, help="Neurons per class.")
+@click.option("--seg-layers", default=None, help="Layers the neurons come from (default: the result's last).")
+@_lens_options
+@output_options()
+def segment(source, task, k, seg_layers, backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset,
+            split, limit, batch_size, run):
+    """Zero-shot segmentation from the activation maps of the neurons closest to each image's
+    class, scored against the dataset's masks (with random neurons for scale)."""
+    res = _load(source)
+    _same(res, backbone)
+    lens, ds, _ = _setup(backbone, pretrained, device,
+                         layers or ",".join(map(str, res.layers)), vocabulary, l1_penalty, dataset, split, batch_size)
+    seg = lens.segment(res, ds, task=task, k=k, layers=_layers(seg_layers), limit=limit)
+    figures = _figure(run, seg, "segmentation.png")
+    run.finish(seg, method="neurons", title=f"Neuron segmentation: {seg.backbone}",
+               sections=[{"title": "Segmentation", "text": str(seg), "figures": figures}],
+               settings={"task": seg.task, "k": seg.k, "layers": seg.layers}, inputs=[ds.name])
+
+
 @neurons.command("find")
 @click.argument("text")
 @click.option("--from", "source", required=True, type=click.Path(file_okay=False, exists=True),

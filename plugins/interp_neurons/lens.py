@@ -302,6 +302,36 @@ class AblationResult(Result):
                             xlabel="accuracy (%)")
 
 
+@dataclasses.dataclass
+class NeuronSegmentation(Result):
+    """Zero-shot segmentation from neuron activation maps, against the dataset's masks
+    (object = mask > 0): IoU of background and object, their mean, and for scale the mean IoU
+    of as many neurons drawn at random from the same layers."""
+
+    backbone: str
+    dataset: str
+    task: str
+    layers: list
+    k: int
+    n_images: int
+    iou: dict
+    miou: float
+    miou_random: float
+
+    def __str__(self) -> str:
+        return (f"Neuron-based zero-shot segmentation on {self.dataset} ({self.n_images} images with masks; "
+                f"{self.backbone}, the {self.k} neurons of layers {self.layers} closest to the predicted "
+                f"'{self.task}' class):\n  mIoU {self.miou:.3f} (background {self.iou['background']:.3f}, "
+                f"object {self.iou['object']:.3f}); {self.k} random neurons of the same layers: "
+                f"{self.miou_random:.3f}")
+
+    def figure(self):
+        from interpcore.figures import bar_chart
+
+        return bar_chart(["neurons closest to the class", "random neurons"], [self.miou, self.miou_random],
+                         sort=False, xlabel="mean IoU", title=f"Neuron-based segmentation, {self.dataset}")
+
+
 # -- the method --------------------------------------------------------------------------
 
 
@@ -434,6 +464,51 @@ class NeuronsExplainer(Explainer):
         h = cos.shape[1]
         return [(result.layers[i // h], int(i % h), float(cos.ravel()[i])) for i in order]
 
+    def segment(self, result: NeuronsResult, inputs=None, *, task=None, k: int = 50, layers=None, limit=None,
+                seed: int = 0) -> NeuronSegmentation:
+        """Zero-shot segmentation with the neurons (the paper's recipe as far as the shapes
+        world allows): for each image, its zero-shot class of ``task`` (default ``label``, else
+        the dataset's first task), the ``k`` neurons of ``layers`` (default: the result's last
+        analysed layer) whose principal directions are closest to the class's text embedding,
+        the mean of their activations over the patches, upsampled to the mask, min-max
+        normalised and thresholded at its mean; scored against the masks."""
+        from interpcore.zeroshot import classifier_weights
+
+        dataset, images = probe_images(inputs, self.backbone, limit)
+        offered = {} if dataset is None else dataset.zeroshot_tasks()
+        task = task or ("label" if "label" in offered else next(iter(offered), None))
+        if task not in offered:
+            raise InterpError(f"segmentation picks each image's class from a zero-shot task; dataset "
+                              f"'{getattr(dataset, 'name', '?')}' has no task '{task}'")
+        keep = [i for i in range(len(images)) if dataset[i].get("mask") is not None]
+        if not keep:
+            raise InterpError(f"no image of '{dataset.name}' has a mask to segment against")
+        layers = [result.layers[-1]] if layers is None else [int(l) for l in layers]
+        if any(l not in result.layers or l not in self.layers for l in layers) or not 1 <= int(k):
+            raise InterpError(f"layers must be among the analysed layers {result.layers} and k >= 1")
+        rows = [result.layers.index(l) for l in layers]
+        t = offered[task]
+        w = classifier_weights(self.backbone, t.prompt_names, t.templates).float()  # (C, embed)
+        d = torch.as_tensor(np.asarray(result.directions)[rows]).float()  # (L', hidden, embed)
+        pairs = [(l, n) for l in layers for n in range(d.shape[1])]
+        k = min(int(k), len(pairs))
+        closest = (d.reshape(-1, d.shape[-1]) @ w.T).topk(k, dim=0).indices.T  # (C, k) into pairs
+        random = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))[:k]
+        scores = {"text": np.zeros((2, 2)), "random": np.zeros((2, 2))}  # [intersection, union] x [bg, object]
+        picked = [images[i] for i in keep]
+        for start, (hidden, _, _, _, rep, _) in zip(range(0, len(picked), self.batch_size), self._batches(picked)):
+            acts = torch.cat([hidden[l][:, 1:] for l in layers], -1).float().cpu()  # (n, patches, pairs)
+            pred = (torch.nn.functional.normalize(rep.float().cpu(), dim=-1) @ w.T).argmax(-1)
+            for j in range(acts.shape[0]):
+                mask = np.asarray(dataset[keep[start + j]]["mask"]) > 0
+                for name, idx in (("text", closest[pred[j]]), ("random", random)):
+                    _add_iou(scores[name], acts[j][:, idx].mean(-1), self.stream.grid_size, mask)
+        iou = scores["text"][0] / np.maximum(scores["text"][1], 1)
+        rnd = scores["random"][0] / np.maximum(scores["random"][1], 1)
+        return NeuronSegmentation(backbone=self.backbone.name, dataset=dataset.name, task=task, layers=layers, k=k,
+                                  n_images=len(keep), iou={"background": float(iou[0]), "object": float(iou[1])},
+                                  miou=float(iou.mean()), miou_random=float(rnd.mean()))
+
     def ablate(self, result: NeuronsResult, neurons, inputs=None, *, limit=None, tasks=None,
                how: str = "second_order") -> AblationResult:
         """Zero-shot accuracy per task of ``inputs``' dataset (default all its tasks) before and
@@ -493,6 +568,19 @@ class NeuronsExplainer(Explainer):
             after[name] = 100 * float(accuracy(ablated[keep], w, y[keep]))
         return AblationResult(backbone=self.backbone.name, neurons=[list(p) for p in neurons],
                               n_images=len(images), before=before, after=after, how=how)
+
+
+def _add_iou(acc: np.ndarray, patch_map: torch.Tensor, grid, mask: np.ndarray) -> None:
+    """Add one image's intersections and unions of {background, object} to ``acc`` (2, 2):
+    the patch map upsampled to the mask, clipped at 0 (a neuron below 0 is off: GELU's
+    negative outputs are small), min-max normalised, thresholded at its mean."""
+    up = torch.nn.functional.interpolate(patch_map.reshape(1, 1, *grid), size=mask.shape, mode="bilinear",
+                                         align_corners=False)[0, 0].clamp_min(0)
+    up = (up - up.min()) / (up.max() - up.min()).clamp_min(1e-12)
+    pred = (up > up.mean()).numpy()
+    for c, (p, m) in enumerate(((~pred, ~mask), (pred, mask))):
+        acc[0, c] += (p & m).sum()
+        acc[1, c] += (p | m).sum()
 
 
 def _sparsity(norms: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ name which attribute, the zero-shot prompts of each attribute) is this plugin's 
   (their activations in the forward pass, so every order of their contribution; the
   second-order-only figures beside it) lowers zero-shot background accuracy by >= 15 points
   while shape and colour move < 3 (with, for scale, the change when every analysed neuron is
-  ablated).
+  ablated); neuron-based segmentation's mIoU against the masks, next to random neurons'.
 
 Every figure is measured and printed with its target, whether or not it is reached
 (``interp shapes ground-truth [prs|splice|falcon|dissect|neurons|all]``).
@@ -545,6 +545,7 @@ class NeuronsGroundTruth(Result):
     zero_shot_after_second_order: dict  # only their second-order effects mean-ablated
     zero_shot_all_ablated: dict  # every analysed neuron's activations mean-ablated (the most neurons can move)
     zero_shot_all_second_order: dict
+    segmentation: dict  # {"miou", "miou_random", "k", "layers"}: neuron-based segmentation against the masks
     checks: dict
 
     def __str__(self) -> str:
@@ -558,6 +559,9 @@ class NeuronsGroundTruth(Result):
                          f"({self.zero_shot_after_second_order[t]:6.2f}%) ablating the {self.background_neurons} "
                          f"background neurons; {self.zero_shot_all_ablated[t]:6.2f}% "
                          f"({self.zero_shot_all_second_order[t]:6.2f}%) ablating every analysed neuron")
+        seg = self.segmentation
+        lines.append(f"  segmentation from the {seg['k']} neurons of layers {seg['layers']} closest to each image's "
+                     f"shape: mIoU {seg['miou']:.3f} ({seg['k']} random neurons: {seg['miou_random']:.3f})")
         return "\n".join(lines + _checks_text(self.checks))
 
 
@@ -583,6 +587,7 @@ def neurons_ground_truth(backbone=None, *, n: int = 1000, layers=None, l1_penalt
     # in the forward pass); the second-order-only figures are printed next to it
     ab, ab2, every, every2 = (lens.ablate(res, sel, ds, tasks=tasks, how=how) for sel in (bg, res.neurons())
                               for how in ("activation", "second_order"))
+    seg = lens.segment(res, ds, task="shape")
     drop = ab.before["background"] - ab.after["background"]
     moves = max(abs(ab.change(t)) for t in ("shape", "color"))
     checks = {
@@ -596,7 +601,8 @@ def neurons_ground_truth(backbone=None, *, n: int = 1000, layers=None, l1_penalt
                               examples=examples, background_neurons=len(bg), zero_shot_before=ab.before,
                               zero_shot_after=ab.after, zero_shot_after_second_order=ab2.after,
                               zero_shot_all_ablated=every.after, zero_shot_all_second_order=every2.after,
-                              checks=checks)
+                              segmentation={"miou": seg.miou, "miou_random": seg.miou_random, "k": seg.k,
+                                            "layers": seg.layers}, checks=checks)
 
 
 def ground_truth(method: str, **options) -> Result:
