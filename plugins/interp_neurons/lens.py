@@ -488,7 +488,7 @@ class NeuronsExplainer(Explainer):
             raise InterpError(f"layers must be among the analysed layers {result.layers} and k >= 1")
         rows = [result.layers.index(l) for l in layers]
         t = offered[task]
-        w = classifier_weights(self.backbone, t.prompt_names, t.templates).float()  # (C, embed)
+        w = classifier_weights(self.backbone, t.prompt_names, t.templates).float().cpu()  # (C, embed)
         d = torch.as_tensor(np.asarray(result.directions)[rows]).float()  # (L', hidden, embed)
         pairs = [(l, n) for l in layers for n in range(d.shape[1])]
         k = min(int(k), len(pairs))
