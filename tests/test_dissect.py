@@ -31,6 +31,26 @@ def test_each_similarity_finds_the_concept_a_neuron_copies(similarity):
     assert scores.argmax(1).tolist() == perm.tolist()
 
 
+def test_wpmi_and_soft_wpmi_are_the_papers_probabilities_computed_directly():
+    """On a few images, products of probabilities do not underflow: p(c | E) as the product
+    over the top images (soft: each kept with its probability), p(c) as its mean over the
+    layer's neurons, both straight from the definitions, give the functions' scores."""
+    from interp_dissect.dissect import MIN_PROB, similarity_scores
+
+    g = torch.Generator().manual_seed(1)
+    acts, sims = torch.randn(30, 5, generator=g, dtype=torch.float64), torch.rand(30, 7, generator=g, dtype=torch.float64)
+    for name, k, alpha, lam, keep in (("wpmi", 4, 2.0, 0.6, None), ("soft_wpmi", 6, 10.0, 1.0, (0.998, 0.97))):
+        probs = torch.softmax(alpha * sims, 1)
+        given = torch.ones(5, 7, dtype=torch.float64)
+        for j in range(5):
+            for r, i in enumerate(acts[:, j].argsort(descending=True)[:k].tolist()):
+                q = keep[0] - r / k * (keep[0] - keep[1]) if keep else 1.0
+                given[j] *= 1 + q * (probs[i] - 1) + MIN_PROB
+        want = given.log() - lam * given.mean(0, keepdim=True).log()
+        got = similarity_scores(acts, sims, name, top_k=k, alpha=alpha, lam=lam)
+        assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5), name
+
+
 def test_unknown_similarity_and_bad_neuron_are_one_sentence_errors():
     bb = interpcore.testing.tiny_open_clip_backbone(seed=0)
     with pytest.raises(interpcore.InterpError, match="choose one of"):
@@ -84,11 +104,38 @@ def test_command_writes_labels_figure_and_report(tmp_path):
     main = icli.cli
     out = tmp_path / "run"
     r = CliRunner().invoke(main, ["dissect", "-b", "shapes:resnet", "--layer", "layer3", "--limit", "120",
-                                  "-V", "shapes", "--similarity", "wpmi", "--out", str(out),
+                                  "-V", "shapes", "--similarity", "wpmi", "--alpha", "1", "--out", str(out),
                                   "--report", str(tmp_path / "r.html"), "--json", "-q"])
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert data["layer"] == "layer3" and len(data["labels"]) == 64 and data["n_images"] == 120
     assert (out / "labels.png").stat().st_size > 0 and (tmp_path / "r.html").stat().st_size > 0
+    assert json.loads((out / "run.json").read_text())["settings"]["alpha"] == 1.0
     r = CliRunner().invoke(main, ["dissect", "-b", "shapes:resnet", "--limit", "1"])
     assert r.exit_code == 1 and "--limit must be >= 2" in r.output
+
+
+@pytest.mark.slow
+def test_dataset_mode_through_the_job_runner_resumes_and_labels_as_in_process(tmp_path):
+    """--job-dir: the activations and the CLIP's embeddings as two sharded jobs; the labels
+    are those of the in-process run, and a rerun computes no shard."""
+    from click.testing import CliRunner
+
+    from interpcore import cli as icli
+
+    icli._add_plugin_commands()
+    args = ["-q", "dissect", "-b", "shapes:resnet", "--layer", "layer3", "--limit", "60", "-V", "shapes",
+            "--similarity", "cos", "--json"]
+    run = lambda *extra: CliRunner().invoke(icli.cli, args + list(extra))  # noqa: E731
+    plain = run()
+    assert plain.exit_code == 0, plain.output
+    jobs = tmp_path / "jobs"
+    for attempt in range(2):
+        r = run("--job-dir", str(jobs), "--shard-size", "25")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["labels"] == json.loads(plain.stdout)["labels"]
+        for name in ("activations", "clip"):
+            last = json.loads((jobs / name / "manifest.json").read_text())["last_run"]
+            assert (last["computed"], last["skipped"]) == (([0, 1, 2], []) if attempt == 0 else ([], [0, 1, 2]))
+    r = CliRunner().invoke(icli.cli, ["dissect", "examples/red_circle.png", "--job-dir", str(jobs)])
+    assert r.exit_code == 1 and "give --dataset, not images" in r.output

@@ -101,6 +101,57 @@ def test_ablating_a_neuron_whose_effect_is_its_mean_changes_nothing(tiny):
     assert ab.before == ab.after and set(ab.before) == {"label"}
 
 
+def test_activation_ablation_is_the_models_own_forward_with_the_activations_replaced(tiny):
+    """``_forward(..., replace=...)`` (what ``how="activation"`` runs) equals open_clip's own
+    encode_image with a hook putting the values into the GELU's output, and the explained
+    result's mean activations are the probe set's per-token means."""
+    from interp_neurons.lens import _forward
+
+    lens = interpcore.get_explainer("neurons", tiny, vocabulary=["red", "blue"])
+    images = _images(5)
+    res = lens.explain(images)
+    with torch.no_grad():
+        hidden = _forward(lens.stream, tiny.to_pixels(images), lens.layers)[0]
+    for i, l in enumerate(lens.layers):
+        assert np.allclose(res.mean_activations[i], hidden[l].mean(0).numpy(), atol=1e-5)
+    idx = [1, 4, 9]
+    values = torch.as_tensor(res.mean_activations[1][:, idx])
+
+    def put(module, args, out):
+        out = out.clone()
+        out[..., idx] = values
+        return out
+
+    handle = tiny.model.visual.transformer.resblocks[1].mlp.gelu.register_forward_hook(put)
+    try:
+        hooked = tiny.encode_image(images)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        rep = _forward(lens.stream, tiny.to_pixels(images), lens.layers, {1: (idx, values)})[4]
+    assert torch.allclose(rep, hooked, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(rep, tiny.encode_image(images), atol=1e-3)
+
+
+def test_activation_ablation_with_an_images_own_means_changes_nothing(tiny):
+    lens = interpcore.get_explainer("neurons", tiny, vocabulary=["red", "blue"])
+    ds = tiny_images(1)
+    res = lens.explain([ds[0]["image"], ds[0]["image"]])
+    ab = lens.ablate(res, res.neurons(), ds, how="activation")
+    assert ab.before == ab.after and ab.how == "activation"
+    with pytest.raises(interpcore.InterpError, match="how must be one of"):
+        lens.ablate(res, res.neurons(), ds, how="zero")
+
+
+def test_segment_needs_masks_and_a_task(tiny):
+    lens = interpcore.get_explainer("neurons", tiny, vocabulary=["red", "blue"])
+    res = lens.explain(_images(4))
+    with pytest.raises(interpcore.InterpError, match="has a mask"):
+        lens.segment(res, tiny_images(4))
+    with pytest.raises(interpcore.InterpError, match="no task 'color'"):
+        lens.segment(res, tiny_images(4), task="color")
+
+
 def test_layers_out_of_range_is_one_sentence_error(tiny):
     with pytest.raises(interpcore.InterpError, match="layers must be in"):
         interpcore.get_explainer("neurons", tiny, layers=[99])
@@ -117,16 +168,29 @@ def shapes_truth():
 def test_shapes_clip_neurons_name_every_attribute_category(shapes_truth):
     """Ground truth from the world's words: on 300 images, first texts of the second-order
     principal directions name a colour, a shape, a position and a background; ablating the
-    background neurons moves shape and colour by < 3 points."""
+    background neurons (activations, every order) moves shape and colour by < 3 points, while
+    ablating every analysed neuron does move them (the ablation is not a no-op)."""
     gt = shapes_truth
     assert all(gt.categories[c] > 0 for c in ("color", "shape", "position", "background")), str(gt)
     checks = list(gt.checks.values())
     assert checks[0]["passed"] and checks[2]["passed"], str(gt)
+    assert gt.zero_shot_before["shape"] - gt.zero_shot_all_ablated["shape"] > 20, str(gt)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured: ablating every analysed neuron's second-order effect moves "
-                                       "the shapes CLIP's background accuracy by about 1 point (docs/neurons.md)")
+def test_shapes_clip_neuron_segmentation_finds_the_objects(shapes_truth):
+    """The activation maps of the 50 layer-2 neurons closest to each image's predicted shape
+    localise the object (mIoU >= 0.55 on 300 images; measured 0.639). Random neurons of the
+    same layer do as well (0.696; printed, not asserted: docs/neurons.md)."""
+    seg = shapes_truth.segmentation
+    assert seg["layers"] == [2] and seg["miou"] >= 0.55, str(shapes_truth)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured: mean-ablating every analysed neuron's activations (every "
+                                       "order) moves the shapes CLIP's background accuracy by < 1 point while "
+                                       "shape drops > 50: this model does not carry its background through MLP "
+                                       "neurons (docs/neurons.md)")
 def test_shapes_clip_background_neurons_carry_background(shapes_truth):
     gt = shapes_truth
     assert gt.zero_shot_before["background"] - gt.zero_shot_after["background"] >= 15, str(gt)
@@ -147,12 +211,81 @@ def test_commands_explain_ablate_find(tmp_path):
     data = json.loads(r.stdout)
     assert data["layers"] == [2] and data["n_images"] == 60
     assert (out / "neurons.png").stat().st_size > 0 and (tmp_path / "r.html").stat().st_size > 0
-    r = run("neurons", "ablate", "--from", str(out / "result"), "--neuron", "L2.N3", "--task", "color",
-            "--limit", "60", "--json")
+    for how in ("second-order", "activation"):
+        r = run("neurons", "ablate", "--from", str(out / "result"), "--neuron", "L2.N3", "--task", "color",
+                "--limit", "60", "--how", how, "--json")
+        assert r.exit_code == 0, r.output
+        data = json.loads(r.stdout)
+        assert set(data["before"]) == {"color"} and data["how"] == how.replace("-", "_")
+    r = run("neurons", "segment", "--from", str(out / "result"), "--limit", "40", "-k", "10", "--json")
     assert r.exit_code == 0, r.output
-    assert set(json.loads(r.stdout)["before"]) == {"color"}
+    data = json.loads(r.stdout)
+    assert data["layers"] == [2] and data["n_images"] == 40 and 0 <= data["miou"] <= 1
     r = run("neurons", "find", "on grass", "--from", str(out / "result"), "-k", "3", "--json")
     assert r.exit_code == 0, r.output
     assert [h["layer"] for h in json.loads(r.stdout)] == [2, 2, 2]
     r = run("neurons", "find", "x", "--from", str(out / "result"), "-b", "shapes:resnet")
     assert r.exit_code == 1 and "pass -b shapes:clip-vit" in r.output
+
+
+def test_hf_clip_neurons_match_open_clip_on_identical_weights(tmp_path):
+    """transformers' CLIP exposes its MLP neurons too: on weights converted from an open_clip
+    model, the lens's effects, directions and texts are those of the open_clip model."""
+    transformers = pytest.importorskip("transformers")
+    from backbone_tiny import OC_VIT, hf_config_like, open_clip_model, open_clip_to_hf, pixels, write_clip_tokenizer
+    from safetensors.torch import save_file
+
+    oc = open_clip_model(OC_VIT, seed=3)
+    save_file({k: v.contiguous() for k, v in oc.state_dict().items()}, str(tmp_path / "oc.safetensors"))
+    hf = transformers.CLIPModel(hf_config_like(OC_VIT)).eval()
+    hf.load_state_dict(open_clip_to_hf(oc.state_dict()), strict=False)
+    hf.save_pretrained(str(tmp_path / "hf"))
+    write_clip_tokenizer(tmp_path / "hf")
+    a = interpcore.get_backbone("open_clip:tiny-n", pretrained=str(tmp_path / "oc.safetensors"), device="cpu",
+                                model_config=OC_VIT)
+    b = interpcore.get_backbone(f"hf:{tmp_path / 'hf'}", device="cpu")
+    stream = b.residual_stream()
+    y = torch.randn(2, 5, stream.width)
+    with torch.no_grad():
+        for i in range(stream.num_layers):
+            p = stream.block(i)
+            assert torch.allclose(p.mlp_hidden(y) @ p.mlp_out_weight.T + p.mlp_out_bias, p.mlp(y), atol=1e-5)
+    x = pixels(6)
+    vocab = ["red", "green", "blue", "a circle", "a square"]
+    ra, rb = (interpcore.get_explainer("neurons", bb, vocabulary=vocab).explain(x) for bb in (a, b))
+    assert rb.verification.passed and rb.layers == ra.layers
+    assert np.allclose(rb.mean_norm, ra.mean_norm, rtol=1e-3, atol=1e-6)
+    assert np.allclose(rb.mean_activations, ra.mean_activations, atol=1e-5)
+    cos = np.abs((rb.directions * ra.directions).sum(-1))
+    assert np.median(cos) > 0.999
+
+
+@pytest.mark.slow
+def test_dataset_mode_through_the_job_runner_resumes_and_equals_in_process(tmp_path):
+    """--job-dir: the per-image effects and activations as a sharded job, the statistics read
+    shard by shard give the in-process result; a rerun computes no shard."""
+    from click.testing import CliRunner
+    from interp_neurons.lens import NeuronsResult
+
+    from interpcore import cli as icli
+
+    icli._add_plugin_commands()
+    args = ["-q", "neurons", "explain", "--layers", "1,2", "--limit", "50", "-V", "shapes-attributes", "--json"]
+    run = lambda *extra: CliRunner().invoke(icli.cli, args + list(extra))  # noqa: E731
+    plain = run("--out", str(tmp_path / "plain"))
+    assert plain.exit_code == 0, plain.output
+    want = NeuronsResult.load(tmp_path / "plain" / "result")
+    for attempt in range(2):
+        out = tmp_path / f"job{attempt}"
+        r = run("--job-dir", str(tmp_path / "jobs"), "--shard-size", "20", "--out", str(out))
+        assert r.exit_code == 0, r.output
+        got = NeuronsResult.load(out / "result")
+        assert got.n_images == 50
+        for field in ("mean_norm", "sparsity", "mean_effects", "mean_activations", "directions"):
+            a, b = getattr(got, field), getattr(want, field)
+            assert np.allclose(a, b, rtol=1e-4, atol=1e-6), (field, float(np.abs(a - b).max()))
+        # the same texts; weights agree up to float noise in the solver (4th decimal)
+        assert [[t[:1] and t[0][0] for t in layer] for layer in got.texts] == \
+            [[t[:1] and t[0][0] for t in layer] for layer in want.texts]
+        last = json.loads((tmp_path / "jobs" / "manifest.json").read_text())["last_run"]
+        assert (last["computed"], last["skipped"]) == (([0, 1, 2], []) if attempt == 0 else ([], [0, 1, 2]))

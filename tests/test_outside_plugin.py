@@ -295,6 +295,25 @@ def _():        # no captioner, pool or dataset named
     f = interpcore.get_explainer("falcon", cnn, **SMALL)
     return _falcon_summary(f.explain())
 
+# -- the neuron methods: the second-order lens on outside:clip, CLIP-Dissect on outside:cnn
+@check("neurons_all_defaults")
+def _():        # no dataset, no vocabulary: outside-shapes and outside-words
+    lens = interpcore.get_explainer("neurons", clip)
+    check_method(lens, IMAGES)
+    r = lens.explain(limit=30)
+    ab = lens.ablate(r, r.top(4), how="activation")
+    return {"vocabulary": r.vocabulary, "n_images": r.n_images, "layers": r.layers,
+            "split_error": r.mlp_split_error, "labelled": sum(1 for p in r.neurons() if r.label(*p)),
+            "tasks": sorted(ab.before), "found": len(lens.find(r, "red", k=3))}
+
+@check("dissect_all_defaults")
+def _():        # no CLIP, vocabulary or dataset named
+    ex = interpcore.get_explainer("dissect", cnn, layer="layer2")
+    check_method(ex, IMAGES)
+    r = ex.explain()
+    return {"clip": r.clip, "vocabulary": r.vocabulary, "n_images": r.n_images, "labels": len(r.labels),
+            "known": all(label in r.concepts for label in r.labels)}
+
 # -- the plugin's own explainer
 @check("saliency")
 def _():
@@ -413,6 +432,19 @@ def test_falcon_api(api, name):
     _check_falcon(_ok(api, name))
 
 
+def test_neurons_api(api):
+    data = _ok(api, "neurons_all_defaults")
+    assert data["vocabulary"] == "outside-words" and data["n_images"] == 24, data
+    assert data["layers"] == [0] and data["split_error"] < 1e-5, data  # 2 layers: the last has no later attention
+    assert data["labelled"] >= 1 and data["found"] == 3 and "label" in data["tasks"], data
+
+
+def test_dissect_api(api):
+    data = _ok(api, "dissect_all_defaults")
+    assert data["clip"] == "outside:clip" and data["vocabulary"] == "outside-words", data
+    assert data["n_images"] == 24 and data["labels"] == 48 and data["known"], data
+
+
 def test_errors_are_one_sentence(api):
     assert len(_ok(api, "errors")) == 4
 
@@ -493,3 +525,21 @@ def test_hello_command(world):
     bad = world.interp("outside-hello", IMAGES[0], "-b", "outside:clip", "--out", blocker / "sub",
                        check=False)
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) <= 2, bad.stderr
+
+
+def test_neurons_cli(world):
+    out = world.base / "cli_neurons"
+    data = json.loads(world.interp("neurons", "explain", "-b", "outside:clip", "--limit", "12", "--json",
+                                   "--out", out).stdout)
+    assert data["backbone"] == "outside:clip" and data["vocabulary"] == "outside-words", data["vocabulary"]
+    assert data["n_images"] == 12 and (out / "result" / "result.json").exists()
+    data = json.loads(world.interp("neurons", "ablate", "--from", out / "result", "-b", "outside:clip",
+                                   "--neuron", "L0.N3", "--how", "activation", "--limit", "12", "--json").stdout)
+    assert data["neurons"] == [[0, 3]] and data["how"] == "activation" and data["before"], data
+
+
+def test_dissect_cli(world):
+    data = json.loads(world.interp("dissect", "-b", "outside:cnn", "--layer", "layer2", "--limit", "24",
+                                   "--json").stdout)
+    assert data["backbone"] == "outside:cnn" and data["clip"] == "outside:clip", data["clip"]
+    assert data["vocabulary"] == "outside-words" and len(data["labels"]) == 48, data["vocabulary"]

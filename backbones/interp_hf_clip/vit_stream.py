@@ -6,7 +6,8 @@ position embeddings) followed by ``pre_layrnorm``; each encoder layer's ``layer_
 separate ``q_proj`` / ``k_proj`` / ``v_proj``, ``out_proj``, ``layer_norm2`` and MLP; and
 ``post_layernorm`` on the pooled class token followed by the bias-free
 ``visual_projection``. transformers' CLIP has no layer scale, so ``ls_1`` / ``ls_2`` are the
-identity.
+identity. The MLP's neurons (``mlp_hidden``: ``activation_fn(fc1(y))``; ``fc2``'s weight and
+bias) are exposed when the MLP is transformers' ``fc1`` / activation / ``fc2``.
 
 Imported only when a residual stream is asked for (it imports torch).
 """
@@ -32,6 +33,16 @@ class _SeparateQKV:
             proj(y).reshape(n, t, self.heads, -1).transpose(1, 2)
             for proj in (a.q_proj, a.k_proj, a.v_proj)
         )
+
+
+def _mlp_neurons(mlp) -> dict:
+    """``mlp_hidden`` / ``mlp_out_weight`` / ``mlp_out_bias`` of transformers' ``CLIPMLP``
+    (``fc2(activation_fn(fc1(y)))``), or nothing for another MLP."""
+    fc1, act, fc2 = (getattr(mlp, a, None) for a in ("fc1", "activation_fn", "fc2"))
+    if not (isinstance(fc1, torch.nn.Linear) and isinstance(fc2, torch.nn.Linear) and callable(act)):
+        return {}
+    bias = fc2.bias if fc2.bias is not None else torch.zeros_like(fc2.weight[:, 0])
+    return {"mlp_hidden": lambda y: act(fc1(y)), "mlp_out_weight": fc2.weight, "mlp_out_bias": bias}
 
 
 class HFClipViTStream(ViTResidualStream):
@@ -100,6 +111,7 @@ class HFClipViTStream(ViTResidualStream):
             out_proj_bias=out_b,
             ln_2=layer.layer_norm2,
             mlp=layer.mlp,
+            **_mlp_neurons(layer.mlp),
         )
 
     def embed(self, pixels):

@@ -49,17 +49,16 @@ from .sources import (IMAGE_SUFFIXES, ImageFolderSource, WebDatasetSource, bind_
 from .spec import (FORMAT_VERSION, INPUTS, EngineError, JobSpec, Shard, backbone_source,
                    callable_path, dataset_source, import_object, make_shards)
 from .store import (MANIFEST, JobArray, JobResult, JobStore, _runner, default_job_dir,
-                    iter_shards, job_result, live_status, load_array, load_columns, load_table,
-                    read_manifest, run_section)
+                    iter_shards, job_folder, job_result, live_status, load_array, load_columns,
+                    load_table, read_manifest, run_section)
 from .worker import ShardWorker, to_arrays
 
 __all__ = [
-    "ENGINES", "FORMAT_VERSION", "IMAGE_SUFFIXES", "INPUTS", "MANIFEST", "EngineError", "JobArray",
-    "bind_dataset", "load_columns",
-    "ImageFolderSource", "JobResult", "JobSpec", "JobStore", "LocalEngine", "Shard",
-    "ShardWorker", "WebDatasetSource", "backbone_source", "callable_path", "dataset_source",
-    "default_job_dir", "engine_options",
-    "engine_run_args", "ensure_plugins", "get_engine", "import_object", "iter_shards",
-    "job_result", "live_status", "load_array", "load_table", "make_shards", "num_samples", "open_dataset",
+    "ENGINES", "FORMAT_VERSION", "IMAGE_SUFFIXES", "INPUTS", "MANIFEST", "EngineError",
+    "ImageFolderSource", "JobArray", "JobResult", "JobSpec", "JobStore", "LocalEngine", "Shard",
+    "ShardWorker", "WebDatasetSource", "backbone_source", "bind_dataset", "callable_path",
+    "dataset_source", "default_job_dir", "engine_options", "engine_run_args", "ensure_plugins",
+    "get_engine", "import_object", "iter_shards", "job_folder", "job_result", "live_status",
+    "load_array", "load_columns", "load_table", "make_shards", "num_samples", "open_dataset",
     "read_manifest", "read_samples", "run_job", "run_section", "to_arrays",
 ]

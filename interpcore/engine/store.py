@@ -677,6 +677,16 @@ def default_job_dir(spec: JobSpec) -> Path:
     return cache_dir("jobs", spec.hash)
 
 
+def job_folder(spec: JobSpec, job_dir=None, out=None, name: str = "job"):
+    """Where a command keeps a job: ``job_dir`` (its ``--job-dir``) when given, else
+    ``OUT/name`` when the command has an ``--out`` folder, else :func:`default_job_dir`."""
+    if job_dir:
+        return job_dir
+    if out is not None:
+        return Path(out) / name
+    return default_job_dir(spec)
+
+
 def job_result(out_dir) -> JobResult:
     """The :class:`JobResult` of a finished job folder (without running anything)."""
     m = read_manifest(out_dir)

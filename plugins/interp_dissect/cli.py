@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from interpcore.commands import backbone_options, batch_size_option, output_options
+from interpcore.engine import engine_options
 
 SIMILARITIES = ("soft_wpmi", "wpmi", "cos", "rank_reorder")  # dissect.SIMILARITIES, without torch
 
@@ -32,10 +33,15 @@ SIMILARITIES = ("soft_wpmi", "wpmi", "cos", "rank_reorder")  # dissect.SIMILARIT
               help="One activation per image: mean or max over positions / tokens, or the class token.")
 @click.option("--top-k", type=int, default=None, help="Most activating images per neuron (WPMI, soft-WPMI; "
                                                       "default: the paper's).")
+@click.option("--alpha", type=float, default=None, help="Softmax scale of the image-concept cosines "
+                                                        "(WPMI, soft-WPMI; default: the paper's).")
+@click.option("--lam", type=float, default=None, help="Weight of the concept prior (WPMI, soft-WPMI; "
+                                                      "default: the paper's).")
 @batch_size_option()
 @output_options()
+@engine_options  # dataset mode: activations and CLIP embeddings as sharded, resumable jobs (engine_job.py)
 def dissect(images, backbone, pretrained, device, layer, clip, vocabulary, dataset, split, limit,
-            similarity, pool, top_k, batch_size, run):
+            similarity, pool, top_k, alpha, lam, batch_size, run, **engine_kw):
     """Label each neuron (channel) of a layer with a concept (CLIP-Dissect, Oikarinen and
     Weng, ICLR 2023), from its activations on probe images and a CLIP's image-concept
     similarities."""
@@ -45,8 +51,14 @@ def dissect(images, backbone, pretrained, device, layer, clip, vocabulary, datas
         raise interpcore.InterpError(f"--limit must be >= 2, got {limit}")
     bb = interpcore.get_backbone(backbone, pretrained=pretrained, device=device)
     method = interpcore.get_explainer("dissect", bb, clip=clip, vocabulary=vocabulary, layer=layer,
-                                      similarity=similarity, pool=pool, batch_size=batch_size, top_k=top_k)
+                                      similarity=similarity, pool=pool, batch_size=batch_size, top_k=top_k,
+                                      alpha=alpha, lam=lam)
+    from .engine_job import arrays, use_engine
+
+    jobs = []
     if images:
+        if use_engine(engine_kw):
+            raise interpcore.InterpError("--engine and --job-dir run over a dataset; give --dataset, not images")
         probe = list(images)
     else:
         name = dataset or interpcore.default_for("dataset", bb)
@@ -54,7 +66,15 @@ def dissect(images, backbone, pretrained, device, layer, clip, vocabulary, datas
             raise interpcore.InterpError(f"backbone '{bb.name}' advertises no probe dataset; name one "
                                          "with --dataset or give images")
         probe = interpcore.get_dataset(name, split=split)
-    res = method.explain(probe, limit=limit)
+    if not images and use_engine(engine_kw):
+        kw = dict(engine_kw, backbone=backbone, pretrained=pretrained, device=device, split=split, limit=limit,
+                  batch_size=batch_size, pool=pool)
+        scorer = method.clip_name()
+        acts, emb, jobs = arrays(kw, name, method.layer, scorer or backbone, run.out,
+                                 clip_pretrained=None if scorer else pretrained)
+        res = method.explain_arrays(acts, emb, dataset=probe)
+    else:
+        res = method.explain(probe, limit=limit)
     figures = []
     if run.out is not None:
         from interpcore.figures import save_figure
@@ -70,10 +90,13 @@ def dissect(images, backbone, pretrained, device, layer, clip, vocabulary, datas
                          f"on {res.n_images} probe images ({res.similarity}); the next three concepts follow.",
                  "figures": figures,
                  "tables": [{"title": "labels", "columns": ["neuron", "label", "next"], "rows": rows}]}]
+    for job in jobs:
+        sections.append({"title": f"Dataset job {job.spec_hash}", "text": str(job)})
     data = res.to_dict()
     data.pop("activations", None)
     data.pop("scores", None)
     run.finish(res, data=data, method="dissect", title=f"CLIP-Dissect: {res.backbone} {res.layer}",
                sections=sections, settings={"similarity": similarity, "pool": pool, "clip": res.clip,
+                                            "top_k": top_k, "alpha": alpha, "lam": lam,
                                             "vocabulary": res.vocabulary, "layer": res.layer},
                inputs=list(images) if images else [str(getattr(probe, "name", ""))])

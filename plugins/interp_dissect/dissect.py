@@ -18,7 +18,8 @@ Similarity functions (``similarity=``):
   to ``p_end`` along the ranking; ``log p(c | E) = sum_i log(1 + p_i (p(c | x_i) - 1))``,
   ``log p(c)`` is the log of its mean over all neurons of the layer, and the score is
   ``log p(c | E) - lam * log p(c)``;
-* ``wpmi``: the hard version, ``log mean_{top_k} p(c | x) - lam * log mean_D p(c | x)``;
+* ``wpmi``: the hard version, every top image in the example set:
+  ``log p(c | B) = sum_{top_k} log p(c | x)``, the same prior over the layer's neurons;
 * ``cos``: the cosine between the neuron's standardised activations and the concept's
   standardised similarities over all images;
 * ``rank_reorder``: ``-|| q - q' ||_p`` over the images, where ``q`` are the neuron's
@@ -51,6 +52,9 @@ PAPER_SETTINGS = {
 }
 
 
+#: added to the probabilities inside the logs of (soft-)WPMI, as the authors' code does
+MIN_PROB = 1e-7
+
 # -- similarity functions ----------------------------------------------------------------
 
 
@@ -67,19 +71,24 @@ def soft_wpmi(acts, sims, *, top_k=100, alpha=10.0, lam=1.0, p_start=0.998, p_en
     top = acts.topk(k, dim=0).indices  # (k, K)
     keep = (p_start - torch.arange(k, dtype=probs.dtype) / k * (p_start - p_end)).unsqueeze(1)
     # log p(c | E) for every neuron: the top images' probabilities, each kept with prob keep_i
-    log_given = torch.stack([torch.log1p(keep * (probs[top[:, j]] - 1)).sum(0)
+    log_given = torch.stack([torch.log1p(keep * (probs[top[:, j]] - 1) + MIN_PROB).sum(0)
                              for j in range(acts.shape[1])])  # (K, M)
+    return _minus_prior(log_given, lam)
+
+
+def _minus_prior(log_given, lam):
+    """``log p(c | E_k) - lam * log p(c)`` with ``p(c)`` the mean of ``p(c | E_k)`` over the
+    layer's neurons ``k`` (in logs, so products of a hundred probabilities do not underflow)."""
     log_prior = torch.logsumexp(log_given, dim=0, keepdim=True) - math.log(log_given.shape[0])
     return log_given - lam * log_prior
 
 
 def wpmi(acts, sims, *, top_k=28, alpha=2.0, lam=0.6):
-    n = acts.shape[0]
-    k = min(int(top_k), n)
+    k = min(int(top_k), acts.shape[0])
     probs = torch.softmax(alpha * sims, dim=1)
     top = acts.topk(k, dim=0).indices  # (k, K)
-    log_given = torch.log(probs[top].mean(0))  # (K, M)
-    return log_given - lam * torch.log(probs.mean(0, keepdim=True))
+    log_given = torch.log(probs[top] + MIN_PROB).sum(0)  # (K, M): every top image shows the concept
+    return _minus_prior(log_given, lam)
 
 
 def cos(acts, sims):
@@ -202,8 +211,8 @@ class DissectExplainer(Explainer):
     """CLIP-Dissect on one layer of ``backbone`` (any model with feature maps).
 
     ``clip``: the vision-language backbone that scores images against concepts (default: the
-    target itself when it has image and text encoders, else the installed default
-    vision-language backbone); ``vocabulary``: concept vocabulary name, list or file
+    target itself when it has image and text encoders, else the ``captioner`` the target
+    advertises, else the installed default vision-language backbone); ``vocabulary``: concept vocabulary name, list or file
     (default: the dataset's or CLIP's advertised ``vocabulary``); ``layer``: a feature layer
     (default: the backbone's ``default_layer``); ``similarity``: one of :data:`SIMILARITIES`;
     ``pool``: ``mean``, ``max`` or ``cls`` (token layers); ``top_k`` / ``alpha`` / ``lam``:
@@ -231,14 +240,23 @@ class DissectExplainer(Explainer):
         self._clip, self._vocabulary = clip, vocabulary
 
     # -- parts ---------------------------------------------------------------------------
-    def clip_backbone(self):
+    def clip_name(self):
+        """The name of the CLIP that scores the concepts, or ``None`` when it is the target."""
         if self._clip is not None:
-            clip = _resolve(self._clip)
-        elif self.backbone.has(Capability.TEXT_ENCODER) and self.backbone.has(Capability.IMAGE_ENCODER):
+            return self._clip if isinstance(self._clip, str) else self._clip.name
+        if self.backbone.has(Capability.TEXT_ENCODER) and self.backbone.has(Capability.IMAGE_ENCODER):
+            return None
+        # the vision-language partner the target's family advertises, else the default one
+        return interpcore.default_for("captioner", self.backbone) or interpcore.default_backbone("vision-language")
+
+    def clip_backbone(self):
+        name = self.clip_name()
+        if name is None:
             clip = self.backbone
+        elif self._clip is not None and not isinstance(self._clip, str):
+            clip = self._clip
         else:
-            clip = interpcore.get_backbone(interpcore.default_backbone("vision-language"),
-                                           device=str(self.backbone.device))
+            clip = interpcore.get_backbone(name, device=str(self.backbone.device))
         for cap in (Capability.IMAGE_ENCODER, Capability.TEXT_ENCODER):
             if not clip.has(cap):
                 raise InterpError(f"CLIP-Dissect scores concepts with a vision-language backbone; "
@@ -280,16 +298,39 @@ class DissectExplainer(Explainer):
         acts = self.activations(images)
         if acts.dim() != 2:
             raise InterpError(f"layer '{self.layer}' gives activations of shape {tuple(acts.shape)}")
-        picked = list(range(acts.shape[1])) if neurons is None else [int(n) for n in neurons]
-        bad = [n for n in picked if not 0 <= n < acts.shape[1]]
-        if bad:
-            raise InterpError(f"neuron {bad[0]} out of range: layer '{self.layer}' has {acts.shape[1]}")
+        picked = self._picked(neurons, acts.shape[1])
         sims = self.concept_similarities(images, clip, vocab.concepts)
+        return self._label(acts, sims, clip, vocab, len(images), picked, keep_activations)
+
+    def explain_arrays(self, activations, image_embeddings, *, dataset=None, neurons=None,
+                       keep_activations=True) -> DissectResult:
+        """Label the neurons from arrays computed elsewhere (a dataset job of the engine):
+        ``activations`` ``(N, K)`` pooled activations of the layer, ``image_embeddings``
+        ``(N, D)`` the scoring CLIP's image embeddings of the same images."""
+        acts = torch.as_tensor(np.asarray(activations), dtype=torch.float32)
+        img = torch.nn.functional.normalize(torch.as_tensor(np.asarray(image_embeddings), dtype=torch.float32), dim=-1)
+        if acts.dim() != 2 or img.dim() != 2 or acts.shape[0] != img.shape[0] or acts.shape[0] < 2:
+            raise InterpError(f"activations {tuple(acts.shape)} and image embeddings {tuple(img.shape)} must be "
+                              "(images, neurons) and (images, dim) for the same 2 or more images")
+        clip = self.clip_backbone()
+        vocab = self.vocabulary(dataset, clip)
+        picked = self._picked(neurons, acts.shape[1])
+        sims = img @ clip.encode_text(list(vocab.concepts), normalize=True).float().cpu().T
+        return self._label(acts, sims, clip, vocab, acts.shape[0], picked, keep_activations)
+
+    def _picked(self, neurons, width):
+        picked = list(range(width)) if neurons is None else [int(n) for n in neurons]
+        bad = [n for n in picked if not 0 <= n < width]
+        if bad:
+            raise InterpError(f"neuron {bad[0]} out of range: layer '{self.layer}' has {width}")
+        return picked
+
+    def _label(self, acts, sims, clip, vocab, n_images, picked, keep_activations):
         # the prior of soft-WPMI is over all the layer's neurons, so score them all, then pick
         scores = similarity_scores(acts, sims, self.similarity, **self.settings)[picked]
         best = scores.argmax(1).tolist()
         return DissectResult(
             backbone=self.backbone.name, layer=self.layer, clip=clip.name, vocabulary=vocab.name,
-            similarity=self.similarity, n_images=len(images), neurons=picked,
+            similarity=self.similarity, n_images=n_images, neurons=picked,
             labels=[vocab.concepts[i] for i in best], concepts=list(vocab.concepts),
             scores=scores.numpy(), activations=acts[:, picked].numpy() if keep_activations else None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from interpcore.commands import backbone_options, batch_size_option, output_options
+from interpcore.engine import engine_options
 
 
 @click.group()
@@ -55,7 +56,7 @@ def _setup(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset
     name = dataset or interpcore.default_for("dataset", bb)
     if name is None:
         raise interpcore.InterpError(f"backbone '{bb.name}' advertises no probe dataset; name one with --dataset")
-    return lens, interpcore.get_dataset(name, split=split)
+    return lens, interpcore.get_dataset(name, split=split), name
 
 
 def _load(folder):
@@ -85,11 +86,22 @@ def _figure(run, res, name):
 @neurons.command("explain")
 @_lens_options
 @output_options()
-def explain(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset, split, limit, batch_size, run):
+@engine_options  # the per-image effects as a sharded, resumable job (engine_job.py)
+def explain(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset, split, limit, batch_size, run,
+            **engine_kw):
     """Effects, sparsity and text decompositions of the neurons over a probe dataset
     (--out keeps the result in OUT/result for 'ablate' and 'find')."""
-    lens, ds = _setup(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset, split, batch_size)
-    res = lens.explain(ds, limit=limit)
+    from . import engine_job
+
+    lens, ds, name = _setup(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset, split, batch_size)
+    job = None
+    if engine_job.use_engine(engine_kw):
+        kw = dict(engine_kw, backbone=backbone, pretrained=pretrained, device=device, split=split, limit=limit,
+                  batch_size=batch_size)
+        job = engine_job.run(kw, name, lens.layers, run.out)
+        res = lens.explain_job(job.out_dir, ds)
+    else:
+        res = lens.explain(ds, limit=limit)
     figures = _figure(run, res, "neurons.png")
     if run.out is not None:
         res.save(run.file("result"))
@@ -103,6 +115,8 @@ def explain(backbone, pretrained, device, layers, vocabulary, l1_penalty, datase
                  "figures": figures,
                  "tables": [{"title": "top neurons", "columns": ["neuron", "mean norm", "sparsity", "texts"],
                              "rows": rows}]}]
+    if job is not None:
+        sections.append({"title": f"Dataset job {job.spec_hash}", "text": str(job)})
     data = {k: v for k, v in res.to_dict().items() if k not in ("directions", "mean_effects")}
     run.finish(res, data=data, method="neurons", title=f"Second-order neurons: {res.backbone}", sections=sections,
                settings={"layers": res.layers, "vocabulary": res.vocabulary, "l1_penalty": l1_penalty},
@@ -133,24 +147,52 @@ def _selected(res, match, neuron):
 @click.option("--match", multiple=True, help="Ablate the neurons whose first text contains this word (repeatable).")
 @click.option("--neuron", multiple=True, help="Ablate this neuron, e.g. L2.N17 (repeatable).")
 @click.option("--task", "tasks", multiple=True, help="Zero-shot task of the dataset (default: all it offers).")
+@click.option("--how", type=click.Choice(["second-order", "activation"]), default="second-order", show_default=True,
+              help="Replace the neurons' second-order effects by their means, or their activations in the "
+                   "forward pass (every order of their contribution).")
 @_lens_options
 @output_options()
-def ablate(source, match, neuron, tasks, backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset,
+def ablate(source, match, neuron, tasks, how, backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset,
            split, limit, batch_size, run):
-    """Zero-shot accuracy per task before and after mean-ablating neurons' second-order effects."""
+    """Zero-shot accuracy per task before and after mean-ablating neurons (their second-order
+    effects, or with --how activation their activations)."""
     res = _load(source)
     _same(res, backbone)
-    lens, ds = _setup(backbone, pretrained, device,
-                      layers or ",".join(map(str, res.layers)), vocabulary, l1_penalty, dataset, split, batch_size)
+    lens, ds, _ = _setup(backbone, pretrained, device,
+                         layers or ",".join(map(str, res.layers)), vocabulary, l1_penalty, dataset, split, batch_size)
     picked = _selected(res, match, neuron)
-    ab = lens.ablate(res, picked, ds, limit=limit, tasks=list(tasks) or None)
+    ab = lens.ablate(res, picked, ds, limit=limit, tasks=list(tasks) or None, how=how.replace("-", "_"))
     figures = _figure(run, ab, "ablation.png")
     sections = [{"title": "Mean-ablation", "figures": figures,
-                 "text": f"{len(picked)} neurons' second-order effects replaced by their means.",
+                 "text": f"{len(picked)} neurons' " + ("activations" if how == "activation" else "second-order effects")
+                         + " replaced by their means.",
                  "tables": [{"title": "zero-shot accuracy (%)", "columns": ["task", "before", "after"],
                              "rows": [[t, f"{ab.before[t]:.2f}", f"{ab.after[t]:.2f}"] for t in ab.before]}]}]
     run.finish(ab, method="neurons", title=f"Neuron ablation: {ab.backbone}", sections=sections,
-               settings={"match": list(match), "neuron": list(neuron)}, inputs=[ds.name])
+               settings={"match": list(match), "neuron": list(neuron), "how": how}, inputs=[ds.name])
+
+
+@neurons.command("segment")
+@click.option("--from", "source", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The result folder of 'interp neurons explain --out' (OUT/result).")
+@click.option("--task", default=None, help="Zero-shot task that picks each image's class (default: label).")
+@click.option("-k", "k", type=int, default=50, show_default=True, help="Neurons per class.")
+@click.option("--seg-layers", default=None, help="Layers the neurons come from (default: the result's last).")
+@_lens_options
+@output_options()
+def segment(source, task, k, seg_layers, backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset,
+            split, limit, batch_size, run):
+    """Zero-shot segmentation from the activation maps of the neurons closest to each image's
+    class, scored against the dataset's masks (with random neurons for scale)."""
+    res = _load(source)
+    _same(res, backbone)
+    lens, ds, _ = _setup(backbone, pretrained, device,
+                         layers or ",".join(map(str, res.layers)), vocabulary, l1_penalty, dataset, split, batch_size)
+    seg = lens.segment(res, ds, task=task, k=k, layers=_layers(seg_layers), limit=limit)
+    figures = _figure(run, seg, "segmentation.png")
+    run.finish(seg, method="neurons", title=f"Neuron segmentation: {seg.backbone}",
+               sections=[{"title": "Segmentation", "text": str(seg), "figures": figures}],
+               settings={"task": seg.task, "k": seg.k, "layers": seg.layers}, inputs=[ds.name])
 
 
 @neurons.command("find")

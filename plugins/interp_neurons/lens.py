@@ -22,7 +22,8 @@ carry 90% of the summed squared effect norms), the *principal direction* (the to
 vector of the images' effects, signed so that the effects project positively on it) and the
 share of the effects' energy along it, and a sparse decomposition of the direction into texts
 with the SpLiCE decomposer (taken from the registry). Mean-ablating a set of neurons replaces
-their effects by their probe-set means in each image's representation.
+their second-order effects by their probe-set means in each image's representation, or (the
+neurons' whole contribution) their activations by their per-token means in the forward pass.
 
 Only interpcore's public contract is used: the ViT residual stream with its optional MLP
 neuron access (``ViTBlockParts.mlp_hidden`` / ``mlp_out_weight`` / ``mlp_out_bias``), the
@@ -42,6 +43,8 @@ from interpcore.data import probe_images
 
 #: share of the summed squared effect norms that the "sparsity" images carry
 SPARSITY_SHARE = 0.9
+#: what mean-ablation replaces: the second-order effects, or the activations in the forward pass
+ABLATIONS = ("second_order", "activation")
 
 
 def _ln_gain_centred(ln, rows: torch.Tensor) -> torch.Tensor:
@@ -86,11 +89,15 @@ class _Lens:
         return d if s.proj is None else d @ s.proj
 
 
-def _forward(stream, pixels, sources):
+def _forward(stream, pixels, sources, replace=None):
     """One pass of the residual stream recording what the lens needs: the neurons'
     activations of the source layers, every later layer's class-token attention and LayerNorm
     scales, ``ln_post``'s scale of the class token, the representation, and the largest
-    relative error of the MLPs split into neurons."""
+    relative error of the MLPs split into neurons.
+
+    ``replace``: ``{layer: (neurons, values (T, k))}``, activations set to ``values`` in the
+    pass itself (mean-ablation of the neurons' whole contribution, every order)."""
+    replace = replace or {}
     x = stream.embed(pixels)
     hidden, attn, sigma, split_err = {}, {}, {}, 0.0
     first = min(sources)
@@ -104,10 +111,15 @@ def _forward(stream, pixels, sources):
         x = x + b.ls_1(stream.attention(i, y))
         y = b.ln_2(x)
         out = b.mlp(y)
-        if i in sources:
+        if i in sources or i in replace:
             h = b.mlp_hidden(y)
             split = h @ b.mlp_out_weight.T + b.mlp_out_bias
             split_err = max(split_err, float((split - out).norm() / out.norm().clamp_min(1e-30)))
+            if i in replace:
+                idx, values = replace[i]
+                h = h.clone()
+                h[..., idx] = values.to(h)
+                out = h @ b.mlp_out_weight.T + b.mlp_out_bias
             hidden[i] = h
         x = x + b.ls_2(out)
     cls = x[:, 0]
@@ -127,6 +139,55 @@ def _effects(lens, hidden, attn, sigma, sigma_post, layer, neurons=None):
     return out / sigma_post[:, None, None]
 
 
+class _Stats:
+    """Running sums over images of each layer's effects ``(n, hidden, embed)``: what the
+    means, covariances (principal directions), norms (sparsity) and mean activations need."""
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+        self.sums, self.moments, self.weighted, self.act_sums = {}, {}, {}, {}
+        self.norms = {l: [] for l in self.layers}
+        self.n, self.err, self.rep_norm = 0, 0.0, 0.0
+
+    def add(self, effects, hidden, rep, err):
+        self.n += rep.shape[0]
+        self.err = max(self.err, float(err))
+        self.rep_norm += float(rep.float().norm(dim=-1).sum())
+        for l in self.layers:
+            eff = effects[l].float()
+            self.act_sums[l] = self.act_sums.get(l, 0) + hidden[l].sum(0).double().cpu()
+            by_neuron = eff.transpose(0, 1)  # (hidden, n, embed)
+            self.sums[l] = self.sums.get(l, 0) + eff.sum(0).double()
+            self.moments[l] = self.moments.get(l, 0) + torch.bmm(by_neuron.transpose(1, 2), by_neuron).double()
+            nm = eff.norm(dim=-1)  # (n, hidden)
+            self.weighted[l] = self.weighted.get(l, 0) + (nm[:, :, None] * eff).sum(0).double()
+            self.norms[l].append(nm)
+
+    def finish(self) -> dict:
+        n, first = self.n, self.layers[0]
+        hidden_n, embed = self.sums[first].shape
+        out = {k: np.zeros((len(self.layers), hidden_n) + s, dtype=np.float32) for k, s in
+               (("mean_norm", ()), ("sparsity", ()), ("energy", ()), ("directions", (embed,)),
+                ("mean_effects", (embed,)))}
+        for i, l in enumerate(self.layers):
+            nm = torch.cat(self.norms[l])  # (N, hidden)
+            out["mean_norm"][i] = nm.mean(0).numpy()
+            out["sparsity"][i] = _sparsity(nm).numpy()
+            mean = self.sums[l] / n
+            cov = self.moments[l] / n - mean[:, :, None] * mean[:, None, :]
+            vals, vecs = torch.linalg.eigh(cov)  # ascending: the principal direction is the last
+            d = vecs[..., -1]  # (hidden, embed)
+            # signed so that the images with the largest effects lie on its positive side: the
+            # effects weighted by their norms, centred, project positively
+            pull = self.weighted[l] - mean * nm.double().sum(0)[:, None]
+            d = d * torch.where((d * pull).sum(-1) < 0, -1.0, 1.0)[:, None]
+            out["directions"][i] = d.float().numpy()
+            out["mean_effects"][i] = mean.float().numpy()
+            out["energy"][i] = (vals[..., -1] / vals.sum(-1).clamp_min(1e-300)).float().numpy()
+        out["mean_activations"] = np.stack([(self.act_sums[l] / n).float().numpy() for l in self.layers])
+        return out
+
+
 # -- results -----------------------------------------------------------------------------
 
 
@@ -137,8 +198,10 @@ class NeuronsResult(Result):
     Arrays are indexed ``[layer index, neuron]`` (``layers[i]`` is the model's layer):
     ``mean_norm`` (mean effect norm), ``sparsity`` (fraction of images carrying 90% of the
     summed squared norms), ``energy`` (share of the effects' energy along the principal
-    direction), ``directions`` / ``mean_effects`` ``(L, hidden, embed)``. ``texts[i][n]``: the
-    sparse text decomposition of neuron ``n``'s direction, ``[[text, weight], ...]``.
+    direction), ``directions`` / ``mean_effects`` ``(L, hidden, embed)``, ``mean_activations``
+    ``(L, tokens, hidden)`` (each token's mean activation, what activation ablation puts in;
+    ``None`` in results saved before it existed). ``texts[i][n]``: the sparse text
+    decomposition of neuron ``n``'s direction, ``[[text, weight], ...]``.
     """
 
     backbone: str
@@ -153,6 +216,7 @@ class NeuronsResult(Result):
     mean_effects: np.ndarray
     representation_norm: float  # mean norm of the images' representations, for scale
     mlp_split_error: float
+    mean_activations: np.ndarray = None
 
     @property
     def verification(self):
@@ -214,12 +278,14 @@ class AblationResult(Result):
     n_images: int
     before: dict
     after: dict
+    how: str = "second_order"  # see NeuronsExplainer.ablate
 
     def change(self, task: str) -> float:
         return self.after[task] - self.before[task]
 
     def __str__(self) -> str:
-        lines = [f"Mean-ablating the second-order effects of {len(self.neurons)} neurons of {self.backbone} "
+        what = "activations" if self.how == "activation" else "second-order effects"
+        lines = [f"Mean-ablating the {what} of {len(self.neurons)} neurons of {self.backbone} "
                  f"({self.n_images} images):"]
         for t in self.before:
             lines.append(f"  zero-shot {t:<12} {self.before[t]:6.2f}% -> {self.after[t]:6.2f}% "
@@ -234,6 +300,36 @@ class AblationResult(Result):
                                     "after ablation": [self.after[t] for t in tasks]},
                             title=f"Zero-shot accuracy, {len(self.neurons)} neurons mean-ablated",
                             xlabel="accuracy (%)")
+
+
+@dataclasses.dataclass
+class NeuronSegmentation(Result):
+    """Zero-shot segmentation from neuron activation maps, against the dataset's masks
+    (object = mask > 0): IoU of background and object, their mean, and for scale the mean IoU
+    of as many neurons drawn at random from the same layers."""
+
+    backbone: str
+    dataset: str
+    task: str
+    layers: list
+    k: int
+    n_images: int
+    iou: dict
+    miou: float
+    miou_random: float
+
+    def __str__(self) -> str:
+        return (f"Neuron-based zero-shot segmentation on {self.dataset} ({self.n_images} images with masks; "
+                f"{self.backbone}, the {self.k} neurons of layers {self.layers} closest to the predicted "
+                f"'{self.task}' class):\n  mIoU {self.miou:.3f} (background {self.iou['background']:.3f}, "
+                f"object {self.iou['object']:.3f}); {self.k} random neurons of the same layers: "
+                f"{self.miou_random:.3f}")
+
+    def figure(self):
+        from interpcore.figures import bar_chart
+
+        return bar_chart(["neurons closest to the class", "random neurons"], [self.miou, self.miou_random],
+                         sort=False, xlabel="mean IoU", title=f"Neuron-based segmentation, {self.dataset}")
 
 
 # -- the method --------------------------------------------------------------------------
@@ -279,11 +375,11 @@ class NeuronsExplainer(Explainer):
             self._lens = _Lens(self.stream, self.layers)
         return self._lens
 
-    def _batches(self, images):
+    def _batches(self, images, replace=None):
         for start in range(0, len(images), self.batch_size):
             pixels = self.backbone.to_pixels(images[start:start + self.batch_size])
             with torch.no_grad():
-                yield _forward(self.stream, pixels, self.layers)
+                yield _forward(self.stream, pixels, self.layers, replace)
 
     def effects(self, images, layer: int, neurons=None):
         """``(effects (N, K, embed), representations (N, embed))`` for ``layer``'s neurons
@@ -303,45 +399,48 @@ class NeuronsExplainer(Explainer):
         dataset, images = probe_images(inputs, self.backbone, limit)
         if len(images) < 2:
             raise InterpError(f"the second-order lens needs at least 2 probe images, got {len(images)}")
-        lens = self.lens
-        n_layers, embed = len(self.layers), self.stream.embed_dim
-        sums, moments, weighted, norms, err, rep_norm = {}, {}, {}, {l: [] for l in self.layers}, 0.0, 0.0
+        stats = _Stats(self.layers)
         for hidden, attn, sigma, sp, rep, e in self._batches(images):
-            err = max(err, e)
-            rep_norm += float(rep.float().norm(dim=-1).sum())
-            for l in self.layers:
-                eff = _effects(lens, hidden, attn, sigma, sp, l).float().cpu()  # (n, hidden, embed)
-                by_neuron = eff.transpose(0, 1)  # (hidden, n, embed)
-                sums[l] = sums.get(l, 0) + eff.sum(0).double()
-                moments[l] = moments.get(l, 0) + torch.bmm(by_neuron.transpose(1, 2), by_neuron).double()
-                nm = eff.norm(dim=-1)  # (n, hidden)
-                weighted[l] = weighted.get(l, 0) + (nm[:, :, None] * eff).sum(0).double()
-                norms[l].append(nm)
-        n = len(images)
-        hidden_n = sums[self.layers[0]].shape[0]
-        out = {k: np.zeros((n_layers, hidden_n) + s, dtype=np.float32) for k, s in
-               (("mean_norm", ()), ("sparsity", ()), ("energy", ()), ("directions", (embed,)),
-                ("mean_effects", (embed,)))}
-        for i, l in enumerate(self.layers):
-            nm = torch.cat(norms[l])  # (N, hidden)
-            out["mean_norm"][i] = nm.mean(0).numpy()
-            out["sparsity"][i] = _sparsity(nm).numpy()
-            mean = sums[l] / n
-            cov = moments[l] / n - mean[:, :, None] * mean[:, None, :]
-            vals, vecs = torch.linalg.eigh(cov)  # ascending: the principal direction is the last
-            d = vecs[..., -1]  # (hidden, embed)
-            # signed so that the images with the largest effects lie on its positive side: the
-            # effects weighted by their norms, centred, project positively
-            nm = torch.cat(norms[l]).double()
-            pull = weighted[l] - mean * nm.sum(0)[:, None]
-            d = d * torch.where((d * pull).sum(-1) < 0, -1.0, 1.0)[:, None]
-            out["directions"][i] = d.float().numpy()
-            out["mean_effects"][i] = mean.float().numpy()
-            out["energy"][i] = (vals[..., -1] / vals.sum(-1).clamp_min(1e-300)).float().numpy()
+            stats.add({l: _effects(self.lens, hidden, attn, sigma, sp, l).float().cpu() for l in self.layers},
+                      hidden, rep, e)
+        return self._result(stats, dataset)
+
+    def batch_arrays(self, pixels) -> dict:
+        """Per-image arrays of a batch of preprocessed ``pixels`` (the verb of a dataset job of
+        the engine, see :meth:`explain_job`): ``effects`` ``(n, L, hidden, embed)``,
+        ``activations`` ``(n, L, tokens, hidden)``, ``representation`` ``(n, embed)`` and the
+        batch's ``mlp_split_error`` on every row."""
+        with torch.no_grad():
+            hidden, attn, sigma, sp, rep, e = _forward(self.stream, pixels, self.layers)
+            effects = torch.stack([_effects(self.lens, hidden, attn, sigma, sp, l) for l in self.layers], 1)
+            acts = torch.stack([hidden[l] for l in self.layers], 1)
+        n = rep.shape[0]
+        return {"effects": effects.float().cpu().numpy(), "activations": acts.float().cpu().numpy(),
+                "representation": rep.float().cpu().numpy(), "mlp_split_error": np.full(n, e, dtype=np.float64)}
+
+    def explain_job(self, job_dir, dataset=None) -> NeuronsResult:
+        """The result of :meth:`explain` from a finished dataset job whose shards hold
+        :meth:`batch_arrays` of this lens's layers, read shard by shard."""
+        from interpcore.engine import iter_shards
+
+        stats = _Stats(self.layers)
+        for part in iter_shards(job_dir, ("effects", "activations", "representation", "mlp_split_error"), mmap=True):
+            eff, acts = (torch.from_numpy(np.array(part[k])) for k in ("effects", "activations"))  # mmaps are read-only
+            if eff.shape[1] != len(self.layers):
+                raise InterpError(f"the job in {job_dir} holds {eff.shape[1]} layers, this lens has {len(self.layers)}")
+            stats.add({l: eff[:, i] for i, l in enumerate(self.layers)},
+                      {l: acts[:, i] for i, l in enumerate(self.layers)},
+                      torch.from_numpy(np.array(part["representation"])), float(np.max(part["mlp_split_error"])))
+        if stats.n < 2:
+            raise InterpError(f"the second-order lens needs at least 2 probe images, the job has {stats.n}")
+        return self._result(stats, dataset)
+
+    def _result(self, stats, dataset) -> NeuronsResult:
+        out = stats.finish()
         vocab_name, texts = self._texts(out["directions"], dataset)
-        return NeuronsResult(backbone=self.backbone.name, layers=list(self.layers), n_images=n,
-                             vocabulary=vocab_name, texts=texts, representation_norm=rep_norm / n,
-                             mlp_split_error=err, **out)
+        return NeuronsResult(backbone=self.backbone.name, layers=list(self.layers), n_images=stats.n,
+                             vocabulary=vocab_name, texts=texts, representation_norm=stats.rep_norm / stats.n,
+                             mlp_split_error=stats.err, **out)
 
     def _texts(self, directions, dataset):
         vocab = self._vocabulary or interpcore.default_for("vocabulary", dataset, self.backbone, fallback="laion")
@@ -365,12 +464,67 @@ class NeuronsExplainer(Explainer):
         h = cos.shape[1]
         return [(result.layers[i // h], int(i % h), float(cos.ravel()[i])) for i in order]
 
-    def ablate(self, result: NeuronsResult, neurons, inputs=None, *, limit=None, tasks=None) -> AblationResult:
+    def segment(self, result: NeuronsResult, inputs=None, *, task=None, k: int = 50, layers=None, limit=None,
+                seed: int = 0) -> NeuronSegmentation:
+        """Zero-shot segmentation with the neurons (the paper's recipe as far as the shapes
+        world allows): for each image, its zero-shot class of ``task`` (default ``label``, else
+        the dataset's first task), the ``k`` neurons of ``layers`` (default: the result's last
+        analysed layer) whose principal directions are closest to the class's text embedding,
+        the mean of their activations over the patches, upsampled to the mask, min-max
+        normalised and thresholded at its mean; scored against the masks."""
+        from interpcore.zeroshot import classifier_weights
+
+        dataset, images = probe_images(inputs, self.backbone, limit)
+        offered = {} if dataset is None else dataset.zeroshot_tasks()
+        task = task or ("label" if "label" in offered else next(iter(offered), None))
+        if task not in offered:
+            raise InterpError(f"segmentation picks each image's class from a zero-shot task; dataset "
+                              f"'{getattr(dataset, 'name', '?')}' has no task '{task}'")
+        keep = [i for i in range(len(images)) if dataset[i].get("mask") is not None]
+        if not keep:
+            raise InterpError(f"no image of '{dataset.name}' has a mask to segment against")
+        layers = [result.layers[-1]] if layers is None else [int(l) for l in layers]
+        if any(l not in result.layers or l not in self.layers for l in layers) or not 1 <= int(k):
+            raise InterpError(f"layers must be among the analysed layers {result.layers} and k >= 1")
+        rows = [result.layers.index(l) for l in layers]
+        t = offered[task]
+        w = classifier_weights(self.backbone, t.prompt_names, t.templates).float().cpu()  # (C, embed)
+        d = torch.as_tensor(np.asarray(result.directions)[rows]).float()  # (L', hidden, embed)
+        pairs = [(l, n) for l in layers for n in range(d.shape[1])]
+        k = min(int(k), len(pairs))
+        closest = (d.reshape(-1, d.shape[-1]) @ w.T).topk(k, dim=0).indices.T  # (C, k) into pairs
+        random = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))[:k]
+        scores = {"text": np.zeros((2, 2)), "random": np.zeros((2, 2))}  # [intersection, union] x [bg, object]
+        picked = [images[i] for i in keep]
+        for start, (hidden, _, _, _, rep, _) in zip(range(0, len(picked), self.batch_size), self._batches(picked)):
+            acts = torch.cat([hidden[l][:, 1:] for l in layers], -1).float().cpu()  # (n, patches, pairs)
+            pred = (torch.nn.functional.normalize(rep.float().cpu(), dim=-1) @ w.T).argmax(-1)
+            for j in range(acts.shape[0]):
+                mask = np.asarray(dataset[keep[start + j]]["mask"]) > 0
+                for name, idx in (("text", closest[pred[j]]), ("random", random)):
+                    _add_iou(scores[name], acts[j][:, idx].mean(-1), self.stream.grid_size, mask)
+        iou = scores["text"][0] / np.maximum(scores["text"][1], 1)
+        rnd = scores["random"][0] / np.maximum(scores["random"][1], 1)
+        return NeuronSegmentation(backbone=self.backbone.name, dataset=dataset.name, task=task, layers=layers, k=k,
+                                  n_images=len(keep), iou={"background": float(iou[0]), "object": float(iou[1])},
+                                  miou=float(iou.mean()), miou_random=float(rnd.mean()))
+
+    def ablate(self, result: NeuronsResult, neurons, inputs=None, *, limit=None, tasks=None,
+               how: str = "second_order") -> AblationResult:
         """Zero-shot accuracy per task of ``inputs``' dataset (default all its tasks) before and
-        after replacing the second-order effects of ``neurons`` (``(layer, neuron)`` pairs) by
-        their means in ``result``."""
+        after mean-ablating ``neurons`` (``(layer, neuron)`` pairs), with the means of
+        ``result``'s probe set.
+
+        ``how``: ``"second_order"`` replaces the neurons' second-order effects by their means
+        in each representation (the lens's own quantity); ``"activation"`` replaces their
+        activations by their per-token means in the forward pass, which removes every order of
+        their contribution (direct, through later attention, through later MLPs)."""
         from interpcore.zeroshot import accuracy, classifier_weights
 
+        if how not in ABLATIONS:
+            raise InterpError(f"how must be one of {', '.join(ABLATIONS)}, got '{how}'")
+        if how == "activation" and result.mean_activations is None:
+            raise InterpError("this result has no mean activations (saved by an older version); re-run explain")
         dataset, images = probe_images(inputs, self.backbone, limit)
         if dataset is None:
             raise InterpError("ablation measures zero-shot accuracy: give a dataset with zero-shot tasks")
@@ -387,16 +541,23 @@ class NeuronsExplainer(Explainer):
             if l not in result.layers or l not in self.layers:
                 raise InterpError(f"layer {l} is not among the analysed layers {result.layers}")
             by_layer.setdefault(l, []).append(n)
-        reps, delta = [], []
-        for hidden, attn, sigma, sp, rep, _ in self._batches(images):
-            d = torch.zeros_like(rep)
-            for l, ns in by_layer.items():
-                eff = _effects(self.lens, hidden, attn, sigma, sp, l, ns)
-                mean = torch.as_tensor(np.asarray(result.mean_effects)[result.layers.index(l)][ns]).to(eff)
-                d = d + (mean - eff).sum(1)
-            reps.append(rep.float().cpu())
-            delta.append(d.float().cpu())
-        rep, delta = torch.cat(reps), torch.cat(delta)
+        if how == "activation":
+            means = np.asarray(result.mean_activations)
+            replace = {l: (ns, torch.as_tensor(means[result.layers.index(l)][:, ns])) for l, ns in by_layer.items()}
+            rep = torch.cat([b[4].float().cpu() for b in self._batches(images)])
+            ablated = torch.cat([b[4].float().cpu() for b in self._batches(images, replace)])
+        else:
+            reps, delta = [], []
+            for hidden, attn, sigma, sp, r, _ in self._batches(images):
+                d = torch.zeros_like(r)
+                for l, ns in by_layer.items():
+                    eff = _effects(self.lens, hidden, attn, sigma, sp, l, ns)
+                    mean = torch.as_tensor(np.asarray(result.mean_effects)[result.layers.index(l)][ns]).to(eff)
+                    d = d + (mean - eff).sum(1)
+                reps.append(r.float().cpu())
+                delta.append(d.float().cpu())
+            rep = torch.cat(reps)
+            ablated = rep + torch.cat(delta)
         before, after = {}, {}
         for name in names:
             t = offered[name]
@@ -404,9 +565,22 @@ class NeuronsExplainer(Explainer):
             keep = y >= 0
             w = classifier_weights(self.backbone, t.prompt_names, t.templates)
             before[name] = 100 * float(accuracy(rep[keep], w, y[keep]))
-            after[name] = 100 * float(accuracy((rep + delta)[keep], w, y[keep]))
+            after[name] = 100 * float(accuracy(ablated[keep], w, y[keep]))
         return AblationResult(backbone=self.backbone.name, neurons=[list(p) for p in neurons],
-                              n_images=len(images), before=before, after=after)
+                              n_images=len(images), before=before, after=after, how=how)
+
+
+def _add_iou(acc: np.ndarray, patch_map: torch.Tensor, grid, mask: np.ndarray) -> None:
+    """Add one image's intersections and unions of {background, object} to ``acc`` (2, 2):
+    the patch map upsampled to the mask, clipped at 0 (a neuron below 0 is off: GELU's
+    negative outputs are small), min-max normalised, thresholded at its mean."""
+    up = torch.nn.functional.interpolate(patch_map.reshape(1, 1, *grid), size=mask.shape, mode="bilinear",
+                                         align_corners=False)[0, 0].clamp_min(0)
+    up = (up - up.min()) / (up.max() - up.min()).clamp_min(1e-12)
+    pred = (up > up.mean()).numpy()
+    for c, (p, m) in enumerate(((~pred, ~mask), (pred, mask))):
+        acc[0, c] += (p & m).sum()
+        acc[1, c] += (p | m).sum()
 
 
 def _sparsity(norms: torch.Tensor) -> torch.Tensor:

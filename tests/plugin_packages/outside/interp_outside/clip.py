@@ -148,7 +148,9 @@ class OutsideStream(ViTResidualStream):
             ln_1=b.ln_1, qkv=b.qkv_heads, scale=b.scale,
             out_proj_weight=b.out_proj.weight, out_proj_bias=b.out_proj.bias,
             ln_2=b.ln_2, mlp=b.mlp,
-            ls_1=lambda x, g=b.ls_1: x * g, ls_2=lambda x, g=b.ls_2: x * g)
+            ls_1=lambda x, g=b.ls_1: x * g, ls_2=lambda x, g=b.ls_2: x * g,
+            # the MLP's neurons (optional parts, for neuron methods): Linear, GELU | Linear
+            mlp_hidden=b.mlp[:-1], mlp_out_weight=b.mlp[-1].weight, mlp_out_bias=b.mlp[-1].bias)
 
 
 class OutsideCLIP(TorchBackbone):
