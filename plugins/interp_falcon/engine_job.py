@@ -8,8 +8,6 @@ Imports torch only inside the functions.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def pooled_features(result, n: int) -> dict:
     """The job's adapter: a batch's layer output -> ``(n, F)`` feature vectors, pooled as
@@ -39,15 +37,10 @@ def features(kw: dict, out=None, backbone=None):
     loading a second copy."""
     import torch
 
-    from interpcore.engine import default_job_dir, engine_run_args, run_job
+    from interpcore.engine import engine_run_args, job_folder, run_job
 
     spec = job_spec(kw)
-    if kw.get("job_dir"):
-        job_dir = kw["job_dir"]
-    elif out is not None:
-        job_dir = Path(out) / "job"
-    else:
-        job_dir = default_job_dir(spec)
+    job_dir = job_folder(spec, kw.get("job_dir"), out)
     args = engine_run_args(kw, kw.get("device", "auto"))
     if args["engine"] == "local" and backbone is not None:
         args["backbone"] = backbone

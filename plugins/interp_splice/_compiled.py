@@ -152,7 +152,6 @@ def nnqp_lh(G, q, K, n_warm, x, F, L, max_iter, factored=False):
     ``m``, or -1 when a factorization failed."""
     rhs = np.empty(K)
     z = np.empty(K)
-    xf = np.empty(K)
     zf = np.empty(K)
     inF = np.zeros(K, dtype=np.bool_)
     qmax = 0.0
