@@ -416,11 +416,14 @@ class ActiveSetSolver:
         stats = {"rounds": 0, "full": 0, "rows": 0}
         lock = threading.Lock()
 
-        def run(span, compiled: bool = False) -> None:
+        def run(span, compiled=False) -> None:
             s, e = span
             with torch.no_grad():
-                chunk = self._solve_compiled if compiled else self._solve_chunk
-                idx, val, fc, gc, cc, rc, nf, nr = chunk(V[s:e], lam)
+                if compiled:
+                    pool = None if compiled is True else compiled
+                    idx, val, fc, gc, cc, rc, nf, nr = self._solve_compiled(V[s:e], lam, pool)
+                else:
+                    idx, val, fc, gc, cc, rc, nf, nr = self._solve_chunk(V[s:e], lam)
             if idx.shape[1]:
                 ok = idx >= 0
                 rows = torch.arange(e - s, device=self.device)[:, None].expand_as(idx)
@@ -432,8 +435,23 @@ class ActiveSetSolver:
                 stats["rows"] += nr
 
         if self._compiled_ok(B, lam):
-            for s in range(0, B, self.COMPILED_CHUNK):
-                run((s, min(B, s + self.COMPILED_CHUNK)), compiled=True)
+            # single-threaded torch ops; the products and the per-image steps are cut into
+            # pieces that the worker threads take as they come free, so a core shared with
+            # another process slows the solve by at most its share (torch's own two-thread
+            # product waits for its slower half)
+            with _single_threaded_ops() as threads:
+                workers = max(1, min(self.workers or threads, B // 32))
+                pool = None
+                if workers > 1:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    pool = ThreadPoolExecutor(workers)
+                try:
+                    for s in range(0, B, self.COMPILED_CHUNK):
+                        run((s, min(B, s + self.COMPILED_CHUNK)), compiled=pool or True)
+                finally:
+                    if pool is not None:
+                        pool.shutdown()
             info = SolveInfo("active_set", f, gap, conv, stats["rounds"], stats["full"],
                              time.perf_counter() - t0, stats["rows"])
             return (W, info) if return_info else W
@@ -639,7 +657,7 @@ class ActiveSetSolver:
                 self._gram_np = (C32 @ C32.T).numpy()
         return self._gram_np
 
-    def _solve_compiled(self, V: torch.Tensor, lam: float):
+    def _solve_compiled(self, V: torch.Tensor, lam: float, pool=None):
         """:meth:`_solve_chunk`'s rounds with the per-image work compiled (``_compiled.py``):
         the residual-times-dictionary products stay one BLAS product per round, over the
         images that need one. Images the compiled steps cannot finish go through
@@ -677,20 +695,42 @@ class ActiveSetSolver:
         # the products below are float32 whatever the dictionary's dtype: their rounding bound
         u, k = 2.0 ** -24, self.d + 2
         gm = k * u / (1 - k * u) * self.maxnorm
-        workers = max(1, min(self.workers or torch.get_num_threads(), b // 64))
+        workers = pool._max_workers if pool is not None else 1
         n_full = n_rows = 0
         stuck: list = []
 
         Pt, C32t = torch.from_numpy(P), torch.from_numpy(C32)
 
+        def pieces(n: int, least: int) -> list[tuple[int, int]]:
+            """``(start, end)`` of about four pieces per worker, each of ``least`` or more."""
+            k = max(1, min(4 * workers, n // least)) if workers > 1 else 1
+            cuts = np.linspace(0, n, k + 1).astype(int)
+            return [(a, e) for a, e in zip(cuts[:-1], cuts[1:]) if e > a]
+
+        def spread(fn, spans) -> None:
+            if pool is None or len(spans) == 1:
+                for sp in spans:
+                    fn(sp)
+            else:
+                list(pool.map(fn, spans))
+
         def full(rows):
-            # torch's product, with torch's threads (the compiled steps are single-threaded)
+            # the residuals times the dictionary, in blocks of concepts over the worker
+            # threads (blocks of rows would make small, inefficient products)
             nonlocal n_full, n_rows
             R32 = torch.from_numpy(R[rows].astype(np.float32))
-            if len(rows) == b:
-                torch.mm(R32, C32t.T, out=Pt)
-            else:
-                Pt[torch.from_numpy(rows)] = R32 @ C32t.T
+            consecutive = int(rows[-1]) - int(rows[0]) == len(rows) - 1
+            target = Pt[int(rows[0]):int(rows[-1]) + 1] if consecutive else None
+            sel = None if consecutive else torch.from_numpy(rows)
+
+            def block(span):
+                j0, j1 = span
+                if target is not None:
+                    torch.mm(R32, C32t[j0:j1].T, out=target[:, j0:j1])
+                else:
+                    Pt[sel, j0:j1] = R32 @ C32t[j0:j1].T
+
+            spread(block, pieces(self.c, 512))
             Rref[rows] = R[rows]
             err_ref[rows] = gm * np.linalg.norm(R[rows], axis=1)
             has_ref[rows] = True
@@ -698,22 +738,14 @@ class ActiveSetSolver:
             n_rows += len(rows)
 
         def kernel(rows, fresh, m_add):
-            n_parts = workers if len(rows) >= 64 * workers else 1
-            parts = [(rows[a:e], fresh[a:e]) for a, e in zip(
-                *[np.linspace(0, len(rows), n_parts + 1).astype(int)[k:k + n_parts] for k in (0, 1)])]
+            def one(span):
+                a, e = span
+                K.solve_round(rows[a:e], fresh[a:e], P, C32, C64, gram, gram.shape[0] > 0, Vn, R,
+                              Rref, err_ref, Sidx, Sw, Sc, Sn, Gs, Ls, Qs, Gok, status, fval,
+                              gapv, half, lam, self.tol, gm, self.maxnorm, m_add,
+                              self.cheap_limit, 4)
 
-            def one(part):
-                K.solve_round(part[0], part[1], P, C32, C64, gram, gram.shape[0] > 0, Vn, R, Rref,
-                              err_ref, Sidx, Sw, Sc, Sn, Gs, Ls, Qs, Gok, status, fval, gapv,
-                              half, lam, self.tol, gm, self.maxnorm, m_add, self.cheap_limit, 4)
-
-            if len(parts) == 1:
-                one(parts[0])
-            else:
-                from concurrent.futures import ThreadPoolExecutor
-
-                with ThreadPoolExecutor(len(parts)) as pool:
-                    list(pool.map(one, parts))
+            spread(one, pieces(len(rows), 8))
 
         active = np.arange(b)
         rnd = 0
