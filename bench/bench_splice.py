@@ -178,6 +178,8 @@ def threads_check(C, V, l1: float) -> str:
     if default < 2:
         return f"threads: torch uses {default} thread here, nothing to compare"
     many, one = ActiveSetSolver(C), ActiveSetSolver(C, workers=1)
+    many.solve(V[:64], l1)  # warm-up (the dictionary's numpy copies)
+    one.solve(V[:64], l1)
     parts = []
     for b in BATCHES:
         Vb = V[:b]

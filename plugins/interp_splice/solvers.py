@@ -404,6 +404,17 @@ class ActiveSetSolver:
     # -- public ---------------------------------------------------------------------------
     def solve(self, v: torch.Tensor, l1_penalty: float, *, return_info: bool = True):
         """Weights ``(B, c)`` (float32) for the rows of ``v``, and a :class:`SolveInfo`."""
+        if self.device.type != "cpu":
+            W, info = self._solve(v, l1_penalty, torch.get_num_threads())
+            return (W, info) if return_info else W
+        # on the CPU every torch operation of the solve, checks and allocations included, runs
+        # single-threaded: small operations with two threads wait for each other, and far
+        # longer when the cores are shared; parallelism comes from worker threads instead
+        with _single_threaded_ops() as threads:
+            W, info = self._solve(v, l1_penalty, threads)
+        return (W, info) if return_info else W
+
+    def _solve(self, v, l1_penalty, threads: int):
         check_problem(self.C[:1], v, l1_penalty)
         t0 = time.perf_counter()
         lam = float(l1_penalty)
@@ -434,52 +445,38 @@ class ActiveSetSolver:
                 stats["full"] += nf
                 stats["rows"] += nr
 
+        from concurrent.futures import ThreadPoolExecutor
+
         if self._compiled_ok(B, lam):
-            # single-threaded torch ops; the products and the per-image steps are cut into
-            # pieces that the worker threads take as they come free, so a core shared with
-            # another process slows the solve by at most its share (torch's own two-thread
-            # product waits for its slower half)
-            with _single_threaded_ops() as threads:
-                workers = max(1, min(self.workers or threads, B // 32))
-                pool = None
+            # the products and the per-image steps are cut into pieces that the worker
+            # threads take as they come free, so a core shared with another process slows
+            # the solve by at most its share (equal halves would wait for the slower core)
+            workers = max(1, min(self.workers or threads, B // 32))
+            pool = ThreadPoolExecutor(workers) if workers > 1 else None
+            try:
+                for s in range(0, B, self.COMPILED_CHUNK):
+                    run((s, min(B, s + self.COMPILED_CHUNK)), compiled=pool or True)
+            finally:
+                if pool is not None:
+                    pool.shutdown()
+        else:
+            spans = self._spans(B)
+            with _full_precision_matmul():
+                # CPU: chunks run in parallel threads (a batch is split into at least one chunk
+                # per worker). Most of the work is in small batched ops (Cholesky factors of
+                # 60 x 60, gathers) that run several times slower with two threads inside each
+                # op than with one; they release the GIL, so whole chunks in parallel use the
+                # cores well.
+                workers = min(self.workers or threads, len(spans)) if self.device.type == "cpu" else 1
                 if workers > 1:
-                    from concurrent.futures import ThreadPoolExecutor
-
-                    pool = ThreadPoolExecutor(workers)
-                try:
-                    for s in range(0, B, self.COMPILED_CHUNK):
-                        run((s, min(B, s + self.COMPILED_CHUNK)), compiled=pool or True)
-                finally:
-                    if pool is not None:
-                        pool.shutdown()
-            info = SolveInfo("active_set", f, gap, conv, stats["rounds"], stats["full"],
-                             time.perf_counter() - t0, stats["rows"])
-            return (W, info) if return_info else W
-        spans = self._spans(B)
-        with _full_precision_matmul():
-            if self.device.type == "cpu":
-                # CPU: every chunk runs with single-threaded ops, and chunks run in parallel
-                # threads (a batch is split into at least one chunk per worker). Most of the
-                # work is in small batched ops (Cholesky factors of 60 x 60, gathers) that
-                # run several times slower with two threads inside each op than with one,
-                # and far slower when the cores are shared; they release the GIL, so whole
-                # chunks in parallel use the cores well.
-                with _single_threaded_ops() as threads:
-                    workers = min(self.workers or threads, len(spans))
-                    if workers > 1:
-                        from concurrent.futures import ThreadPoolExecutor
-
-                        with ThreadPoolExecutor(workers) as pool:
-                            list(pool.map(run, spans))
-                    else:
-                        for sp in spans:
-                            run(sp)
-            else:
-                for sp in spans:
-                    run(sp)
+                    with ThreadPoolExecutor(workers) as pool:
+                        list(pool.map(run, spans))
+                else:
+                    for sp in spans:
+                        run(sp)
         info = SolveInfo("active_set", f, gap, conv, stats["rounds"], stats["full"],
                          time.perf_counter() - t0, stats["rows"])
-        return (W, info) if return_info else W
+        return W, info
 
     __call__ = solve
 
