@@ -368,6 +368,7 @@ class NeuronsExplainer(Explainer):
         self.l1_penalty, self.texts_per_neuron, self.batch_size = float(l1_penalty), int(texts_per_neuron), int(batch_size)
         self._vocabulary = vocabulary
         self._lens = None
+        self._classifiers = {}  # (prompt names, templates) -> zero-shot weights on the CPU
 
     @property
     def lens(self) -> _Lens:
@@ -470,10 +471,10 @@ class NeuronsExplainer(Explainer):
         from interpcore.zeroshot import classifier_weights
 
         key = (tuple(prompt_names), tuple(templates))
-        cache = self.__dict__.setdefault("_classifiers", {})
-        if key not in cache:
-            cache[key] = classifier_weights(self.backbone, list(prompt_names), list(templates)).float().cpu()
-        return cache[key]
+        if key not in self._classifiers:
+            self._classifiers[key] = classifier_weights(self.backbone, list(prompt_names),
+                                                        list(templates)).float().cpu()
+        return self._classifiers[key]
 
     def segment_options(self, result: NeuronsResult, dataset, *, task=None, k: int = 50, layers=None,
                         seed: int = 0) -> dict:
