@@ -1,4 +1,4 @@
-"""``interp neurons explain | ablate | find``: the second-order lens on MLP neurons.
+"""``interp neurons explain | ablate | segment | find``: the second-order lens on MLP neurons.
 
 Only click and the core at module level: torch and the method are imported inside the
 command bodies so that ``interp --help`` stays fast.
@@ -96,9 +96,8 @@ def explain(backbone, pretrained, device, layers, vocabulary, l1_penalty, datase
     lens, ds, name = _setup(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset, split, batch_size)
     job = None
     if engine_job.use_engine(engine_kw):
-        kw = dict(engine_kw, backbone=backbone, pretrained=pretrained, device=device, split=split, limit=limit,
-                  batch_size=batch_size)
-        job = engine_job.run(kw, name, lens.layers, run.out)
+        job = _job(engine_kw, name, lens, run.out, "batch_arrays", None, backbone=backbone, pretrained=pretrained,
+                   device=device, split=split, limit=limit, batch_size=batch_size)
         res = lens.explain_job(job.out_dir, ds)
     else:
         res = lens.explain(ds, limit=limit)
@@ -116,7 +115,7 @@ def explain(backbone, pretrained, device, layers, vocabulary, l1_penalty, datase
                  "tables": [{"title": "top neurons", "columns": ["neuron", "mean norm", "sparsity", "texts"],
                              "rows": rows}]}]
     if job is not None:
-        sections.append({"title": f"Dataset job {job.spec_hash}", "text": str(job)})
+        sections.append(_job_section(job))
     data = {k: v for k, v in res.to_dict().items() if k not in ("directions", "mean_effects")}
     run.finish(res, data=data, method="neurons", title=f"Second-order neurons: {res.backbone}", sections=sections,
                settings={"layers": res.layers, "vocabulary": res.vocabulary, "l1_penalty": l1_penalty},
@@ -141,9 +140,27 @@ def _selected(res, match, neuron):
     return sorted(picked)
 
 
+def _job(engine_kw, dataset, lens, out, verb, options, **command_kw):
+    """Run (or resume) one of the lens's dataset jobs (engine_job.py) for a command."""
+    from . import engine_job
+
+    kw = dict(engine_kw, **command_kw)
+    return engine_job.run(kw, dataset, lens.layers, out, verb, options, lens)
+
+
+def _job_section(job):
+    return {"title": f"Dataset job {job.spec_hash}", "text": str(job)}
+
+
+def _from_option(required=True):
+    return click.option("--from", "source", required=required, type=click.Path(file_okay=False, exists=True),
+                        help="The result folder of 'interp neurons explain --out' (OUT/result)"
+                             + ("." if required else "; without it the statistics are computed here, "
+                                                     "as explain's dataset job."))
+
+
 @neurons.command("ablate")
-@click.option("--from", "source", required=True, type=click.Path(file_okay=False, exists=True),
-              help="The result folder of 'interp neurons explain --out' (OUT/result).")
+@_from_option()
 @click.option("--match", multiple=True, help="Ablate the neurons whose first text contains this word (repeatable).")
 @click.option("--neuron", multiple=True, help="Ablate this neuron, e.g. L2.N17 (repeatable).")
 @click.option("--task", "tasks", multiple=True, help="Zero-shot task of the dataset (default: all it offers).")
@@ -152,64 +169,85 @@ def _selected(res, match, neuron):
                    "forward pass (every order of their contribution).")
 @_lens_options
 @output_options()
+@engine_options  # each image's representation before and after: a sharded, resumable job (engine_job.py)
 def ablate(source, match, neuron, tasks, how, backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset,
-           split, limit, batch_size, run):
+           split, limit, batch_size, run, **engine_kw):
     """Zero-shot accuracy per task before and after mean-ablating neurons (their second-order
     effects, or with --how activation their activations)."""
     res = _load(source)
     _same(res, backbone)
-    lens, ds, _ = _setup(backbone, pretrained, device,
-                         layers or ",".join(map(str, res.layers)), vocabulary, l1_penalty, dataset, split, batch_size)
+    lens, ds, name = _setup(backbone, pretrained, device,
+                            layers or ",".join(map(str, res.layers)), vocabulary, l1_penalty, dataset, split,
+                            batch_size)
     picked = _selected(res, match, neuron)
-    ab = lens.ablate(res, picked, ds, limit=limit, tasks=list(tasks) or None, how=how.replace("-", "_"))
+    options = lens.ablation_options(res, picked, how.replace("-", "_"))
+    names = lens.ablation_tasks(ds, list(tasks) or None)
+    job = _job(engine_kw, name, lens, run.out, "ablation_arrays", options, backbone=backbone, pretrained=pretrained,
+               device=device, split=split, limit=limit, batch_size=batch_size)
+    ab = lens.ablation_result(ds, names, options, job.load("representation"), job.load("ablated"))
     figures = _figure(run, ab, "ablation.png")
     sections = [{"title": "Mean-ablation", "figures": figures,
                  "text": f"{len(picked)} neurons' " + ("activations" if how == "activation" else "second-order effects")
                          + " replaced by their means.",
                  "tables": [{"title": "zero-shot accuracy (%)", "columns": ["task", "before", "after"],
-                             "rows": [[t, f"{ab.before[t]:.2f}", f"{ab.after[t]:.2f}"] for t in ab.before]}]}]
+                             "rows": [[t, f"{ab.before[t]:.2f}", f"{ab.after[t]:.2f}"] for t in ab.before]}]},
+                _job_section(job)]
     run.finish(ab, method="neurons", title=f"Neuron ablation: {ab.backbone}", sections=sections,
                settings={"match": list(match), "neuron": list(neuron), "how": how}, inputs=[ds.name])
 
 
 @neurons.command("segment")
-@click.option("--from", "source", required=True, type=click.Path(file_okay=False, exists=True),
-              help="The result folder of 'interp neurons explain --out' (OUT/result).")
+@_from_option()
 @click.option("--task", default=None, help="Zero-shot task that picks each image's class (default: label).")
 @click.option("-k", "k", type=int, default=50, show_default=True, help="Neurons per class.")
 @click.option("--seg-layers", default=None, help="Layers the neurons come from (default: the result's last).")
 @_lens_options
 @output_options()
+@engine_options  # each image's prediction and patch maps: a sharded, resumable job (engine_job.py)
 def segment(source, task, k, seg_layers, backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset,
-            split, limit, batch_size, run):
+            split, limit, batch_size, run, **engine_kw):
     """Zero-shot segmentation from the activation maps of the neurons closest to each image's
     class, scored against the dataset's masks (with random neurons for scale)."""
     res = _load(source)
     _same(res, backbone)
-    lens, ds, _ = _setup(backbone, pretrained, device,
-                         layers or ",".join(map(str, res.layers)), vocabulary, l1_penalty, dataset, split, batch_size)
-    seg = lens.segment(res, ds, task=task, k=k, layers=_layers(seg_layers), limit=limit)
+    lens, ds, name = _setup(backbone, pretrained, device,
+                            layers or ",".join(map(str, res.layers)), vocabulary, l1_penalty, dataset, split,
+                            batch_size)
+    options = lens.segment_options(res, ds, task=task, k=k, layers=_layers(seg_layers))
+    keep = lens.masked(ds, len(ds) if limit is None else min(limit, len(ds)))
+    job = _job(engine_kw, name, lens, run.out, "segment_arrays", options, backbone=backbone, pretrained=pretrained,
+               device=device, split=split, limit=limit, batch_size=batch_size)
+    seg = lens.segment_result(ds, options, keep, *(job.load(a)[keep] for a in ("text_map", "random_map")))
     figures = _figure(run, seg, "segmentation.png")
     run.finish(seg, method="neurons", title=f"Neuron segmentation: {seg.backbone}",
-               sections=[{"title": "Segmentation", "text": str(seg), "figures": figures}],
+               sections=[{"title": "Segmentation", "text": str(seg), "figures": figures}, _job_section(job)],
                settings={"task": seg.task, "k": seg.k, "layers": seg.layers}, inputs=[ds.name])
 
 
 @neurons.command("find")
 @click.argument("text")
-@click.option("--from", "source", required=True, type=click.Path(file_okay=False, exists=True),
-              help="The result folder of 'interp neurons explain --out' (OUT/result).")
+@_from_option(required=False)
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Neurons to list.")
-@backbone_options("vision-language")
+@_lens_options
 @output_options(out=False, report=False)
-def find(text, source, k, backbone, pretrained, device, run):
-    """The neurons whose principal direction is closest to TEXT's embedding."""
+@engine_options  # without --from: explain's per-image effects as a sharded, resumable job (engine_job.py)
+def find(text, source, k, backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset, split, limit,
+         batch_size, run, **engine_kw):
+    """The neurons whose principal direction is closest to TEXT's embedding (from an explain
+    result, or without --from from the probe dataset's statistics, computed as a job)."""
     import interpcore
 
-    res = _load(source)
-    _same(res, backbone)
-    bb = interpcore.get_backbone(backbone, pretrained=pretrained, device=device)
-    lens = interpcore.get_explainer("neurons", bb, layers=res.layers)
+    if source is not None:
+        res = _load(source)
+        _same(res, backbone)
+        bb = interpcore.get_backbone(backbone, pretrained=pretrained, device=device)
+        lens = interpcore.get_explainer("neurons", bb, layers=res.layers)
+    else:
+        lens, ds, name = _setup(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset, split,
+                                batch_size)
+        job = _job(engine_kw, name, lens, None, "batch_arrays", None, backbone=backbone, pretrained=pretrained,
+                   device=device, split=split, limit=limit, batch_size=batch_size)
+        res = lens.explain_job(job.out_dir, ds)
     hits = lens.find(res, text, k)
     lines = [f"neurons closest to '{text}':"] + [f"  L{l}.N{n:<5} cosine {c:.3f}  first text: {res.label(l, n)}"
                                                  for l, n, c in hits]

@@ -368,6 +368,7 @@ class NeuronsExplainer(Explainer):
         self.l1_penalty, self.texts_per_neuron, self.batch_size = float(l1_penalty), int(texts_per_neuron), int(batch_size)
         self._vocabulary = vocabulary
         self._lens = None
+        self._classifiers = {}  # (prompt names, templates) -> zero-shot weights on the CPU
 
     @property
     def lens(self) -> _Lens:
@@ -464,6 +465,78 @@ class NeuronsExplainer(Explainer):
         h = cos.shape[1]
         return [(result.layers[i // h], int(i % h), float(cos.ravel()[i])) for i in order]
 
+    # -- segmentation --------------------------------------------------------------------
+    def _classifier(self, prompt_names, templates) -> torch.Tensor:
+        """The zero-shot classifier ``(C, embed)`` on the CPU, computed once per task."""
+        from interpcore.zeroshot import classifier_weights
+
+        key = (tuple(prompt_names), tuple(templates))
+        if key not in self._classifiers:
+            self._classifiers[key] = classifier_weights(self.backbone, list(prompt_names),
+                                                        list(templates)).float().cpu()
+        return self._classifiers[key]
+
+    def segment_options(self, result: NeuronsResult, dataset, *, task=None, k: int = 50, layers=None,
+                        seed: int = 0) -> dict:
+        """What :meth:`segment_arrays` needs, as JSON values (a dataset job's call options):
+        the task, the layers, for each class the ``k`` neurons closest to its text embedding
+        (``closest``, indices into the layers' neurons) and ``k`` random ones."""
+        offered = {} if dataset is None else dataset.zeroshot_tasks()
+        task = task or ("label" if "label" in offered else next(iter(offered), None))
+        if task not in offered:
+            raise InterpError(f"segmentation picks each image's class from a zero-shot task; dataset "
+                              f"'{getattr(dataset, 'name', '?')}' has no task '{task}'")
+        layers = [result.layers[-1]] if layers is None else [int(l) for l in layers]
+        if any(l not in result.layers or l not in self.layers for l in layers) or not 1 <= int(k):
+            raise InterpError(f"layers must be among the analysed layers {result.layers} and k >= 1")
+        t = offered[task]
+        w = self._classifier(t.prompt_names, t.templates)
+        d = torch.as_tensor(np.asarray(result.directions)[[result.layers.index(l) for l in layers]]).float()
+        n_pairs = d.shape[0] * d.shape[1]
+        k = min(int(k), n_pairs)
+        closest = (d.reshape(-1, d.shape[-1]) @ w.T).topk(k, dim=0).indices.T  # (C, k) into the pairs
+        random = torch.randperm(n_pairs, generator=torch.Generator().manual_seed(seed))[:k]
+        return {"task": task, "layers": layers, "k": k, "closest": closest.tolist(), "random": random.tolist(),
+                "prompt_names": list(t.prompt_names), "templates": list(t.templates)}
+
+    def segment_arrays(self, pixels, *, layers, closest, random, prompt_names, templates, **_) -> dict:
+        """Per image of a batch: the zero-shot ``prediction`` and the patch maps (mean
+        activation over the patches) of its class's closest neurons (``text_map``) and of the
+        random ones (``random_map``), ``(n, patches)``; the verb of ``segment``'s dataset job."""
+        w = self._classifier(prompt_names, templates)
+        closest, random = torch.as_tensor(closest), torch.as_tensor(random)
+        with torch.no_grad():
+            hidden, _, _, _, rep, _ = _forward(self.stream, pixels, self.layers)
+        acts = torch.cat([hidden[l][:, 1:] for l in layers], -1).float().cpu()  # (n, patches, pairs)
+        pred = (torch.nn.functional.normalize(rep.float().cpu(), dim=-1) @ w.T).argmax(-1)
+        maps = {name: torch.stack([acts[j][:, idx].mean(-1) for j, idx in
+                                   enumerate(closest[pred] if name == "text_map" else [random] * len(acts))])
+                for name in ("text_map", "random_map")}
+        return {"prediction": pred.numpy(), **{k: v.numpy() for k, v in maps.items()}}
+
+    def segment_result(self, dataset, options: dict, rows, text_map, random_map) -> NeuronSegmentation:
+        """Score the patch maps of the images ``rows`` of ``dataset`` (``text_map[j]`` /
+        ``random_map[j]`` for image ``rows[j]``) against their masks."""
+        scores = {"text": np.zeros((2, 2)), "random": np.zeros((2, 2))}  # [intersection, union] x [bg, object]
+        for j, i in enumerate(rows):
+            mask = np.asarray(dataset[i]["mask"]) > 0
+            for name, maps in (("text", text_map), ("random", random_map)):
+                _add_iou(scores[name], torch.as_tensor(np.asarray(maps[j])), self.stream.grid_size, mask)
+        iou = scores["text"][0] / np.maximum(scores["text"][1], 1)
+        rnd = scores["random"][0] / np.maximum(scores["random"][1], 1)
+        return NeuronSegmentation(backbone=self.backbone.name, dataset=dataset.name, task=options["task"],
+                                  layers=options["layers"], k=options["k"], n_images=len(rows),
+                                  iou={"background": float(iou[0]), "object": float(iou[1])},
+                                  miou=float(iou.mean()), miou_random=float(rnd.mean()))
+
+    @staticmethod
+    def masked(dataset, n: int) -> list[int]:
+        """The indices below ``n`` of the images of ``dataset`` that have a mask (at least one)."""
+        keep = [i for i in range(n) if dataset[i].get("mask") is not None]
+        if not keep:
+            raise InterpError(f"no image of '{dataset.name}' has a mask to segment against")
+        return keep
+
     def segment(self, result: NeuronsResult, inputs=None, *, task=None, k: int = 50, layers=None, limit=None,
                 seed: int = 0) -> NeuronSegmentation:
         """Zero-shot segmentation with the neurons (the paper's recipe as far as the shapes
@@ -472,42 +545,86 @@ class NeuronsExplainer(Explainer):
         analysed layer) whose principal directions are closest to the class's text embedding,
         the mean of their activations over the patches, upsampled to the mask, min-max
         normalised and thresholded at its mean; scored against the masks."""
-        from interpcore.zeroshot import classifier_weights
-
         dataset, images = probe_images(inputs, self.backbone, limit)
-        offered = {} if dataset is None else dataset.zeroshot_tasks()
-        task = task or ("label" if "label" in offered else next(iter(offered), None))
-        if task not in offered:
-            raise InterpError(f"segmentation picks each image's class from a zero-shot task; dataset "
-                              f"'{getattr(dataset, 'name', '?')}' has no task '{task}'")
-        keep = [i for i in range(len(images)) if dataset[i].get("mask") is not None]
-        if not keep:
-            raise InterpError(f"no image of '{dataset.name}' has a mask to segment against")
-        layers = [result.layers[-1]] if layers is None else [int(l) for l in layers]
-        if any(l not in result.layers or l not in self.layers for l in layers) or not 1 <= int(k):
-            raise InterpError(f"layers must be among the analysed layers {result.layers} and k >= 1")
-        rows = [result.layers.index(l) for l in layers]
-        t = offered[task]
-        w = classifier_weights(self.backbone, t.prompt_names, t.templates).float().cpu()  # (C, embed)
-        d = torch.as_tensor(np.asarray(result.directions)[rows]).float()  # (L', hidden, embed)
-        pairs = [(l, n) for l in layers for n in range(d.shape[1])]
-        k = min(int(k), len(pairs))
-        closest = (d.reshape(-1, d.shape[-1]) @ w.T).topk(k, dim=0).indices.T  # (C, k) into pairs
-        random = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))[:k]
-        scores = {"text": np.zeros((2, 2)), "random": np.zeros((2, 2))}  # [intersection, union] x [bg, object]
+        options = self.segment_options(result, dataset, task=task, k=k, layers=layers, seed=seed)
+        keep = self.masked(dataset, len(images))
         picked = [images[i] for i in keep]
-        for start, (hidden, _, _, _, rep, _) in zip(range(0, len(picked), self.batch_size), self._batches(picked)):
-            acts = torch.cat([hidden[l][:, 1:] for l in layers], -1).float().cpu()  # (n, patches, pairs)
-            pred = (torch.nn.functional.normalize(rep.float().cpu(), dim=-1) @ w.T).argmax(-1)
-            for j in range(acts.shape[0]):
-                mask = np.asarray(dataset[keep[start + j]]["mask"]) > 0
-                for name, idx in (("text", closest[pred[j]]), ("random", random)):
-                    _add_iou(scores[name], acts[j][:, idx].mean(-1), self.stream.grid_size, mask)
-        iou = scores["text"][0] / np.maximum(scores["text"][1], 1)
-        rnd = scores["random"][0] / np.maximum(scores["random"][1], 1)
-        return NeuronSegmentation(backbone=self.backbone.name, dataset=dataset.name, task=task, layers=layers, k=k,
-                                  n_images=len(keep), iou={"background": float(iou[0]), "object": float(iou[1])},
-                                  miou=float(iou.mean()), miou_random=float(rnd.mean()))
+        parts = [self.segment_arrays(self.backbone.to_pixels(picked[s:s + self.batch_size]), **options)
+                 for s in range(0, len(picked), self.batch_size)]
+        return self.segment_result(dataset, options, keep, *(np.concatenate([p[k] for p in parts])
+                                                             for k in ("text_map", "random_map")))
+
+    # -- mean-ablation -------------------------------------------------------------------
+    @staticmethod
+    def ablation_tasks(dataset, tasks=None) -> list[str]:
+        """The zero-shot tasks to measure (default every one ``dataset`` offers), checked."""
+        if dataset is None:
+            raise InterpError("ablation measures zero-shot accuracy: give a dataset with zero-shot tasks")
+        offered = dataset.zeroshot_tasks()
+        names = list(offered) if tasks is None else list(tasks)
+        unknown = [t for t in names if t not in offered]
+        if unknown:
+            raise InterpError(f"no zero-shot task '{unknown[0]}' on dataset '{dataset.name}'; "
+                              f"available: {', '.join(offered) or 'none'}")
+        return names
+
+    def ablation_options(self, result: NeuronsResult, neurons, how: str = "second_order") -> dict:
+        """What :meth:`ablation_arrays` needs, as JSON values (a dataset job's call options):
+        ``how``, the neurons by layer and the means that replace them (float32 values, which
+        JSON numbers hold exactly)."""
+        if how not in ABLATIONS:
+            raise InterpError(f"how must be one of {', '.join(ABLATIONS)}, got '{how}'")
+        if how == "activation" and result.mean_activations is None:
+            raise InterpError("this result has no mean activations (saved by an older version); re-run explain")
+        by_layer = {}
+        for l, n in sorted({(int(l), int(n)) for l, n in neurons}):
+            if l not in result.layers or l not in self.layers:
+                raise InterpError(f"layer {l} is not among the analysed layers {result.layers}")
+            by_layer.setdefault(l, []).append(n)
+        if how == "activation":  # (tokens, k) per layer
+            means = {l: np.asarray(result.mean_activations)[result.layers.index(l)][:, ns] for l, ns in by_layer.items()}
+        else:  # (k, embed) per layer
+            means = {l: np.asarray(result.mean_effects)[result.layers.index(l)][ns] for l, ns in by_layer.items()}
+        return {"how": how, "neurons": [[l, ns] for l, ns in by_layer.items()],
+                "means": [means[l].astype(np.float32).tolist() for l in by_layer]}
+
+    def ablation_arrays(self, pixels, *, how, neurons, means) -> dict:
+        """Per image of a batch: the ``representation`` and the ``ablated`` one (the verb of
+        ``ablate``'s dataset job; options from :meth:`ablation_options`)."""
+        plan = [(int(l), list(ns), torch.tensor(m, dtype=torch.float32)) for (l, ns), m in zip(neurons, means)]
+        with torch.no_grad():
+            if how == "activation":
+                rep = _forward(self.stream, pixels, self.layers)[4].float().cpu()
+                ablated = _forward(self.stream, pixels, self.layers, {l: (ns, m) for l, ns, m in plan})[4]
+                ablated = ablated.float().cpu()
+            else:
+                hidden, attn, sigma, sp, r, _ = _forward(self.stream, pixels, self.layers)
+                d = torch.zeros_like(r)
+                for l, ns, m in plan:
+                    eff = _effects(self.lens, hidden, attn, sigma, sp, l, ns)
+                    d = d + (m.to(eff) - eff).sum(1)
+                rep = r.float().cpu()
+                ablated = rep + d.float().cpu()
+        return {"representation": rep.numpy(), "ablated": ablated.numpy()}
+
+    def ablation_result(self, dataset, names, options: dict, rep, ablated) -> AblationResult:
+        """Zero-shot accuracies of ``names`` on the first ``len(rep)`` images of ``dataset``
+        from the representations before and after ablation."""
+        from interpcore.zeroshot import accuracy
+
+        rep, ablated = torch.as_tensor(np.asarray(rep)), torch.as_tensor(np.asarray(ablated))
+        samples = [dataset[i] for i in range(len(rep))]
+        offered = dataset.zeroshot_tasks()
+        before, after = {}, {}
+        for name in names:
+            t = offered[name]
+            y = torch.as_tensor(t.labels(samples))
+            keep = y >= 0
+            w = self._classifier(t.prompt_names, t.templates)
+            before[name] = 100 * float(accuracy(rep[keep], w, y[keep]))
+            after[name] = 100 * float(accuracy(ablated[keep], w, y[keep]))
+        return AblationResult(backbone=self.backbone.name, n_images=len(rep), before=before, after=after,
+                              neurons=[[l, n] for l, ns in options["neurons"] for n in ns], how=options["how"])
 
     def ablate(self, result: NeuronsResult, neurons, inputs=None, *, limit=None, tasks=None,
                how: str = "second_order") -> AblationResult:
@@ -519,55 +636,13 @@ class NeuronsExplainer(Explainer):
         in each representation (the lens's own quantity); ``"activation"`` replaces their
         activations by their per-token means in the forward pass, which removes every order of
         their contribution (direct, through later attention, through later MLPs)."""
-        from interpcore.zeroshot import accuracy, classifier_weights
-
-        if how not in ABLATIONS:
-            raise InterpError(f"how must be one of {', '.join(ABLATIONS)}, got '{how}'")
-        if how == "activation" and result.mean_activations is None:
-            raise InterpError("this result has no mean activations (saved by an older version); re-run explain")
+        options = self.ablation_options(result, neurons, how)
         dataset, images = probe_images(inputs, self.backbone, limit)
-        if dataset is None:
-            raise InterpError("ablation measures zero-shot accuracy: give a dataset with zero-shot tasks")
-        samples = [dataset[i] for i in range(len(images))]
-        offered = dataset.zeroshot_tasks()
-        names = list(offered) if tasks is None else list(tasks)
-        unknown = [t for t in names if t not in offered]
-        if unknown:
-            raise InterpError(f"no zero-shot task '{unknown[0]}' on dataset '{dataset.name}'; "
-                              f"available: {', '.join(offered) or 'none'}")
-        neurons = sorted({(int(l), int(n)) for l, n in neurons})
-        by_layer = {}
-        for l, n in neurons:
-            if l not in result.layers or l not in self.layers:
-                raise InterpError(f"layer {l} is not among the analysed layers {result.layers}")
-            by_layer.setdefault(l, []).append(n)
-        if how == "activation":
-            means = np.asarray(result.mean_activations)
-            replace = {l: (ns, torch.as_tensor(means[result.layers.index(l)][:, ns])) for l, ns in by_layer.items()}
-            rep = torch.cat([b[4].float().cpu() for b in self._batches(images)])
-            ablated = torch.cat([b[4].float().cpu() for b in self._batches(images, replace)])
-        else:
-            reps, delta = [], []
-            for hidden, attn, sigma, sp, r, _ in self._batches(images):
-                d = torch.zeros_like(r)
-                for l, ns in by_layer.items():
-                    eff = _effects(self.lens, hidden, attn, sigma, sp, l, ns)
-                    mean = torch.as_tensor(np.asarray(result.mean_effects)[result.layers.index(l)][ns]).to(eff)
-                    d = d + (mean - eff).sum(1)
-                reps.append(r.float().cpu())
-                delta.append(d.float().cpu())
-            rep = torch.cat(reps)
-            ablated = rep + torch.cat(delta)
-        before, after = {}, {}
-        for name in names:
-            t = offered[name]
-            y = torch.as_tensor(t.labels(samples))
-            keep = y >= 0
-            w = classifier_weights(self.backbone, t.prompt_names, t.templates)
-            before[name] = 100 * float(accuracy(rep[keep], w, y[keep]))
-            after[name] = 100 * float(accuracy(ablated[keep], w, y[keep]))
-        return AblationResult(backbone=self.backbone.name, neurons=[list(p) for p in neurons],
-                              n_images=len(images), before=before, after=after, how=how)
+        names = self.ablation_tasks(dataset, tasks)
+        parts = [self.ablation_arrays(self.backbone.to_pixels(images[s:s + self.batch_size]), **options)
+                 for s in range(0, len(images), self.batch_size)]
+        return self.ablation_result(dataset, names, options, *(np.concatenate([p[k] for p in parts])
+                                                               for k in ("representation", "ablated")))
 
 
 def _add_iou(acc: np.ndarray, patch_map: torch.Tensor, grid, mask: np.ndarray) -> None:
