@@ -43,7 +43,7 @@ TIME_LIMIT = 1200
 PENALTIES = tuple(float(x) for x in os.environ.get("SPLICE_BENCH_PENALTIES", "0.15,0.25,0.35").split(","))
 BATCHES = (128, 2048)
 ROUNDS = 3
-N_SKLEARN = int(os.environ.get("SPLICE_BENCH_SKLEARN_IMAGES", "16"))
+N_SKLEARN = int(os.environ.get("SPLICE_BENCH_SKLEARN_IMAGES", "32"))
 N_WORDS = 10_000
 SHARED_CANDIDATES = (Path(__file__).resolve().parents[1].parent / "shared" / "data",)
 
