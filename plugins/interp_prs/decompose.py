@@ -639,12 +639,11 @@ def _dataset_fields(dataset, limit) -> dict:
     samples (so the same data gives the same job; only this process's local engine reads it)."""
     import hashlib
 
-    from interpcore.engine import bind_dataset
+    from interpcore.engine import bind_dataset, dataset_source
 
-    source = getattr(dataset, "job_source", None)
-    if isinstance(source, dict) and {"dataset", "split"} <= set(source):
-        return {"dataset": source["dataset"], "split": source["split"],
-                "dataset_options": dict(source.get("dataset_options") or {})}
+    source = None if isinstance(dataset, str) else dataset_source(dataset)
+    if source is not None:
+        return source
     n = len(dataset) if limit is None else min(int(limit), len(dataset))
     h = hashlib.sha256(f"{type(dataset).__module__}.{type(dataset).__qualname__}|{len(dataset)}|"
                        f"{getattr(dataset, 'name', '?')}|{getattr(dataset, 'cache_key', '')}".encode())

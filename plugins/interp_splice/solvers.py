@@ -403,10 +403,11 @@ class ActiveSetSolver:
         self.gram_cache_mb = float(gram_cache_mb)
         self._gram_np = None
         self.maxnorm = float(self.C.double().norm(dim=1).max().item())
-        u = torch.finfo(self.C.dtype).eps / 2
         k = self.d + 2
-        # worst-case relative rounding of a length-d dot product in the dictionary's dtype
-        self.gamma = k * u / (1 - k * u)
+        # worst-case relative rounding of a length-d dot product in the dictionary's dtype,
+        # and in float32 (the compiled path's products are float32 whatever the dtype)
+        self.gamma, self.gamma32 = (k * u / (1 - k * u) for u in
+                                    (torch.finfo(self.C.dtype).eps / 2, 2.0 ** -24))
         self.trace: list | None = None  # set to a list to record per-round statistics
 
     # -- public ---------------------------------------------------------------------------
@@ -435,12 +436,14 @@ class ActiveSetSolver:
         stats = {"rounds": 0, "full": 0, "rows": 0}
         lock = threading.Lock()
 
-        def run(span, compiled=False) -> None:
+        pool, workers = None, 1
+
+        def run(span, compiled: bool = False) -> None:
             s, e = span
             with torch.no_grad():
                 if compiled:
-                    pool = None if compiled is True else compiled
-                    idx, val, fc, gc, cc, rc, nf, nr = self._solve_compiled(V[s:e], lam, pool)
+                    idx, val, fc, gc, cc, rc, nf, nr = self._solve_compiled(V[s:e], lam, pool,
+                                                                            workers)
                 else:
                     idx, val, fc, gc, cc, rc, nf, nr = self._solve_chunk(V[s:e], lam)
             if idx.shape[1]:
@@ -463,7 +466,7 @@ class ActiveSetSolver:
             pool = ThreadPoolExecutor(workers) if workers > 1 else None
             try:
                 for s in range(0, B, self.COMPILED_CHUNK):
-                    run((s, min(B, s + self.COMPILED_CHUNK)), compiled=pool or True)
+                    run((s, min(B, s + self.COMPILED_CHUNK)), compiled=True)
             finally:
                 if pool is not None:
                     pool.shutdown()
@@ -662,11 +665,12 @@ class ActiveSetSolver:
                 self._gram_np = (C32 @ C32.T).numpy()
         return self._gram_np
 
-    def _solve_compiled(self, V: torch.Tensor, lam: float, pool=None):
+    def _solve_compiled(self, V: torch.Tensor, lam: float, pool=None, workers: int = 1):
         """:meth:`_solve_chunk`'s rounds with the per-image work compiled (``_compiled.py``):
-        the residual-times-dictionary products stay one BLAS product per round, over the
-        images that need one. Images the compiled steps cannot finish go through
-        :meth:`_solve_chunk`."""
+        the residual-times-dictionary products stay torch products, one per round over the
+        images that need one, cut into blocks of concepts; ``pool`` (``workers`` threads)
+        takes the blocks and the pieces of the per-image work. Images the compiled steps
+        cannot finish go through :meth:`_solve_chunk`."""
         import numpy as np
 
         from . import _compiled as K
@@ -698,9 +702,7 @@ class ActiveSetSolver:
         P = np.empty((b, self.c), dtype=np.float32)
         has_ref = np.zeros(b, dtype=bool)
         # the products below are float32 whatever the dictionary's dtype: their rounding bound
-        u, k = 2.0 ** -24, self.d + 2
-        gm = k * u / (1 - k * u) * self.maxnorm
-        workers = pool._max_workers if pool is not None else 1
+        gm = self.gamma32 * self.maxnorm
         n_full = n_rows = 0
         stuck: list = []
 
@@ -759,10 +761,9 @@ class ActiveSetSolver:
                 break
             K_now = int(Sn[active].max()) if active.size else 0
             m_add = self.first_adds if rnd == 1 else min(max(self.adds, K_now), 2 * self.adds)
-            need = active[~has_ref[active]]
-            if need.size:
-                full(need)
-            fresh = np.isin(active, need)
+            fresh = ~has_ref[active]
+            if fresh.any():
+                full(active[fresh])
             kernel(active, fresh, m_add)
             again = active[status[active] == K.NEED_FULL]
             if again.size:
