@@ -46,29 +46,39 @@ def _dot32(a, b):
 
 @njit(nogil=True, cache=True)
 def _top(vals, n, k):
-    """Positions of the ``k`` largest of ``vals[:n]``, largest first (insertion into a
-    sorted list of ``k``: most values fail the first comparison)."""
-    idx = np.empty(k, dtype=np.int64)
-    top = np.empty(k)
-    m = 0
-    for t in range(n):
-        x = vals[t]
-        if m == k and x <= top[k - 1]:
-            continue
-        i = m if m < k else k - 1
-        while i > 0 and top[i - 1] < x:
-            if i < k:
-                top[i] = top[i - 1]
-                idx[i] = idx[i - 1]
-            i -= 1
-        top[i] = x
-        idx[i] = t
-        if m < k:
-            m += 1
-    return idx[:m]
+    """Positions of the ``k`` largest of ``vals[:n]``, largest first: a min-heap of the
+    best ``k`` so far (most values fail the comparison with its root), sorted at the end."""
+    k = min(k, n)
+    heap = np.empty(k, dtype=np.int64)
+    for t in range(k):  # heapify the first k
+        heap[t] = t
+    for start in range(k // 2 - 1, -1, -1):
+        _sift(vals, heap, start, k)
+    for t in range(k, n):
+        if vals[t] > vals[heap[0]]:
+            heap[0] = t
+            _sift(vals, heap, 0, k)
+    order = np.argsort(-vals[heap])
+    return heap[order]
 
 
 @njit(nogil=True, cache=True)
+def _sift(vals, heap, i, k):
+    """Restore the min-heap property below position ``i``."""
+    while True:
+        lo = i
+        a = 2 * i + 1
+        if a < k and vals[heap[a]] < vals[heap[lo]]:
+            lo = a
+        if a + 1 < k and vals[heap[a + 1]] < vals[heap[lo]]:
+            lo = a + 1
+        if lo == i:
+            return
+        heap[i], heap[lo] = heap[lo], heap[i]
+        i = lo
+
+
+@njit(nogil=True, cache=True, fastmath=_FM)
 def _factor(G, F, m, L):
     """Cholesky factor of ``G[F[:m], F[:m]]`` into ``L``; False if not positive definite."""
     for i in range(m):
@@ -85,7 +95,7 @@ def _factor(G, F, m, L):
     return True
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=_FM)
 def _append(G, F, m, L):
     """Extend the factor of ``G[F[:m], F[:m]]`` by the row of ``F[m]``."""
     j = F[m]
@@ -127,22 +137,26 @@ def _remove(L, m, k, xv):
             xv[j] = c * xv[j] - s * L[k + j, k + i]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=_FM)
 def _solve(L, m, rhs, z, out):
-    """``out = (L L^T)^{-1} rhs`` for the leading ``m`` entries."""
+    """``out = (L L^T)^{-1} rhs`` for the leading ``m`` entries (``z`` is scratch). Both
+    substitutions read ``L`` by rows: the forward one as dot products, the backward one as
+    updates of the unsolved entries by each solved one (contiguous, so they vectorize)."""
     for i in range(m):
         s = rhs[i]
         for t in range(i):
             s -= L[i, t] * z[t]
         z[i] = s / L[i, i]
+    for i in range(m):
+        out[i] = z[i]
     for i in range(m - 1, -1, -1):
-        s = z[i]
-        for t in range(i + 1, m):
-            s -= L[t, i] * out[t]
-        out[i] = s / L[i, i]
+        xi = out[i] / L[i, i]
+        out[i] = xi
+        for t in range(i):
+            out[t] -= L[i, t] * xi
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=_FM)
 def nnqp_lh(G, q, K, n_warm, x, F, L, max_iter, factored=False):
     """``min w^T G w - 2 q^T w`` s.t. ``w >= 0`` over the first ``K`` entries, by the
     Lawson-Hanson active-set method with a Cholesky factor grown one row per added
@@ -153,6 +167,7 @@ def nnqp_lh(G, q, K, n_warm, x, F, L, max_iter, factored=False):
     rhs = np.empty(K)
     z = np.empty(K)
     zf = np.empty(K)
+    grad = np.empty(K)
     inF = np.zeros(K, dtype=np.bool_)
     qmax = 0.0
     for i in range(K):
@@ -201,16 +216,20 @@ def nnqp_lh(G, q, K, n_warm, x, F, L, max_iter, factored=False):
         for i in range(m):
             x[F[i]] = zf[i]
         # the most negative gradient outside the passive set enters it
+        # (the gradient G x - q over all K entries, by rows of the symmetric G: contiguous)
+        for i in range(K):
+            grad[i] = -q[i]
+        for t in range(m):
+            xt = x[F[t]]
+            row = G[F[t]]
+            for i in range(K):
+                grad[i] += row[i] * xt
         best = -scale
         j = -1
         for i in range(K):
-            if not inF[i] and i != blocked:
-                s = -q[i]
-                for t in range(m):
-                    s += G[i, F[t]] * x[F[t]]
-                if s < best:
-                    best = s
-                    j = i
+            if not inF[i] and i != blocked and grad[i] < best:
+                best = grad[i]
+                j = i
         if j < 0:
             return m
         F[m] = j
