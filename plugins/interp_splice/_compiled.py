@@ -44,6 +44,24 @@ def _dot32(a, b):
     return s
 
 
+@njit(nogil=True, cache=True, fastmath=True)
+def _below(p, thr):
+    """The largest of ``p`` that is at most ``thr`` (``_NEG`` if none): one vectorized pass
+    (the products are finite, so the full fast-math flags are safe here)."""
+    rest = _NEG
+    for j in range(p.shape[0]):
+        x = np.float64(p[j])
+        rest = max(rest, x if x <= thr else _NEG)
+    return rest
+
+
+@njit(nogil=True, cache=True, fastmath=_FM)
+def _axpy(a, x, y):
+    """``y += a * x``."""
+    for u in range(y.shape[0]):
+        y[u] += a * x[u]
+
+
 @njit(nogil=True, cache=True)
 def _top(vals, n, k):
     """Positions of the ``k`` largest of ``vals[:n]``, largest first: a min-heap of the
@@ -281,17 +299,13 @@ def solve_round(imgs, fresh, P, C32, C64, gram, use_gram, V, R, Rref, err_ref, S
         for k in range(nS):
             mark[Sidx[b, k]] = True
         p = P[b]
+        rest = _below(p, thr)
         nE = 0
-        rest = _NEG
         for j in range(c):
-            pj = p[j]
-            if pj > thr:
-                if not mark[j]:
-                    E[nE] = j
-                    Ev[nE] = pj
-                    nE += 1
-            elif pj > rest:
-                rest = pj
+            if p[j] > thr and not mark[j]:
+                E[nE] = j
+                Ev[nE] = p[j]
+                nE += 1
         if not fresh[ii] and nE > cheap_limit:
             status[b] = NEED_FULL
             for k in range(nS):
@@ -405,31 +419,33 @@ def solve_round(imgs, fresh, P, C32, C64, gram, use_gram, V, R, Rref, err_ref, S
         for k in range(m_sup):
             xs[k] = x[F[k]]
         sc_new = np.empty(m_sup)
-        for step in range(2):
-            for u in range(r.shape[0]):
-                r[u] = v[u]
-            for k in range(m_sup):
-                row = C64[ws[F[k]]]
-                xk = xs[k]
-                for u in range(r.shape[0]):
-                    r[u] -= xk * row[u]
-            for k in range(m_sup):
-                sc_new[k] = _dot(C64[ws[F[k]]], r)
-            if step == 1:
-                break
-            rhs = np.empty(m_sup)
-            for k in range(m_sup):
-                rhs[k] = sc_new[k] - half
-            delta = np.empty(m_sup)
-            _solve(L, m_sup, rhs, np.empty(m_sup), delta)
-            ok = True
-            for k in range(m_sup):
-                if not xs[k] + delta[k] > 0.0:
-                    ok = False
-            if not ok:
-                break
+        for u in range(r.shape[0]):
+            r[u] = v[u]
+        for k in range(m_sup):
+            _axpy(-xs[k], C64[ws[F[k]]], r)
+        for k in range(m_sup):
+            sc_new[k] = _dot(C64[ws[F[k]]], r)
+        rhs = np.empty(m_sup)
+        for k in range(m_sup):
+            rhs[k] = sc_new[k] - half
+        delta = np.empty(m_sup)
+        _solve(L, m_sup, rhs, np.empty(m_sup), delta)
+        ok = True
+        for k in range(m_sup):
+            if not xs[k] + delta[k] > 0.0:
+                ok = False
+        if ok:
+            # the step is of the size of float32 rounding: the residual takes it exactly,
+            # the correlations through the (float32) Gram entries, whose error is then
+            # float32's times the step's size
             for k in range(m_sup):
                 xs[k] += delta[k]
+                _axpy(-delta[k], C64[ws[F[k]]], r)
+            for k in range(m_sup):
+                s = 0.0
+                for j in range(m_sup):
+                    s += G[F[k], F[j]] * delta[j]
+                sc_new[k] -= s
         n_new = m_sup
         for k in range(m_sup):
             Sidx[b, k] = ws[F[k]]
