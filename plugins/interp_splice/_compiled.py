@@ -270,12 +270,14 @@ def solve_round(imgs, fresh, P, C32, C64, gram, use_gram, V, R, Rref, err_ref, S
     exact correlations ``c_k . r``, size). ``gm`` is the rounding factor of a float32 dot
     product times the largest concept norm. ``gram`` is the dictionary's float32 Gram
     matrix ``C C^T`` when ``use_gram`` (else the working sets' entries are computed here).
-    ``Gs/Ls/Qs`` keep, per image whose support has at most ``gcap`` concepts (``Gok``),
+    ``Gs/Ls/Qs`` keep, per image whose support has at most ``gcap`` concepts (``Gok``;
+    ``gcap`` is ``Qs``'s width), in packed lower-triangular rows (entry ``(i, j)`` at
+    ``i (i + 1) / 2 + j``: an image's few kept rows are contiguous),
     the support's Gram matrix, its Cholesky factor and linear term for the next round.
     """
     c = C64.shape[0]
     kcap = Sidx.shape[1]
-    gcap = Gs.shape[1]
+    gcap = Qs.shape[1]
     mark = np.zeros(c, dtype=np.bool_)
     E = np.empty(c, dtype=np.int64)
     Ev = np.empty(c)
@@ -387,10 +389,11 @@ def solve_round(imgs, fresh, P, C32, C64, gram, use_gram, V, R, Rref, err_ref, S
         if kept:
             for i in range(nS):
                 q[i] = Qs[b, i]
+                o = i * (i + 1) // 2
                 for j in range(i + 1):
-                    G[i, j] = Gs[b, i, j]
+                    G[i, j] = Gs[b, o + j]
                     G[j, i] = G[i, j]
-                    L[i, j] = Ls[b, i, j]
+                    L[i, j] = Ls[b, o + j]
         for i in range(nS if kept else 0, K):
             ri = C32[ws[i]]
             if use_gram:
@@ -455,9 +458,10 @@ def solve_round(imgs, fresh, P, C32, C64, gram, use_gram, V, R, Rref, err_ref, S
         if Gok[b]:  # kept for the next round: the support is its working set's first part
             for i in range(m_sup):
                 Qs[b, i] = q[F[i]]
+                o = i * (i + 1) // 2
                 for j in range(i + 1):
-                    Gs[b, i, j] = G[F[i], F[j]]
-                    Ls[b, i, j] = L[i, j]
+                    Gs[b, o + j] = G[F[i], F[j]]
+                    Ls[b, o + j] = L[i, j]
         for k in range(n_new, nS):
             Sidx[b, k] = -1
             Sw[b, k] = 0.0

@@ -713,14 +713,15 @@ class ActiveSetSolver:
         Sc = np.zeros((b, kcap))
         Sn = np.zeros(b, dtype=np.int64)
         gcap = min(kcap, self.KEEP_GRAM)
-        Gs = np.empty((b, gcap, gcap))
-        Ls = np.empty((b, gcap, gcap))
+        # the kept Gram entries and factors as packed triangles (an image's rows contiguous)
+        Gs = np.empty((b, gcap * (gcap + 1) // 2))
+        Ls = np.empty_like(Gs)
+        P = np.empty((b, self.c), dtype=np.float32)
         Qs = np.empty((b, gcap))
         Gok = np.zeros(b, dtype=bool)
         status = np.zeros(b, dtype=np.int8)
         fval = np.full(b, np.inf)
         gapv = np.full(b, np.inf)
-        P = np.empty((b, self.c), dtype=np.float32)
         has_ref = np.zeros(b, dtype=bool)
         # the products below are float32 whatever the dictionary's dtype: their rounding bound
         gm = self.gamma32 * self.maxnorm
