@@ -62,6 +62,30 @@ def _axpy(a, x, y):
         y[u] += a * x[u]
 
 
+@njit(nogil=True, cache=True, fastmath=_FM)
+def _gram_row(C32, ws, i, G):
+    """``G[i, j] = G[j, i] = c_ws[i] . c_ws[j]`` for ``j <= i`` (float32 products), four
+    rows ``j`` per pass over ``c_ws[i]`` (each of its loads then feeds four products)."""
+    ri = C32[ws[i]]
+    j = 0
+    while j + 4 <= i + 1:
+        r0, r1, r2, r3 = C32[ws[j]], C32[ws[j + 1]], C32[ws[j + 2]], C32[ws[j + 3]]
+        a0 = a1 = a2 = a3 = np.float32(0.0)
+        for u in range(ri.shape[0]):
+            x = ri[u]
+            a0 += x * r0[u]
+            a1 += x * r1[u]
+            a2 += x * r2[u]
+            a3 += x * r3[u]
+        G[i, j], G[i, j + 1], G[i, j + 2], G[i, j + 3] = a0, a1, a2, a3
+        j += 4
+    while j <= i:
+        G[i, j] = _dot32(ri, C32[ws[j]])
+        j += 1
+    for t in range(i + 1):
+        G[t, i] = G[i, t]
+
+
 @njit(nogil=True, cache=True)
 def _top(vals, n, k):
     """Positions of the ``k`` largest of ``vals[:n]``, largest first: a min-heap of the
@@ -301,18 +325,25 @@ def solve_round(imgs, fresh, P, C32, C64, gram, use_gram, V, R, Rref, err_ref, S
         for k in range(nS):
             mark[Sidx[b, k]] = True
         p = P[b]
-        rest = _below(p, thr)
+        # a stale product with more candidates than the cheap check takes is given up at
+        # the first one too many (most rounds after a large step end here)
+        cap = c if fresh[ii] else cheap_limit
         nE = 0
+        over = False
         for j in range(c):
             if p[j] > thr and not mark[j]:
+                if nE == cap:
+                    over = True
+                    break
                 E[nE] = j
                 Ev[nE] = p[j]
                 nE += 1
-        if not fresh[ii] and nE > cheap_limit:
+        if over:
             status[b] = NEED_FULL
             for k in range(nS):
                 mark[Sidx[b, k]] = False
             continue
+        rest = _below(p, thr)
         # values of the candidates: exact (float64) where the bound is not enough
         exact = np.zeros(nE, dtype=np.bool_)
         order = np.arange(nE)
@@ -402,10 +433,7 @@ def solve_round(imgs, fresh, P, C32, C64, gram, use_gram, V, R, Rref, err_ref, S
                     G[i, j] = gi[ws[j]]
                     G[j, i] = G[i, j]
             else:
-                for j in range(i + 1):
-                    g = np.float64(_dot32(ri, C32[ws[j]]))
-                    G[i, j] = g
-                    G[j, i] = g
+                _gram_row(C32, ws, i, G)
             q[i] = _dot(C64[ws[i]], v) - half
         x = np.empty(K)
         for k in range(nS):
