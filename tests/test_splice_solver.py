@@ -327,6 +327,35 @@ def test_images_the_compiled_steps_give_up_on_are_solved_by_the_torch_path(corre
     assert float(((f - ref.objective).abs() / ref.objective).max()) <= 1e-5
 
 
+def test_openblas_runs_one_thread_inside_a_solve_and_is_restored_after(correlated_problem,
+                                                                         monkeypatch):
+    """The compiled path's products run in numpy's OpenBLAS from the solver's own worker
+    threads: held at one thread while the solve runs, back to what it was after."""
+    from threadpoolctl import threadpool_info
+
+    from interp_splice import _compiled
+
+    def openblas_threads():  # numpy's own OpenBLAS (scipy may load another, unused here)
+        return [i["num_threads"] for i in threadpool_info()
+                if i["internal_api"] == "openblas" and "numpy" in i["filepath"]]
+
+    if not openblas_threads():
+        pytest.skip("numpy does not use a bundled OpenBLAS here")
+    C, V = correlated_problem
+    real, seen = _compiled.solve_round, []
+
+    def record(*args):
+        seen.append(openblas_threads())
+        real(*args)
+
+    monkeypatch.setattr(_compiled, "solve_round", record)
+    before = openblas_threads()
+    _, info = ActiveSetSolver(C, compiled=True).solve(V, 0.25)
+    assert bool(info.converged.all())
+    assert seen and all(set(t) == {1} for t in seen)
+    assert openblas_threads() == before
+
+
 def test_without_numba_the_torch_path_runs(correlated_problem, monkeypatch):
     import sys
 
