@@ -52,8 +52,9 @@ image::
     Lawson-Hanson active-set solve with a Cholesky factor grown and shrunk one row at a
     time, on a float32 Gram matrix, then one step of float64 iterative refinement on the
     support; a support's Gram matrix and factor are kept for the next round. Only the
-    residual-times-dictionary products stay batched (one torch product per round, with
-    torch's threads). Its few images it cannot finish (a failed factorization) go through
+    residual-times-dictionary products stay batched: one per round over the images that
+    need one, in numpy's BLAS on the transposed dictionary, cut into blocks of concepts for
+    the worker threads. The few images it cannot finish (a failed factorization) go through
     the batched torch path below. numba compiles it once per installation (its on-disk
     cache); without numba the torch path runs.
 
