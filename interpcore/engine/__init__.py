@@ -43,7 +43,7 @@ slowing ``interp --help`` down.
 """
 
 from .engines import ENGINES, LocalEngine, get_engine, run_job
-from .options import engine_options, engine_run_args
+from .options import engine_options, engine_requested, engine_run_args
 from .sources import (IMAGE_SUFFIXES, ImageFolderSource, WebDatasetSource, bind_dataset,
                       ensure_plugins, num_samples, open_dataset, read_samples)
 from .spec import (FORMAT_VERSION, INPUTS, EngineError, JobSpec, Shard, backbone_source,
@@ -57,7 +57,7 @@ __all__ = [
     "ENGINES", "FORMAT_VERSION", "IMAGE_SUFFIXES", "INPUTS", "MANIFEST", "EngineError",
     "ImageFolderSource", "JobArray", "JobResult", "JobSpec", "JobStore", "LocalEngine", "Shard",
     "ShardWorker", "WebDatasetSource", "backbone_source", "bind_dataset", "callable_path",
-    "dataset_source", "default_job_dir", "engine_options", "engine_run_args", "ensure_plugins",
+    "dataset_source", "default_job_dir", "engine_options", "engine_requested", "engine_run_args", "ensure_plugins",
     "get_engine", "import_object", "iter_shards", "job_folder", "job_result", "live_status",
     "load_array", "load_columns", "load_table", "make_shards", "num_samples", "open_dataset",
     "read_manifest", "read_samples", "run_job", "run_section", "to_arrays",

@@ -18,6 +18,12 @@ def engine_run_args(kw: Mapping, device: str = "auto") -> dict:
     return args
 
 
+def engine_requested(kw: Mapping) -> bool:
+    """Whether the values of :func:`engine_options` ask for an engine job: another engine
+    than ``local``, or a ``--job-dir`` (commands that can also work in process use this)."""
+    return (kw.get("engine") or "local") != "local" or bool(kw.get("job_dir"))
+
+
 def _check_engine(ctx, param, value):
     """An unknown ``--engine`` is a usage error naming the closest registered engines (the
     names come from the registry, so plugins' engines are valid too)."""

@@ -480,19 +480,26 @@ def read_manifest(out_dir) -> dict:
         raise EngineError(f"{loc.path(MANIFEST)} is not a readable job manifest ({exc})") from None
 
 
+def _finished(out_dir, manifest: Mapping | None = None):
+    """``(location, manifest, shards)`` of a finished job folder (shards as :class:`Shard`,
+    in dataset order); an error naming how far it got when it is not finished."""
+    loc = _open(out_dir)
+    manifest = manifest or read_manifest(loc)
+    if manifest.get("status") != "complete":
+        raise EngineError(f"the job in {out_dir} is not complete ({manifest.get('shards_done')}"
+                          f"/{manifest.get('shards_total')} shards); rerun it to finish")
+    return loc, manifest, [Shard(s["id"], s["start"], s["stop"]) for s in manifest["shards"]]
+
+
 def iter_shards(out_dir, names: Sequence[str], mmap: bool = False):
     """Yield ``{name: array}`` shard by shard (dataset order) from a finished job folder, so
     statistics over large outputs never need the whole array in memory. ``mmap`` maps local
     files instead of reading them."""
-    loc = _open(out_dir)
-    manifest = read_manifest(loc)
-    if manifest.get("status") != "complete":
-        raise EngineError(f"the job in {out_dir} is not complete ({manifest.get('shards_done')}"
-                          f"/{manifest.get('shards_total')} shards); rerun it to finish")
-    for s in manifest["shards"]:
+    loc, _, shards = _finished(out_dir)
+    for s in shards:
         out = {}
         for name in names:
-            rel = f"arrays/{name}/shard-{s['id']:05d}.npy"
+            rel = array_file(name, s)
             if not loc.exists(rel):
                 raise EngineError(f"no array '{name}' in {out_dir}; arrays: "
                                   f"{', '.join(loc.listdir('arrays'))}")
@@ -507,13 +514,10 @@ def load_table(out_dir):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    loc = _open(out_dir)
-    manifest = read_manifest(loc)
-    if manifest.get("status") != "complete":
-        raise EngineError(f"the job in {out_dir} is not complete; rerun it to finish")
+    loc, _, shards = _finished(out_dir)
     parts = []
-    for s in manifest["shards"]:
-        rel = f"tables/shard-{s['id']:05d}.parquet"
+    for s in shards:
+        rel = table_file(s)
         if not loc.exists(rel):
             raise EngineError(f"{out_dir} has no Parquet tables (a job written before they "
                               "existed, or one without per-image scalars or vectors)")
@@ -526,18 +530,14 @@ def load_columns(out_dir, names: Sequence[str]) -> dict[str, list]:
     (JSON text columns decoded; a column absent from the tables is all ``None``)."""
     import pyarrow.parquet as pq
 
-    loc = _open(out_dir)
-    manifest = read_manifest(loc)
-    if manifest.get("status") != "complete":
-        raise EngineError(f"the job in {out_dir} is not complete; rerun it to finish")
+    loc, _, shards = _finished(out_dir)
     out: dict[str, list] = {n: [] for n in names}
-    for s in manifest["shards"]:
-        rel = f"tables/shard-{s['id']:05d}.parquet"
-        size = s["stop"] - s["start"]
+    for s in shards:
+        rel = table_file(s)
         table = pq.read_table(io.BytesIO(loc.read_bytes(rel))) if loc.exists(rel) else None
         for n in names:
             if table is None or n not in table.column_names:
-                out[n].extend([None] * size)
+                out[n].extend([None] * s.size)
                 continue
             values = table.column(n).to_pylist()
             if (table.schema.field(n).metadata or {}).get(b"interpcore.encoding") == b"json":
@@ -555,18 +555,14 @@ class JobArray:
     def __init__(self, out_dir, name: str, manifest: Mapping | None = None):
         import numpy as np
 
-        self.location = _open(out_dir)
+        self.location, m, self._shards = _finished(out_dir, manifest)
         self.name = name
-        m = manifest or read_manifest(self.location)
-        if m.get("status") != "complete":
-            raise EngineError(f"the job in {out_dir} is not complete; rerun it to finish")
         info = (m.get("arrays") or {}).get(name)
         if info is None:
             raise EngineError(f"no array '{name}' in {out_dir}; arrays: "
                               f"{', '.join(m.get('arrays') or {}) or 'none'}")
         self.shape, self.dtype = tuple(info["shape"]), np.dtype(info["dtype"])
-        self._starts = np.array([s["start"] for s in m["shards"]], dtype=np.int64)
-        self._ids = [s["id"] for s in m["shards"]]
+        self._starts = np.array([s.start for s in self._shards], dtype=np.int64)
         self._parts: dict[int, object] = {}
 
     ndim = property(lambda self: len(self.shape))
@@ -576,8 +572,7 @@ class JobArray:
 
     def _part(self, j: int):
         if j not in self._parts:
-            self._parts[j] = self.location.load_npy(f"arrays/{self.name}/shard-{self._ids[j]:05d}.npy",
-                                                    mmap=True)
+            self._parts[j] = self.location.load_npy(array_file(self.name, self._shards[j]), mmap=True)
         return self._parts[j]
 
     def __getitem__(self, key):
@@ -604,15 +599,13 @@ class JobArray:
             parts.append(np.asarray(self._part(int(j))[(idx[sel] - self._starts[j], *rest)]))
             order.append(sel)
         if not parts:
-            return np.asarray(self._part(0)[(slice(0, 0), *rest)]) if self._ids else np.empty((0,))
+            return np.asarray(self._part(0)[(slice(0, 0), *rest)]) if self._shards else np.empty((0,))
         out = np.concatenate(parts)
         if len(parts) > 1 or not np.array_equal(order[0], np.arange(len(idx))):
             out[np.concatenate(order)] = out.copy()
         return out
 
     def __array__(self, dtype=None, copy=None):
-        import numpy as np
-
         a = self[:]
         return a.astype(dtype) if dtype is not None else a
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from interpcore.commands import backbone_options, batch_size_option, output_options
-from interpcore.engine import engine_options
+from interpcore.engine import engine_options, engine_requested
 
 SIMILARITIES = ("soft_wpmi", "wpmi", "cos", "rank_reorder")  # dissect.SIMILARITIES, without torch
 
@@ -53,11 +53,11 @@ def dissect(images, backbone, pretrained, device, layer, clip, vocabulary, datas
     method = interpcore.get_explainer("dissect", bb, clip=clip, vocabulary=vocabulary, layer=layer,
                                       similarity=similarity, pool=pool, batch_size=batch_size, top_k=top_k,
                                       alpha=alpha, lam=lam)
-    from .engine_job import arrays, use_engine
+    from .engine_job import arrays
 
     jobs = []
     if images:
-        if use_engine(engine_kw):
+        if engine_requested(engine_kw):
             raise interpcore.InterpError("--engine and --job-dir run over a dataset; give --dataset, not images")
         probe = list(images)
     else:
@@ -66,7 +66,7 @@ def dissect(images, backbone, pretrained, device, layer, clip, vocabulary, datas
             raise interpcore.InterpError(f"backbone '{bb.name}' advertises no probe dataset; name one "
                                          "with --dataset or give images")
         probe = interpcore.get_dataset(name, split=split)
-    if not images and use_engine(engine_kw):
+    if not images and engine_requested(engine_kw):
         kw = dict(engine_kw, backbone=backbone, pretrained=pretrained, device=device, split=split, limit=limit,
                   batch_size=batch_size, pool=pool)
         scorer = method.clip_name()

@@ -33,11 +33,6 @@ def pooled_cls(result, n: int) -> dict:
 ADAPTERS = {"mean": pooled_mean, "max": pooled_max, "cls": pooled_cls}
 
 
-def use_engine(kw: dict) -> bool:
-    """True when the command was asked to run through the engine."""
-    return (kw.get("engine") or "local") != "local" or bool(kw.get("job_dir"))
-
-
 def job_specs(kw: dict, dataset: str, layer: str, clip: str, clip_pretrained=None):
     """The two jobs: the target's pooled ``layer`` activations, the CLIP's image embeddings."""
     from interpcore.engine import JobSpec, callable_path

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from interpcore.commands import backbone_options, batch_size_option, output_options
-from interpcore.engine import engine_options
+from interpcore.engine import engine_options, engine_requested
 
 
 @click.group()
@@ -91,11 +91,9 @@ def explain(backbone, pretrained, device, layers, vocabulary, l1_penalty, datase
             **engine_kw):
     """Effects, sparsity and text decompositions of the neurons over a probe dataset
     (--out keeps the result in OUT/result for 'ablate' and 'find')."""
-    from . import engine_job
-
     lens, ds, name = _setup(backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset, split, batch_size)
     job = None
-    if engine_job.use_engine(engine_kw):
+    if engine_requested(engine_kw):
         job = _job(engine_kw, name, lens, run.out, "batch_arrays", None, backbone=backbone, pretrained=pretrained,
                    device=device, split=split, limit=limit, batch_size=batch_size)
         res = lens.explain_job(job.out_dir, ds)

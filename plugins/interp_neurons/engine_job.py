@@ -22,11 +22,6 @@ shard). Imports torch only inside the functions.
 from __future__ import annotations
 
 
-def use_engine(kw: dict) -> bool:
-    """True when ``explain`` was asked to run through the engine (the other commands always do)."""
-    return (kw.get("engine") or "local") != "local" or bool(kw.get("job_dir"))
-
-
 def job_spec(kw: dict, dataset: str, layers, verb: str = "batch_arrays", call_options=None):
     from interpcore.engine import JobSpec
 

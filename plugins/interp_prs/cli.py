@@ -15,7 +15,7 @@ import click
 
 from interpcore import InterpError
 from interpcore.commands import backbone_options, batch_size_option, output_options
-from interpcore.engine import engine_options
+from interpcore.engine import engine_options, engine_requested
 
 
 # --------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ def decompose_cmd(images, per_patch, layers, run, **kw):
     _start(kw, run)
     from .decompose import PRSDecomposer
 
-    if images and ((kw.get("engine") or "local") != "local" or kw.get("job_dir")):
+    if images and engine_requested(kw):
         raise InterpError("--engine / --job-dir apply to a whole dataset: leave out IMAGES")
     if images:
         bb = _backbone(kw)

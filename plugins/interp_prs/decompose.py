@@ -676,15 +676,12 @@ def decompose_dataset(decomposer: PRSDecomposer, dataset, out=None, *, batch_siz
     ``desc`` is accepted for older callers; the progress bar names the job.
     """
     import interpcore
-    from interpcore.engine import run_job
 
     per_patch = decomposer.per_patch if per_patch is None else bool(per_patch)
     layers = decomposer.layers if layers is None else resolve_layers(layers, decomposer.stream.num_layers)
     if isinstance(dataset, str):
         dataset = interpcore.get_dataset(dataset)
-    if limit is not None and int(limit) <= 0:
-        raise InterpError("the dataset has no images to decompose")
-    if len(dataset) == 0:
+    if len(dataset) == 0 or (limit is not None and int(limit) <= 0):
         raise InterpError("the dataset has no images to decompose")
     spec = job_spec(**object_names(decomposer, dataset, limit), per_patch=per_patch,
                     layers=layers, batch_size=batch_size, shard_size=shard_size, limit=limit,
@@ -721,10 +718,7 @@ def _store_meta(spec, result, dataset, stream=None) -> dict:
     n, L, D = arrays["attn"]["shape"]
     hshape = arrays["heads"]["shape"]
     per_patch = bool(spec.call_options.get("per_patch"))
-    if stream is not None:
-        grid = list(stream.grid_size)
-    else:
-        grid = None
+    grid = list(stream.grid_size) if stream is not None else None
     tokens = hshape[3] if per_patch and len(hshape) == 5 else (1 + grid[0] * grid[1] if grid else None)
     return {
         "version": STORE_VERSION, "spec_hash": spec.hash, "backbone": spec.backbone.removeprefix("object:"),

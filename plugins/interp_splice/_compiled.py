@@ -426,7 +426,6 @@ def solve_round(imgs, fresh, P, C32, C64, gram, use_gram, V, R, Rref, err_ref, S
                     G[j, i] = G[i, j]
                     L[i, j] = Ls[b, o + j]
         for i in range(nS if kept else 0, K):
-            ri = C32[ws[i]]
             if use_gram:
                 gi = gram[ws[i]]
                 for j in range(i + 1):
