@@ -177,6 +177,9 @@ class _Stats:
             cov = self.moments[l] / n - mean[:, :, None] * mean[:, None, :]
             vals, vecs = torch.linalg.eigh(cov)  # ascending: the principal direction is the last
             d = vecs[..., -1]  # (hidden, embed)
+            # a neuron no later attention carries (the last layer's) has no effect at all: its
+            # covariance is zero and eigh's basis vector would be an arbitrary direction
+            d = d * (vals.sum(-1) > 0)[:, None]
             # signed so that the images with the largest effects lie on its positive side: the
             # effects weighted by their norms, centred, project positively
             pull = self.weighted[l] - mean * nm.double().sum(0)[:, None]
@@ -449,11 +452,13 @@ class NeuronsExplainer(Explainer):
         splice = interpcore.get_decomposer("splice", self.backbone, vocabulary=vocab, l1_penalty=self.l1_penalty,
                                            image_mean=torch.zeros(self.stream.embed_dim))
         flat = torch.as_tensor(directions).reshape(-1, directions.shape[-1])
-        res = splice.decompose(flat)
+        some = (flat != 0).any(-1)  # a zero direction (no effect) has no text
+        row = torch.cumsum(some, 0) - 1
+        res = splice.decompose(flat[some]) if bool(some.any()) else None
         hidden = directions.shape[1]
-        texts = [[[[c, round(float(w), 4)] for c, w in res.top(i * hidden + k, self.texts_per_neuron)]
-                  for k in range(hidden)] for i in range(directions.shape[0])]
-        return getattr(res, "vocabulary", str(vocab)), texts
+        texts = [[[[c, round(float(w), 4)] for c, w in res.top(int(row[i * hidden + k]), self.texts_per_neuron)]
+                  if some[i * hidden + k] else [] for k in range(hidden)] for i in range(directions.shape[0])]
+        return getattr(res, "vocabulary", str(vocab)) if res is not None else str(vocab), texts
 
     def find(self, result: NeuronsResult, text: str, k: int = 10) -> list[tuple[int, int, float]]:
         """The ``k`` neurons whose principal direction is closest (cosine) to ``text``'s
