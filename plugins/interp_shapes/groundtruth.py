@@ -547,6 +547,7 @@ class NeuronsGroundTruth(Result):
     zero_shot_all_second_order: dict
     segmentation: dict  # {"miou", "miou_random", "k", "layers"}: neuron-based segmentation against the masks
     checks: dict
+    analysed_neurons: int = 0  # how many neurons the "every analysed neuron" ablation removes
 
     def __str__(self) -> str:
         lines = [f"Second-order neuron lens on {self.backbone} (layers {self.layers}, {self.n_images} images, "
@@ -558,7 +559,8 @@ class NeuronsGroundTruth(Result):
             lines.append(f"    {t:<10} {self.zero_shot_before[t]:6.2f}% -> {self.zero_shot_after[t]:6.2f}% "
                          f"({self.zero_shot_after_second_order[t]:6.2f}%) ablating the {self.background_neurons} "
                          f"background neurons; {self.zero_shot_all_ablated[t]:6.2f}% "
-                         f"({self.zero_shot_all_second_order[t]:6.2f}%) ablating every analysed neuron")
+                         f"({self.zero_shot_all_second_order[t]:6.2f}%) ablating all {self.analysed_neurons} "
+                         "analysed neurons")
         seg = self.segmentation
         lines.append(f"  segmentation from the {seg['k']} neurons of layers {seg['layers']} closest to each image's "
                      f"shape: mIoU {seg['miou']:.3f} ({seg['k']} random neurons: {seg['miou_random']:.3f})")
@@ -568,12 +570,21 @@ class NeuronsGroundTruth(Result):
 def neurons_ground_truth(backbone=None, *, n: int = 1000, layers=None, l1_penalty: float = 0.1,
                          device="auto") -> NeuronsGroundTruth:
     """The second-order lens on ``backbone`` (default ``shapes:clip-vit``) over ``n`` test
-    images, texts from the ``shapes-attributes`` vocabulary; ablations on the same images."""
+    images, texts from the ``shapes-attributes`` vocabulary; ablations on the same images.
+    ``layers`` default to all the model's layers; segmentation uses the last one whose neurons
+    have a second-order effect."""
+    import numpy as np
+
     bb = _backbone(backbone, "shapes:clip-vit", device)
     ds = interpcore.get_dataset("shapes", split="test", n=n)
+    # by default every layer, the last included: its neurons have no second-order effect (no
+    # later attention) and get no text, but ablating their activations is part of asking what
+    # every MLP neuron of the model carries
+    layers = list(range(bb.residual_stream().num_layers)) if layers is None else layers
     lens = interpcore.get_explainer("neurons", bb, layers=layers, vocabulary="shapes-attributes",
                                     l1_penalty=l1_penalty)
     res = lens.explain(ds)
+    carried = [l for i, l in enumerate(res.layers) if np.asarray(res.mean_norm)[i].max() > 0]
     cats = ("color", "shape", "position", "background")
     counts, examples = {}, {}
     for cat in cats:
@@ -587,7 +598,7 @@ def neurons_ground_truth(backbone=None, *, n: int = 1000, layers=None, l1_penalt
     # in the forward pass); the second-order-only figures are printed next to it
     ab, ab2, every, every2 = (lens.ablate(res, sel, ds, tasks=tasks, how=how) for sel in (bg, res.neurons())
                               for how in ("activation", "second_order"))
-    seg = lens.segment(res, ds, task="shape")
+    seg = lens.segment(res, ds, task="shape", layers=carried[-1:])
     drop = ab.before["background"] - ab.after["background"]
     moves = max(abs(ab.change(t)) for t in ("shape", "color"))
     checks = {
@@ -602,7 +613,8 @@ def neurons_ground_truth(backbone=None, *, n: int = 1000, layers=None, l1_penalt
                               zero_shot_after=ab.after, zero_shot_after_second_order=ab2.after,
                               zero_shot_all_ablated=every.after, zero_shot_all_second_order=every2.after,
                               segmentation={"miou": seg.miou, "miou_random": seg.miou_random, "k": seg.k,
-                                            "layers": seg.layers}, checks=checks)
+                                            "layers": seg.layers}, checks=checks,
+                              analysed_neurons=len(res.neurons()))
 
 
 def ground_truth(method: str, **options) -> Result:
