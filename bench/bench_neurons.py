@@ -9,7 +9,8 @@ process's peak resident memory (imports and images included, so compare rows of 
 * second-order lens (N = 500, ``BENCH_LENS_IMAGES``): the effects of every neuron of layers 0-2 (3 x 384) with their
   statistics, and the whole ``explain`` (adds the SpLiCE decompositions of 1,152 directions);
 * CLIP-Dissect: ``shapes:resnet`` ``layer4`` (128 channels), ``shapes`` vocabulary (160
-  concepts) scored by ``shapes:clip-vit``, on 10,000 images, for soft-WPMI and rank-reorder (``BENCH_DISSECT_SIMILARITIES``).
+  concepts) scored by ``shapes:clip-vit``, on 10,000 images, for soft-WPMI and the paper's and interpcore's
+  rank-reorder (``BENCH_DISSECT_SIMILARITIES``).
 
 Run ``python bench/run --only neurons`` (or ``python bench/bench_neurons.py``).
 """
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 TIME_LIMIT = 1500
 LENS_IMAGES = int(os.environ.get("BENCH_LENS_IMAGES", 500))
 DISSECT_IMAGES = 10_000
-SIMILARITIES = tuple(os.environ.get("BENCH_DISSECT_SIMILARITIES", "soft_wpmi,rank_reorder").split(","))
+SIMILARITIES = tuple(os.environ.get("BENCH_DISSECT_SIMILARITIES", "soft_wpmi,rank_reorder,rank_reorder_all").split(","))
 
 
 def _images(n):

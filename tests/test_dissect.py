@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 import interpcore  # noqa: E402
 from interpcore.testing import check_method, tiny_images  # noqa: E402
 
-SIMILARITIES = ("soft_wpmi", "wpmi", "cos", "rank_reorder")
+SIMILARITIES = ("soft_wpmi", "wpmi", "cos", "cos_cubed", "rank_reorder", "rank_reorder_all")
 
 
 @pytest.mark.parametrize("similarity", SIMILARITIES)
@@ -51,6 +51,36 @@ def test_wpmi_and_soft_wpmi_are_the_papers_probabilities_computed_directly():
         assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5), name
 
 
+def test_cos_cos_cubed_and_rank_reorder_are_the_authors_functions_computed_directly():
+    """The authors' cos_similarity, cos_similarity_cubed and rank_reorder, written out with
+    loops over images: rank-reorder's baseline as the mean over *every* permutation of the
+    top activations (the expectation the authors' code estimates with five draws)."""
+    import itertools
+
+    from interp_dissect.dissect import similarity_scores
+
+    g = torch.Generator().manual_seed(2)
+    n, k_neurons, m = 80, 3, 5  # 5% of 80 images: the top 4, 24 permutations
+    acts = torch.randn(n, k_neurons, generator=g, dtype=torch.float64)
+    sims = torch.rand(n, m, generator=g, dtype=torch.float64) * 0.5 + 0.05
+    a, s = acts.numpy(), sims.numpy()
+    unit = lambda x, floor=0.0: x / np.maximum(np.linalg.norm(x, axis=0), floor)  # noqa: E731
+    assert np.allclose(similarity_scores(acts, sims, "cos").double(), unit(a).T @ unit(s), atol=1e-6)
+    cubed = unit((a - a.mean(0)) ** 3, 1e-3).T @ unit((s - s.mean(0)) ** 3, 1e-3)
+    assert np.allclose(similarity_scores(acts, sims, "cos_cubed").double(), cubed, atol=1e-6)
+    want = np.zeros((k_neurons, m))
+    for j in range(k_neurons):
+        top = np.argsort(-a[:, j], kind="stable")[:4]
+        q = a[top, j]  # descending
+        baseline = np.mean([np.mean(np.abs(q - q[list(p)]) ** 3) for p in itertools.permutations(range(4))])
+        for c in range(m):
+            # the activation value whose rank among the top activations is the image's rank by the concept
+            ranks = np.argsort(np.argsort(s[top, c], kind="stable"), kind="stable")
+            reordered = np.sort(q)[ranks]
+            want[j, c] = -np.mean(np.abs(q - reordered) ** 3) / baseline / np.sqrt(s[top, c].mean())
+    assert np.allclose(similarity_scores(acts, sims, "rank_reorder").double(), want, rtol=1e-5, atol=1e-6)
+
+
 def test_unknown_similarity_and_bad_neuron_are_one_sentence_errors():
     bb = interpcore.testing.tiny_open_clip_backbone(seed=0)
     with pytest.raises(interpcore.InterpError, match="choose one of"):
@@ -83,8 +113,9 @@ def test_vit_mlp_neurons_on_a_tiny_clip_meet_the_method_contract(tmp_path):
 @pytest.mark.slow
 def test_shapes_resnet_channels_are_named_by_their_attribute_value():
     """Ground truth from the labels: each channel of the shapes ResNet's last stage is
-    matched with the attribute value it separates best (AUC >= 0.8); rank-reorder's label
-    names that value for >= 80% of them (300 probe images)."""
+    matched with the attribute value it separates best (AUC >= 0.8); the label of
+    interpcore's rank-reorder over all images names that value for >= 80% of them (300 probe
+    images)."""
     from interp_shapes.groundtruth import dissect_ground_truth
 
     gt = dissect_ground_truth(n=300)

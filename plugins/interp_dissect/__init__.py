@@ -2,8 +2,8 @@
 
 * explainer ``dissect``: label each neuron (channel) of a layer of any vision model with a
   concept from a vocabulary, from the neuron's activations on a probe dataset and a CLIP's
-  image-concept similarities on the same images (soft-WPMI by default; WPMI, cos and
-  rank-reorder as options).
+  image-concept similarities on the same images (soft-WPMI by default; the paper's WPMI, cos,
+  cos-cubed and rank-reorder, and interpcore's rank-reorder over all images, as options).
 * ``interp dissect ...`` commands.
 
 Written against interpcore's public contract only (docs/plugins.md), as a third-party plugin

@@ -11,7 +11,7 @@ import click
 from interpcore.commands import backbone_options, batch_size_option, output_options
 from interpcore.engine import engine_options, engine_requested
 
-SIMILARITIES = ("soft_wpmi", "wpmi", "cos", "rank_reorder")  # dissect.SIMILARITIES, without torch
+SIMILARITIES = ("soft_wpmi", "wpmi", "cos", "cos_cubed", "rank_reorder", "rank_reorder_all")  # dissect.SIMILARITIES, without torch
 
 
 @click.command("dissect")

@@ -20,10 +20,17 @@ Similarity functions (``similarity=``):
   ``log p(c | E) - lam * log p(c)``;
 * ``wpmi``: the hard version, every top image in the example set:
   ``log p(c | B) = sum_{top_k} log p(c | x)``, the same prior over the layer's neurons;
-* ``cos``: the cosine between the neuron's standardised activations and the concept's
-  standardised similarities over all images;
-* ``rank_reorder``: ``-|| q - q' ||_p`` over the images, where ``q`` are the neuron's
-  activations and ``q'`` the same values put in the order of the concept's similarities.
+* ``cos``: the cosine between the neuron's column of ``A`` and the concept's column of ``P``
+  over all images, as they are (the authors' ``cos_similarity``);
+* ``cos_cubed``: the same after centring both columns and cubing them elementwise, which
+  weighs the images far from the mean (the authors' ``cos_similarity_cubed``);
+* ``rank_reorder``: over the neuron's top ``top_fraction`` (5%) images, with ``q`` their
+  activations in order and ``q'`` the same values put in the order of the concept's
+  similarities on them, ``-mean |q - q'|^p / baseline / mean_sim^scale_p``: ``baseline`` is
+  ``mean |q - q_perm|^p`` over permutations of the values, ``mean_sim`` the concept's mean
+  similarity on those images (the authors' ``rank_reorder``, ``p=3, scale_p=0.5``);
+* ``rank_reorder_all`` (interpcore's variant): ``-|| q - q' ||_p / std(q)`` over *all* probe
+  images, with no division by the concept's similarity.
 
 Everything here uses the public contract only: ``forward_features`` / ``features`` of the
 target, ``encode_image`` / ``encode_text`` of the CLIP, and the registry.
@@ -41,14 +48,16 @@ import interpcore
 from interpcore import Capability, Explainer, InterpError, Result
 from interpcore.data import probe_images
 
-SIMILARITIES = ("soft_wpmi", "wpmi", "cos", "rank_reorder")
+SIMILARITIES = ("soft_wpmi", "wpmi", "cos", "cos_cubed", "rank_reorder", "rank_reorder_all")
 
 #: The paper's settings of each similarity function (its code's defaults).
 PAPER_SETTINGS = {
     "soft_wpmi": {"top_k": 100, "alpha": 10.0, "lam": 1.0, "p_start": 0.998, "p_end": 0.97},
     "wpmi": {"top_k": 28, "alpha": 2.0, "lam": 0.6},
     "cos": {},
-    "rank_reorder": {"p": 3.0},
+    "cos_cubed": {},
+    "rank_reorder": {"p": 3.0, "top_fraction": 0.05, "scale_p": 0.5},
+    "rank_reorder_all": {"p": 3.0},
 }
 
 
@@ -58,9 +67,8 @@ MIN_PROB = 1e-7
 # -- similarity functions ----------------------------------------------------------------
 
 
-def _standardise(x: torch.Tensor) -> torch.Tensor:
-    x = x - x.mean(0, keepdim=True)
-    return x / x.std(0, keepdim=True).clamp_min(1e-12)
+def _unit_columns(x: torch.Tensor, min_norm: float = 0.0) -> torch.Tensor:
+    return x / x.norm(dim=0, keepdim=True).clamp_min(max(min_norm, 1e-30))
 
 
 def soft_wpmi(acts, sims, *, top_k=100, alpha=10.0, lam=1.0, p_start=0.998, p_end=0.97):
@@ -92,13 +100,35 @@ def wpmi(acts, sims, *, top_k=28, alpha=2.0, lam=0.6):
 
 
 def cos(acts, sims):
-    a, s = _standardise(acts), _standardise(sims)
-    a = a / a.norm(dim=0, keepdim=True).clamp_min(1e-12)
-    s = s / s.norm(dim=0, keepdim=True).clamp_min(1e-12)
-    return a.T @ s
+    return _unit_columns(acts).T @ _unit_columns(sims)
 
 
-def rank_reorder(acts, sims, *, p=3.0):
+def cos_cubed(acts, sims):
+    # the authors' code floors the cubed columns' norms at 1e-3
+    a, s = ((x - x.mean(0, keepdim=True)) ** 3 for x in (acts, sims))
+    return _unit_columns(a, 1e-3).T @ _unit_columns(s, 1e-3)
+
+
+def rank_reorder(acts, sims, *, p=3.0, top_fraction=0.05, scale_p=0.5):
+    n = acts.shape[0]
+    k = min(n, max(2, int(n * top_fraction)))  # the authors' int(n * fraction), at least a pair
+    q, top = acts.topk(k, dim=0)  # (k, K), each column descending
+    ascending = q.flip(0)
+    out = torch.empty(acts.shape[1], sims.shape[1], dtype=acts.dtype)
+    for j in range(acts.shape[1]):
+        # the baseline is the expectation over uniformly random permutations of the values
+        # (the authors' code draws five): the mean over all pairs (i, i') of |q_i - q_i'|^p
+        baseline = ((q[:, j:j + 1] - q[None, :, j]).abs() ** p).mean().clamp_min(1e-30)
+        s = sims[top[:, j]]  # (k, M): the concepts' similarities on the neuron's top images
+        rank = s.argsort(0).argsort(0)  # rank of each top image under each concept, ascending
+        err = ((q[:, j:j + 1] - ascending[:, j][rank]).abs() ** p).mean(0) / baseline
+        # a concept's mean cosine on the top images is raised to a floor: the authors' code
+        # takes its square root and would give NaN for a negative mean
+        out[j] = -err / s.mean(0).clamp_min(1e-6) ** scale_p
+    return out
+
+
+def rank_reorder_all(acts, sims, *, p=3.0):
     # q'[image ranked r by the concept] = the r-th smallest activation of the neuron
     rank = sims.argsort(0).argsort(0)  # (N, M): rank of each image under each concept
     ordered = acts.sort(0).values  # (N, K)
@@ -110,7 +140,8 @@ def rank_reorder(acts, sims, *, p=3.0):
     return out
 
 
-FUNCTIONS = {"soft_wpmi": soft_wpmi, "wpmi": wpmi, "cos": cos, "rank_reorder": rank_reorder}
+FUNCTIONS = {"soft_wpmi": soft_wpmi, "wpmi": wpmi, "cos": cos, "cos_cubed": cos_cubed, "rank_reorder": rank_reorder,
+             "rank_reorder_all": rank_reorder_all}
 
 
 def similarity_scores(acts, sims, similarity: str = "soft_wpmi", **settings) -> torch.Tensor:
