@@ -85,6 +85,9 @@ def test_unknown_similarity_and_bad_neuron_are_one_sentence_errors():
     bb = interpcore.testing.tiny_open_clip_backbone(seed=0)
     with pytest.raises(interpcore.InterpError, match="choose one of"):
         interpcore.get_explainer("dissect", bb, similarity="pmi")
+    with pytest.raises(interpcore.InterpError, match=r"alpha does not apply to similarity 'rank_reorder' "
+                                                     r"\(it takes p, top_fraction, scale_p\)"):
+        interpcore.get_explainer("dissect", bb, similarity="rank_reorder", alpha=1.0)
     ex = interpcore.get_explainer("dissect", bb, layer="visual.transformer.resblocks.0.mlp.gelu",
                                   vocabulary=["a red thing", "a blue thing"])
     with pytest.raises(interpcore.InterpError, match="out of range"):
@@ -105,8 +108,9 @@ def test_vit_mlp_neurons_on_a_tiny_clip_meet_the_method_contract(tmp_path):
     assert len(res.labels) == len(res.neurons) == width and set(res.labels) <= set(concepts)
     assert res.scores.shape == (width, len(concepts)) and np.isfinite(res.scores).all()
     assert res.labels == [concepts[i] for i in res.scores.argmax(1)]
+    assert res.settings == {"top_k": 100, "alpha": 10.0, "lam": 1.0, "p_start": 0.998, "p_end": 0.97}
     back = type(res).load(res.save(tmp_path / "r"))
-    assert back.labels == res.labels and np.array_equal(back.scores, res.scores)
+    assert back.labels == res.labels and np.array_equal(back.scores, res.scores) and back.settings == res.settings
     assert "CLIP-Dissect" in str(res)
 
 

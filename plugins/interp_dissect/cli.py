@@ -96,7 +96,6 @@ def dissect(images, backbone, pretrained, device, layer, clip, vocabulary, datas
     data.pop("activations", None)
     data.pop("scores", None)
     run.finish(res, data=data, method="dissect", title=f"CLIP-Dissect: {res.backbone} {res.layer}",
-               sections=sections, settings={"similarity": similarity, "pool": pool, "clip": res.clip,
-                                            "top_k": top_k, "alpha": alpha, "lam": lam,
+               sections=sections, settings={"similarity": similarity, "pool": pool, "clip": res.clip, **res.settings,
                                             "vocabulary": res.vocabulary, "layer": res.layer},
                inputs=list(images) if images else [str(getattr(probe, "name", ""))])

@@ -144,12 +144,24 @@ FUNCTIONS = {"soft_wpmi": soft_wpmi, "wpmi": wpmi, "cos": cos, "cos_cubed": cos_
              "rank_reorder_all": rank_reorder_all}
 
 
-def similarity_scores(acts, sims, similarity: str = "soft_wpmi", **settings) -> torch.Tensor:
-    """``(K, M)`` scores of a similarity function (the paper's settings unless overridden)."""
+def function_settings(similarity: str, **overrides) -> dict:
+    """The settings ``similarity`` runs with: the paper's, with the ``overrides`` that are not
+    ``None``; one that the function does not take is an error, not ignored."""
     if similarity not in FUNCTIONS:
         raise InterpError(f"unknown similarity '{similarity}'; choose one of {', '.join(SIMILARITIES)}")
     kw = dict(PAPER_SETTINGS[similarity])
-    kw.update({k: v for k, v in settings.items() if v is not None and k in kw})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    foreign = [k for k in given if k not in kw]
+    if foreign:
+        takes = ", ".join(kw) or "no settings"
+        raise InterpError(f"{foreign[0]} does not apply to similarity '{similarity}' (it takes {takes})")
+    kw.update(given)
+    return kw
+
+
+def similarity_scores(acts, sims, similarity: str = "soft_wpmi", **settings) -> torch.Tensor:
+    """``(K, M)`` scores of a similarity function (the paper's settings unless overridden)."""
+    kw = function_settings(similarity, **settings)
     return FUNCTIONS[similarity](torch.as_tensor(acts, dtype=torch.float64),
                                  torch.as_tensor(sims, dtype=torch.float64), **kw).float()
 
@@ -190,6 +202,7 @@ class DissectResult(Result):
     concepts: list
     scores: np.ndarray  # (K, M)
     activations: np.ndarray | None = None  # (N, K) pooled activations on the probe images
+    settings: dict | None = None  # the similarity function's settings (None: saved before they were kept)
 
     def top(self, k: int, n: int = 5) -> list[tuple[str, float]]:
         """The ``n`` best concepts of the ``k``-th neuron with their scores."""
@@ -255,8 +268,7 @@ class DissectExplainer(Explainer):
 
     def __init__(self, backbone, *, clip=None, vocabulary=None, layer=None, similarity="soft_wpmi",
                  pool="mean", batch_size=64, top_k=None, alpha=None, lam=None):
-        if similarity not in SIMILARITIES:
-            raise InterpError(f"unknown similarity '{similarity}'; choose one of {', '.join(SIMILARITIES)}")
+        function_settings(similarity, top_k=top_k, alpha=alpha, lam=lam)  # checked before any work
         if pool not in ("mean", "max", "cls"):
             raise InterpError(f"unknown pool '{pool}'; choose mean, max or cls")
         if int(batch_size) < 1:
@@ -364,4 +376,5 @@ class DissectExplainer(Explainer):
             backbone=self.backbone.name, layer=self.layer, clip=clip.name, vocabulary=vocab.name,
             similarity=self.similarity, n_images=n_images, neurons=picked,
             labels=[vocab.concepts[i] for i in best], concepts=list(vocab.concepts),
-            scores=scores.numpy(), activations=acts[:, picked].numpy() if keep_activations else None)
+            scores=scores.numpy(), activations=acts[:, picked].numpy() if keep_activations else None,
+            settings=function_settings(self.similarity, **self.settings))
