@@ -81,6 +81,17 @@ def test_cos_cos_cubed_and_rank_reorder_are_the_authors_functions_computed_direc
     assert np.allclose(similarity_scores(acts, sims, "rank_reorder").double(), want, rtol=1e-5, atol=1e-6)
 
 
+def test_default_pooling_is_the_authors_a_maps_mean_and_a_token_layers_class_token():
+    from interp_dissect.dissect import pool_activations
+
+    maps, tokens = torch.randn(3, 4, 5, 5), torch.randn(3, 7, 4)
+    assert torch.equal(pool_activations(maps), maps.mean((2, 3)))
+    assert torch.equal(pool_activations(tokens), tokens[:, 0])
+    assert torch.equal(pool_activations(tokens, "mean"), tokens.mean(1))
+    with pytest.raises(interpcore.InterpError, match="needs a token layer"):
+        pool_activations(maps, "cls")
+
+
 def test_unknown_similarity_and_bad_neuron_are_one_sentence_errors():
     bb = interpcore.testing.tiny_open_clip_backbone(seed=0)
     with pytest.raises(interpcore.InterpError, match="choose one of"):
@@ -95,8 +106,8 @@ def test_unknown_similarity_and_bad_neuron_are_one_sentence_errors():
 
 
 def test_vit_mlp_neurons_on_a_tiny_clip_meet_the_method_contract(tmp_path):
-    """ViT MLP neurons (a token layer, averaged over tokens) of a tiny open_clip ViT, the
-    same model scoring the concepts; the result saves and loads unchanged."""
+    """ViT MLP neurons (a token layer, the class token by default) of a tiny open_clip ViT,
+    the same model scoring the concepts; the result saves and loads unchanged."""
     bb = interpcore.testing.tiny_open_clip_backbone(seed=0)
     concepts = ["red", "green", "blue", "a circle", "a square"]
     ex = interpcore.get_explainer("dissect", bb, layer="visual.transformer.resblocks.1.mlp.gelu",

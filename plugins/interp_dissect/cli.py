@@ -29,8 +29,9 @@ SIMILARITIES = ("soft_wpmi", "wpmi", "cos", "cos_cubed", "rank_reorder", "rank_r
 @click.option("--limit", type=int, default=None, help="Use only the first N probe images.")
 @click.option("--similarity", type=click.Choice(SIMILARITIES), default="soft_wpmi", show_default=True,
               help="How activations and image-concept similarities are compared.")
-@click.option("--pool", type=click.Choice(["mean", "max", "cls"]), default="mean", show_default=True,
-              help="One activation per image: mean or max over positions / tokens, or the class token.")
+@click.option("--pool", type=click.Choice(["auto", "mean", "max", "cls"]), default="auto", show_default=True,
+              help="One activation per image: mean or max over positions / tokens, or the class token; "
+                   "auto: a map's mean, a token layer's class token (the authors' code).")
 @click.option("--top-k", type=int, default=None, help="Most activating images per neuron (WPMI, soft-WPMI; "
                                                       "default: the paper's).")
 @click.option("--alpha", type=float, default=None, help="Softmax scale of the image-concept cosines "

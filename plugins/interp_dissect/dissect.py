@@ -166,18 +166,25 @@ def similarity_scores(acts, sims, similarity: str = "soft_wpmi", **settings) -> 
                                  torch.as_tensor(sims, dtype=torch.float64), **kw).float()
 
 
-def pool_activations(act: torch.Tensor, pool: str = "mean") -> torch.Tensor:
+#: ways to pool a layer's output to one number per neuron and image
+POOLS = ("auto", "mean", "max", "cls")
+
+
+def pool_activations(act: torch.Tensor, pool: str = "auto") -> torch.Tensor:
     """One number per neuron and image: ``(N, C, H, W)`` maps and ``(N, T, C)`` tokens
-    averaged (``mean``), maximised (``max``) or, for tokens, the first (class) token (``cls``)."""
+    averaged (``mean``), maximised (``max``) or, for tokens, the first (class) token (``cls``).
+    ``auto`` is what the authors' code does: the mean of a map, the class token of tokens."""
     if act.dim() == 2:
         return act
     if act.dim() == 4:
         flat = act.flatten(2)  # (N, C, HW)
+        if pool == "auto":
+            return flat.mean(2)
         if pool == "cls":
             raise InterpError("pool='cls' needs a token layer; this layer gives (N, C, H, W) maps")
         return flat.mean(2) if pool == "mean" else flat.amax(2)
     if act.dim() == 3:
-        if pool == "cls":
+        if pool in ("cls", "auto"):
             return act[:, 0]
         return act.mean(1) if pool == "mean" else act.amax(1)
     raise InterpError(f"cannot pool activations of shape {tuple(act.shape)}")
@@ -259,7 +266,8 @@ class DissectExplainer(Explainer):
     advertises, else the installed default vision-language backbone); ``vocabulary``: concept vocabulary name, list or file
     (default: the dataset's or CLIP's advertised ``vocabulary``); ``layer``: a feature layer
     (default: the backbone's ``default_layer``); ``similarity``: one of :data:`SIMILARITIES`;
-    ``pool``: ``mean``, ``max`` or ``cls`` (token layers); ``top_k`` / ``alpha`` / ``lam``:
+    ``pool``: ``auto`` (the mean of a map, the class token of a token layer, as the authors'
+    code does), ``mean``, ``max`` or ``cls`` (token layers); ``top_k`` / ``alpha`` / ``lam``:
     override the paper's settings of the similarity function.
     """
 
@@ -267,10 +275,10 @@ class DissectExplainer(Explainer):
     requires = (Capability.FEATURE_MAPS,)
 
     def __init__(self, backbone, *, clip=None, vocabulary=None, layer=None, similarity="soft_wpmi",
-                 pool="mean", batch_size=64, top_k=None, alpha=None, lam=None):
+                 pool="auto", batch_size=64, top_k=None, alpha=None, lam=None):
         function_settings(similarity, top_k=top_k, alpha=alpha, lam=lam)  # checked before any work
-        if pool not in ("mean", "max", "cls"):
-            raise InterpError(f"unknown pool '{pool}'; choose mean, max or cls")
+        if pool not in POOLS:
+            raise InterpError(f"unknown pool '{pool}'; choose one of {', '.join(POOLS)}")
         if int(batch_size) < 1:
             raise InterpError(f"batch_size must be >= 1, got {batch_size}")
         super().__init__(backbone, clip=clip, vocabulary=vocabulary, layer=layer, similarity=similarity,

@@ -30,7 +30,11 @@ def pooled_cls(result, n: int) -> dict:
     return _pooled(result, "cls")
 
 
-ADAPTERS = {"mean": pooled_mean, "max": pooled_max, "cls": pooled_cls}
+def pooled_auto(result, n: int) -> dict:
+    return _pooled(result, "auto")
+
+
+ADAPTERS = {"auto": pooled_auto, "mean": pooled_mean, "max": pooled_max, "cls": pooled_cls}
 
 
 def job_specs(kw: dict, dataset: str, layer: str, clip: str, clip_pretrained=None):
@@ -41,7 +45,7 @@ def job_specs(kw: dict, dataset: str, layer: str, clip: str, clip_pretrained=Non
                   shard_size=int(kw["shard_size"]), limit=kw.get("limit"), fields=())
     target = JobSpec(backbone=kw["backbone"],
                      backbone_options={"pretrained": kw["pretrained"]} if kw.get("pretrained") else {},
-                     call_options={"layer": layer}, adapter=callable_path(ADAPTERS[kw.get("pool", "mean")]),
+                     call_options={"layer": layer}, adapter=callable_path(ADAPTERS[kw.get("pool", "auto")]),
                      **common)
     scorer = JobSpec(backbone=clip, backbone_options={"pretrained": clip_pretrained} if clip_pretrained else {},
                      call_options={"normalize": True}, **common)
