@@ -13,7 +13,6 @@ stderr hides). Two switches override it:
 from __future__ import annotations
 
 import os
-import sys
 
 _quiet = False
 

@@ -17,7 +17,7 @@ FILE_NAME = "gtsegs_ijcv.mat"
 HINT = (
     "download gtsegs_ijcv.mat (http://calvin-vision.net/bigstuff/proj-imagenet/"
     "data/gtsegs_ijcv.mat, the file used by the PRS / TextSpan and transformer-explainability "
-    f"code) and give root= that file or the folder that holds it"
+    "code) and give root= that file or the folder that holds it"
 )
 
 

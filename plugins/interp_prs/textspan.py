@@ -387,7 +387,7 @@ class TextSpanExplainer(Explainer):
         if len(keep) == 0:
             return {}, None
         W = task_weights(self.backbone, t).numpy()
-        H, D = store.num_heads, int(store.meta["embed_dim"])
+        D = int(store.meta["embed_dim"])
         first = min(self.layers)
         early = [j for j in range(store.num_layers) if j < first]
         attn_mean = np.asarray(store.attn[keep], np.float64).mean(0).astype(np.float32)

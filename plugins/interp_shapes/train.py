@@ -26,7 +26,6 @@ import argparse
 import datetime as _dt
 import json
 import math
-import os
 import platform
 import sys
 import time
