@@ -204,8 +204,9 @@ def ablate(source, match, neuron, tasks, how, backbone, pretrained, device, laye
 @engine_options  # each image's prediction and patch maps: a sharded, resumable job (engine_job.py)
 def segment(source, task, k, seg_layers, backbone, pretrained, device, layers, vocabulary, l1_penalty, dataset,
             split, limit, batch_size, run, **engine_kw):
-    """Zero-shot segmentation from the activation maps of the neurons closest to each image's
-    class, scored against the dataset's masks (with random neurons for scale)."""
+    """Zero-shot segmentation from the activation maps of the neurons whose directions project
+    most on each image's class, scored against the dataset's masks (with random neurons for
+    scale)."""
     res = _load(source)
     _same(res, backbone)
     lens, ds, name = _setup(backbone, pretrained, device,

@@ -18,8 +18,9 @@ pass (the paper's linearisation); attention patterns are the image's own. The ML
 layers are not followed (they are the neuron's higher-order effects).
 
 Per neuron, over a probe set: the mean effect, the *sparsity* (the fraction of images that
-carry 90% of the summed squared effect norms), the *principal direction* (the top singular
-vector of the images' effects, signed so that the effects project positively on it) and the
+carry 90% of the summed squared effect norms), the *principal direction* (as in the authors'
+code: the top singular vector of the centred effects of the 100 images farthest from the mean
+effect, signed so that most of them project positively on it) and the
 share of the effects' energy along it, and a sparse decomposition of the direction into texts
 with the SpLiCE decomposer (taken from the registry). Mean-ablating a set of neurons replaces
 their second-order effects by their probe-set means in each image's representation, or (the
@@ -139,13 +140,18 @@ def _effects(lens, hidden, attn, sigma, sigma_post, layer, neurons=None):
     return out / sigma_post[:, None, None]
 
 
+#: images per neuron whose centred effects give its principal direction (the authors' top_k_pca)
+PCA_IMAGES = 100
+
+
 class _Stats:
     """Running sums over images of each layer's effects ``(n, hidden, embed)``: what the
-    means, covariances (principal directions), norms (sparsity) and mean activations need."""
+    means, norms (sparsity) and mean activations need. The principal directions need the
+    mean first, so they come from a second pass (:class:`_TopCentred`)."""
 
     def __init__(self, layers):
         self.layers = list(layers)
-        self.sums, self.moments, self.weighted, self.act_sums = {}, {}, {}, {}
+        self.sums, self.act_sums = {}, {}
         self.norms = {l: [] for l in self.layers}
         self.n, self.err, self.rep_norm = 0, 0.0, 0.0
 
@@ -156,16 +162,14 @@ class _Stats:
         for l in self.layers:
             eff = effects[l].float()
             self.act_sums[l] = self.act_sums.get(l, 0) + hidden[l].sum(0).double().cpu()
-            by_neuron = eff.transpose(0, 1)  # (hidden, n, embed)
             self.sums[l] = self.sums.get(l, 0) + eff.sum(0).double()
-            self.moments[l] = self.moments.get(l, 0) + torch.bmm(by_neuron.transpose(1, 2), by_neuron).double()
-            nm = eff.norm(dim=-1)  # (n, hidden)
-            self.weighted[l] = self.weighted.get(l, 0) + (nm[:, :, None] * eff).sum(0).double()
-            self.norms[l].append(nm)
+            self.norms[l].append(eff.norm(dim=-1))  # (n, hidden)
 
-    def finish(self) -> dict:
-        n, first = self.n, self.layers[0]
-        hidden_n, embed = self.sums[first].shape
+    def means(self) -> dict:
+        return {l: (self.sums[l] / self.n).float() for l in self.layers}
+
+    def finish(self, top: "_TopCentred") -> dict:
+        hidden_n, embed = self.sums[self.layers[0]].shape
         out = {k: np.zeros((len(self.layers), hidden_n) + s, dtype=np.float32) for k, s in
                (("mean_norm", ()), ("sparsity", ()), ("energy", ()), ("directions", (embed,)),
                 ("mean_effects", (embed,)))}
@@ -173,22 +177,46 @@ class _Stats:
             nm = torch.cat(self.norms[l])  # (N, hidden)
             out["mean_norm"][i] = nm.mean(0).numpy()
             out["sparsity"][i] = _sparsity(nm).numpy()
-            mean = self.sums[l] / n
-            cov = self.moments[l] / n - mean[:, :, None] * mean[:, None, :]
-            vals, vecs = torch.linalg.eigh(cov)  # ascending: the principal direction is the last
-            d = vecs[..., -1]  # (hidden, embed)
-            # a neuron no later attention carries (the last layer's) has no effect at all: its
-            # covariance is zero and eigh's basis vector would be an arbitrary direction
-            d = d * (vals.sum(-1) > 0)[:, None]
-            # signed so that the images with the largest effects lie on its positive side: the
-            # effects weighted by their norms, centred, project positively
-            pull = self.weighted[l] - mean * nm.double().sum(0)[:, None]
-            d = d * torch.where((d * pull).sum(-1) < 0, -1.0, 1.0)[:, None]
-            out["directions"][i] = d.float().numpy()
-            out["mean_effects"][i] = mean.float().numpy()
-            out["energy"][i] = (vals[..., -1] / vals.sum(-1).clamp_min(1e-300)).float().numpy()
-        out["mean_activations"] = np.stack([(self.act_sums[l] / n).float().numpy() for l in self.layers])
+            out["mean_effects"][i] = (self.sums[l] / self.n).float().numpy()
+            out["directions"][i], out["energy"][i] = (t.numpy() for t in top.direction(l))
+        out["mean_activations"] = np.stack([(self.act_sums[l] / self.n).float().numpy() for l in self.layers])
         return out
+
+
+class _TopCentred:
+    """Second pass: per neuron, the :data:`PCA_IMAGES` images whose effects lie farthest from
+    the neuron's mean effect, and those centred effects. Their top right singular vector is
+    the principal direction, signed so that most of them project positively on it, as the
+    authors' ``compute_pcas.py`` does."""
+
+    def __init__(self, means: dict, k: int | None = None):
+        self.means, self.k = means, int(PCA_IMAGES if k is None else k)
+        self.norms, self.effects = {}, {}
+
+    def add(self, effects):
+        for l, mean in self.means.items():
+            c = effects[l].float() - mean  # (n, hidden, embed)
+            nm = c.norm(dim=-1).T  # (hidden, n)
+            c = c.transpose(0, 1)  # (hidden, n, embed)
+            if l in self.norms:
+                nm, c = torch.cat([self.norms[l], nm], 1), torch.cat([self.effects[l], c], 1)
+            if nm.shape[1] > self.k:
+                nm, idx = nm.topk(self.k, dim=1)
+                c = c.gather(1, idx[..., None].expand(-1, -1, c.shape[-1]))
+            self.norms[l], self.effects[l] = nm, c
+
+    def direction(self, l):
+        """``(directions (hidden, embed), energy (hidden,))``: energy is the share of the
+        kept centred effects' squared norm along the direction."""
+        c = self.effects[l].double()
+        _, sv, vh = torch.linalg.svd(c, full_matrices=False)
+        d = vh[:, 0]  # (hidden, embed)
+        positive = ((c @ d[..., None])[..., 0] > 0).sum(1)
+        d = d * torch.where(positive > c.shape[1] // 2, 1.0, -1.0)[:, None].to(d)
+        total = sv.pow(2).sum(-1)
+        # a neuron no later attention carries (the last layer's) has no effect at all: no direction
+        d = d * (total > 0)[:, None]
+        return d.float(), (sv[:, 0].pow(2) / total.clamp_min(1e-300)).float()
 
 
 # -- results -----------------------------------------------------------------------------
@@ -323,7 +351,7 @@ class NeuronSegmentation(Result):
 
     def __str__(self) -> str:
         return (f"Neuron-based zero-shot segmentation on {self.dataset} ({self.n_images} images with masks; "
-                f"{self.backbone}, the {self.k} neurons of layers {self.layers} closest to the predicted "
+                f"{self.backbone}, the {self.k} neurons of layers {self.layers} projecting most on the predicted "
                 f"'{self.task}' class):\n  mIoU {self.miou:.3f} (background {self.iou['background']:.3f}, "
                 f"object {self.iou['object']:.3f}); {self.k} random neurons of the same layers: "
                 f"{self.miou_random:.3f}")
@@ -405,9 +433,14 @@ class NeuronsExplainer(Explainer):
             raise InterpError(f"the second-order lens needs at least 2 probe images, got {len(images)}")
         stats = _Stats(self.layers)
         for hidden, attn, sigma, sp, rep, e in self._batches(images):
-            stats.add({l: _effects(self.lens, hidden, attn, sigma, sp, l).float().cpu() for l in self.layers},
-                      hidden, rep, e)
-        return self._result(stats, dataset)
+            stats.add(self._all_effects(hidden, attn, sigma, sp), hidden, rep, e)
+        top = _TopCentred(stats.means())
+        for hidden, attn, sigma, sp, _, _ in self._batches(images):  # again: the directions need the means
+            top.add(self._all_effects(hidden, attn, sigma, sp))
+        return self._result(stats, top, dataset)
+
+    def _all_effects(self, hidden, attn, sigma, sp) -> dict:
+        return {l: _effects(self.lens, hidden, attn, sigma, sp, l).float().cpu() for l in self.layers}
 
     def batch_arrays(self, pixels) -> dict:
         """Per-image arrays of a batch of preprocessed ``pixels`` (the verb of a dataset job of
@@ -424,7 +457,8 @@ class NeuronsExplainer(Explainer):
 
     def explain_job(self, job_dir, dataset=None) -> NeuronsResult:
         """The result of :meth:`explain` from a finished dataset job whose shards hold
-        :meth:`batch_arrays` of this lens's layers, read shard by shard."""
+        :meth:`batch_arrays` of this lens's layers, read shard by shard (twice: the principal
+        directions need the means first)."""
         from interpcore.engine import iter_shards
 
         stats = _Stats(self.layers)
@@ -437,10 +471,14 @@ class NeuronsExplainer(Explainer):
                       torch.from_numpy(np.array(part["representation"])), float(np.max(part["mlp_split_error"])))
         if stats.n < 2:
             raise InterpError(f"the second-order lens needs at least 2 probe images, the job has {stats.n}")
-        return self._result(stats, dataset)
+        top = _TopCentred(stats.means())
+        for part in iter_shards(job_dir, ("effects",), mmap=True):
+            eff = torch.from_numpy(np.array(part["effects"]))
+            top.add({l: eff[:, i] for i, l in enumerate(self.layers)})
+        return self._result(stats, top, dataset)
 
-    def _result(self, stats, dataset) -> NeuronsResult:
-        out = stats.finish()
+    def _result(self, stats, top, dataset) -> NeuronsResult:
+        out = stats.finish(top)
         vocab_name, texts = self._texts(out["directions"], dataset)
         return NeuronsResult(backbone=self.backbone.name, layers=list(self.layers), n_images=stats.n,
                              vocabulary=vocab_name, texts=texts, representation_norm=stats.rep_norm / stats.n,
@@ -484,7 +522,7 @@ class NeuronsExplainer(Explainer):
     def segment_options(self, result: NeuronsResult, dataset, *, task=None, k: int = 50, layers=None,
                         seed: int = 0) -> dict:
         """What :meth:`segment_arrays` needs, as JSON values (a dataset job's call options):
-        the task, the layers, for each class the ``k`` neurons closest to its text embedding
+        the task, the layers, for each class the ``k`` neurons projecting most on its zero-shot weight
         (``closest``, indices into the layers' neurons) and ``k`` random ones."""
         offered = {} if dataset is None else dataset.zeroshot_tasks()
         task = task or ("label" if "label" in offered else next(iter(offered), None))
@@ -499,7 +537,8 @@ class NeuronsExplainer(Explainer):
         d = torch.as_tensor(np.asarray(result.directions)[[result.layers.index(l) for l in layers]]).float()
         n_pairs = d.shape[0] * d.shape[1]
         k = min(int(k), n_pairs)
-        closest = (d.reshape(-1, d.shape[-1]) @ w.T).topk(k, dim=0).indices.T  # (C, k) into the pairs
+        # by the size of the projection, either sign, as the authors' compute_segmentation.py does
+        closest = (d.reshape(-1, d.shape[-1]) @ w.T).abs().topk(k, dim=0).indices.T  # (C, k) into the pairs
         random = torch.randperm(n_pairs, generator=torch.Generator().manual_seed(seed))[:k]
         return {"task": task, "layers": layers, "k": k, "closest": closest.tolist(), "random": random.tolist(),
                 "prompt_names": list(t.prompt_names), "templates": list(t.templates)}
@@ -547,9 +586,9 @@ class NeuronsExplainer(Explainer):
         """Zero-shot segmentation with the neurons (the paper's recipe as far as the shapes
         world allows): for each image, its zero-shot class of ``task`` (default ``label``, else
         the dataset's first task), the ``k`` neurons of ``layers`` (default: the result's last
-        analysed layer) whose principal directions are closest to the class's text embedding,
-        the mean of their activations over the patches, upsampled to the mask, min-max
-        normalised and thresholded at its mean; scored against the masks."""
+        analysed layer) whose principal directions project most (in absolute value) on the
+        class's zero-shot weight, the mean of their activations over the patches, upsampled to
+        the mask, min-max normalised and thresholded at 0.5; scored against the masks."""
         dataset, images = probe_images(inputs, self.backbone, limit)
         options = self.segment_options(result, dataset, task=task, k=k, layers=layers, seed=seed)
         keep = self.masked(dataset, len(images))
@@ -652,12 +691,12 @@ class NeuronsExplainer(Explainer):
 
 def _add_iou(acc: np.ndarray, patch_map: torch.Tensor, grid, mask: np.ndarray) -> None:
     """Add one image's intersections and unions of {background, object} to ``acc`` (2, 2):
-    the patch map upsampled to the mask, clipped at 0 (a neuron below 0 is off: GELU's
-    negative outputs are small), min-max normalised, thresholded at its mean."""
+    the patch map upsampled to the mask, min-max normalised, thresholded at 0.5 (as the
+    authors' compute_segmentation.py does)."""
     up = torch.nn.functional.interpolate(patch_map.reshape(1, 1, *grid), size=mask.shape, mode="bilinear",
-                                         align_corners=False)[0, 0].clamp_min(0)
+                                         align_corners=False)[0, 0]
     up = (up - up.min()) / (up.max() - up.min()).clamp_min(1e-12)
-    pred = (up > up.mean()).numpy()
+    pred = (up > 0.5).numpy()
     for c, (p, m) in enumerate(((~pred, ~mask), (pred, mask))):
         acc[0, c] += (p & m).sum()
         acc[1, c] += (p | m).sum()

@@ -564,8 +564,8 @@ class NeuronsGroundTruth(Result):
                          f"({self.zero_shot_all_second_order[t]:6.2f}%) ablating all {self.analysed_neurons} "
                          "analysed neurons")
         seg = self.segmentation
-        lines.append(f"  segmentation from the {seg['k']} neurons of layers {seg['layers']} closest to each image's "
-                     f"shape: mIoU {seg['miou']:.3f} ({seg['k']} random neurons: {seg['miou_random']:.3f})")
+        lines.append(f"  segmentation from the {seg['k']} neurons of layers {seg['layers']} projecting most on each "
+                     f"image's shape: mIoU {seg['miou']:.3f} ({seg['k']} random neurons: {seg['miou_random']:.3f})")
         return "\n".join(lines + _checks_text(self.checks))
 
 
