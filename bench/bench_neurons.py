@@ -7,7 +7,8 @@ process's peak resident memory (imports and images included, so compare rows of 
 
 * plain forward: ``encode_image`` of ``shapes:clip-vit`` on N images;
 * second-order lens (N = 500, ``BENCH_LENS_IMAGES``): the effects of every neuron of layers 0-2 (3 x 384) with their
-  statistics, and the whole ``explain`` (adds the SpLiCE decompositions of 1,152 directions);
+  statistics, and the whole ``explain`` (adds a second pass for the principal directions and the SpLiCE
+  decompositions of 1,152 directions);
 * CLIP-Dissect: ``shapes:resnet`` ``layer4`` (128 channels), ``shapes`` vocabulary (160
   concepts) scored by ``shapes:clip-vit``, on 10,000 images, for soft-WPMI and the paper's and interpcore's
   rank-reorder (``BENCH_DISSECT_SIMILARITIES``).
