@@ -94,7 +94,7 @@ def main() -> str:
     rows.append(["plain forward (encode_image)", f"{LENS_IMAGES:,}", f"{fwd['result']['seconds']:.2f}",
                  f"{LENS_IMAGES / fwd['result']['seconds']:,.0f}", fmt_bytes(fwd["max_rss"]), "1.0x"])
     for whole, what in ((False, "second-order effects, 3 x 384 neurons"),
-                        (True, "second-order explain (effects, statistics, SpLiCE texts)")):
+                        (True, "second-order explain (two passes, statistics, directions, SpLiCE texts)")):
         r = run_isolated("bench_neurons:lens_child", LENS_IMAGES, whole, env=env)
         s = r["result"]["seconds"]
         rows.append([what, f"{LENS_IMAGES:,}", f"{s:.2f}", f"{LENS_IMAGES / s:,.0f}", fmt_bytes(r["max_rss"]),
