@@ -11,7 +11,7 @@ import click
 from interpcore.commands import backbone_options, batch_size_option, output_options
 from interpcore.engine import engine_options, engine_requested
 
-SIMILARITIES = ("soft_wpmi", "wpmi", "cos", "cos_cubed", "rank_reorder", "rank_reorder_all")  # dissect.SIMILARITIES, without torch
+from .choices import POOLS, SIMILARITIES
 
 
 @click.command("dissect")
@@ -29,7 +29,7 @@ SIMILARITIES = ("soft_wpmi", "wpmi", "cos", "cos_cubed", "rank_reorder", "rank_r
 @click.option("--limit", type=int, default=None, help="Use only the first N probe images.")
 @click.option("--similarity", type=click.Choice(SIMILARITIES), default="soft_wpmi", show_default=True,
               help="How activations and image-concept similarities are compared.")
-@click.option("--pool", type=click.Choice(["auto", "mean", "max", "cls"]), default="auto", show_default=True,
+@click.option("--pool", type=click.Choice(POOLS), default="auto", show_default=True,
               help="One activation per image: mean or max over positions / tokens, or the class token; "
                    "auto: a map's mean, a token layer's class token (the authors' code).")
 @click.option("--top-k", type=int, default=None, help="Most activating images per neuron (WPMI, soft-WPMI; "

@@ -48,7 +48,7 @@ import interpcore
 from interpcore import Capability, Explainer, InterpError, Result
 from interpcore.data import probe_images
 
-SIMILARITIES = ("soft_wpmi", "wpmi", "cos", "cos_cubed", "rank_reorder", "rank_reorder_all")
+from .choices import POOLS, SIMILARITIES
 
 #: The paper's settings of each similarity function (its code's defaults).
 PAPER_SETTINGS = {
@@ -166,10 +166,6 @@ def similarity_scores(acts, sims, similarity: str = "soft_wpmi", **settings) -> 
                                  torch.as_tensor(sims, dtype=torch.float64), **kw).float()
 
 
-#: ways to pool a layer's output to one number per neuron and image
-POOLS = ("auto", "mean", "max", "cls")
-
-
 def pool_activations(act: torch.Tensor, pool: str = "auto") -> torch.Tensor:
     """One number per neuron and image: ``(N, C, H, W)`` maps and ``(N, T, C)`` tokens
     averaged (``mean``), maximised (``max``) or, for tokens, the first (class) token (``cls``).
@@ -177,12 +173,10 @@ def pool_activations(act: torch.Tensor, pool: str = "auto") -> torch.Tensor:
     if act.dim() == 2:
         return act
     if act.dim() == 4:
-        flat = act.flatten(2)  # (N, C, HW)
-        if pool == "auto":
-            return flat.mean(2)
         if pool == "cls":
             raise InterpError("pool='cls' needs a token layer; this layer gives (N, C, H, W) maps")
-        return flat.mean(2) if pool == "mean" else flat.amax(2)
+        flat = act.flatten(2)  # (N, C, HW)
+        return flat.amax(2) if pool == "max" else flat.mean(2)  # auto: the mean, as mean
     if act.dim() == 3:
         if pool in ("cls", "auto"):
             return act[:, 0]
@@ -276,7 +270,7 @@ class DissectExplainer(Explainer):
 
     def __init__(self, backbone, *, clip=None, vocabulary=None, layer=None, similarity="soft_wpmi",
                  pool="auto", batch_size=64, top_k=None, alpha=None, lam=None):
-        function_settings(similarity, top_k=top_k, alpha=alpha, lam=lam)  # checked before any work
+        settings = function_settings(similarity, top_k=top_k, alpha=alpha, lam=lam)  # checked before any work
         if pool not in POOLS:
             raise InterpError(f"unknown pool '{pool}'; choose one of {', '.join(POOLS)}")
         if int(batch_size) < 1:
@@ -287,7 +281,7 @@ class DissectExplainer(Explainer):
         if self.layer is None:
             raise InterpError(f"backbone '{backbone.name}' has no default feature layer; give layer=")
         self.similarity, self.pool, self.batch_size = similarity, pool, int(batch_size)
-        self.settings = {"top_k": top_k, "alpha": alpha, "lam": lam}
+        self.settings = settings  # the function's, the paper's where not overridden
         self._clip, self._vocabulary = clip, vocabulary
 
     # -- parts ---------------------------------------------------------------------------
@@ -385,4 +379,4 @@ class DissectExplainer(Explainer):
             similarity=self.similarity, n_images=n_images, neurons=picked,
             labels=[vocab.concepts[i] for i in best], concepts=list(vocab.concepts),
             scores=scores.numpy(), activations=acts[:, picked].numpy() if keep_activations else None,
-            settings=function_settings(self.similarity, **self.settings))
+            settings=dict(self.settings))
